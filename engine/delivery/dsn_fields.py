@@ -1,0 +1,130 @@
+"""Read the machine-readable fields of an RFC 3464 delivery status notification.
+
+The ``message/delivery-status`` part holds one block of per-message fields (``Reporting-MTA``...)
+followed by one block per recipient (``Final-Recipient``, ``Action``, ``Status``,
+``Diagnostic-Code``...). Real MTAs bend the format: blocks without blank lines between them,
+fields folded over several lines, the same fields pasted into a ``text/plain`` part. The reader
+below is lenient with all of that; it only needs ``Name: value`` lines.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from engine.delivery.dsn_model import Finding
+
+_FIELD_RE = re.compile(r"^([A-Za-z][A-Za-z0-9-]*)[ \t]*:[ \t]*(.*)$")
+_RECIPIENT_FIELDS = ("final-recipient", "original-recipient", "x-actual-recipient")
+_ADDRESS_RE = re.compile(r"[^\s<>\"'(),;:]+@[^\s<>\"'(),;:]+")
+DSN_FIELDS = frozenset(
+    {"final-recipient", "original-recipient", "x-actual-recipient", "action", "status", "remote-mta",
+     "diagnostic-code", "last-attempt-date", "will-retry-until", "reporting-mta", "received-from-mta",
+     "arrival-date", "x-original-message-id", "final-log-id"}
+)
+
+
+@dataclass
+class DeliveryStatus:
+    """The per-message fields and the per-recipient records of one delivery-status report."""
+
+    reporting_mta: str = ""
+    original_message_id: str = ""
+    recipients: list[Finding] = field(default_factory=list)
+
+
+def clean_address(value: str) -> str:
+    """``rfc822; <Kijitora@Example.jp>`` -> ``Kijitora@Example.jp`` (non-mail targets kept as is)."""
+    value = value.strip()
+    if ";" in value:
+        kind, _, rest = value.partition(";")
+        if " " not in kind.strip() and "@" not in kind:
+            value = rest.strip()
+    match = _ADDRESS_RE.search(value)
+    if match:
+        return match.group(0).strip(".").strip("'\"")
+    return value.strip("<>\"' ")
+
+
+def _unfold(text: str) -> list[str]:
+    lines: list[str] = []
+    for raw in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
+        if raw[:1] in (" ", "\t") and lines and lines[-1] and _FIELD_RE.match(lines[-1]):
+            lines[-1] = lines[-1] + " " + raw.strip()
+        else:
+            lines.append(raw.rstrip())
+    return lines
+
+
+def _value_after_type(value: str) -> tuple[str, str]:
+    kind, sep, rest = value.partition(";")
+    if sep and " " not in kind.strip() and kind.strip():
+        return kind.strip().upper(), rest.strip()
+    return "", value.strip()
+
+
+def parse_delivery_status(text: str) -> DeliveryStatus:
+    """Parse delivery-status fields; a new recipient starts at each recipient field seen twice."""
+    report = DeliveryStatus()
+    current: Finding | None = None
+    seen_in_current: set[str] = set()
+    for line in _unfold(text):
+        if not line.strip():
+            if current is not None and current.recipient:
+                seen_in_current = {"__closed__"}
+            continue
+        match = _FIELD_RE.match(line)
+        if not match:
+            continue
+        name, value = match.group(1).lower(), match.group(2).strip()
+        if name not in DSN_FIELDS:
+            continue
+        if name == "reporting-mta":
+            report.reporting_mta = _value_after_type(value)[1]
+            continue
+        if name == "x-original-message-id":
+            report.original_message_id = value
+            continue
+        if name in ("received-from-mta", "arrival-date"):
+            continue
+        starts_new = current is None or "__closed__" in seen_in_current or name in seen_in_current
+        if name in _RECIPIENT_FIELDS and current is not None and current.recipient and starts_new:
+            current = None
+        if current is None:
+            if name not in _RECIPIENT_FIELDS and name not in ("action", "status", "diagnostic-code"):
+                continue
+            current = Finding()
+            report.recipients.append(current)
+            seen_in_current = set()
+        seen_in_current.add(name)
+        _apply(current, name, value)
+    report.recipients = [r for r in report.recipients if r.recipient or r.status or r.diagnosis]
+    return report
+
+
+def _apply(f: Finding, name: str, value: str) -> None:
+    if name == "final-recipient" or (name in _RECIPIENT_FIELDS and not f.recipient):
+        address = clean_address(value)
+        if address and (name == "final-recipient" or not f.recipient):
+            if name != "final-recipient" or "@" in address or not f.recipient:
+                f.recipient = address
+    elif name == "action":
+        f.action = value.lower().split()[0] if value.split() else ""
+    elif name == "status":
+        f.status = value.split()[0] if value.split() else ""
+    elif name == "remote-mta":
+        f.rhost = _value_after_type(value)[1]
+    elif name == "diagnostic-code":
+        kind, text = _value_after_type(value)
+        f.diagnostic_type = kind or f.diagnostic_type
+        f.diagnosis = text
+
+
+def has_fields(text: str) -> bool:
+    """True when ``text`` carries delivery-status fields naming at least one recipient."""
+    return bool(re.search(r"(?im)^(?:final|original)-recipient[ \t]*:", text)) and bool(
+        re.search(r"(?im)^(?:action|status)[ \t]*:", text)
+    )
+
+
+__all__ = ["DSN_FIELDS", "DeliveryStatus", "clean_address", "has_fields", "parse_delivery_status"]

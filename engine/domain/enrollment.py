@@ -1,0 +1,179 @@
+"""Enrollment decisions: who joins a campaign, who is skipped and why, and the rule-tree filter.
+
+Everything here is pure: facts about contacts are looked up by the service beforehand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from engine.domain.campaign import CampaignState
+from engine.errors import InvalidState
+from events.catalog import email as em
+from events.catalog import enrollment as en
+from events.registry import Event, parse_time
+
+# A well-known list of free mailbox providers, for allow_free_email_domains and company replies.
+FREE_EMAIL_DOMAINS = frozenset({
+    "gmail.com", "googlemail.com", "yahoo.com", "yahoo.co.uk", "yahoo.fr", "ymail.com", "hotmail.com",
+    "hotmail.co.uk", "hotmail.fr", "outlook.com", "live.com", "msn.com", "aol.com", "icloud.com", "me.com",
+    "mac.com", "gmx.com", "gmx.de", "gmx.net", "web.de", "mail.com", "mail.ru", "yandex.ru", "yandex.com",
+    "protonmail.com", "proton.me", "zoho.com", "qq.com", "163.com", "126.com", "orange.fr", "free.fr",
+    "laposte.net", "libero.it", "t-online.de", "comcast.net", "att.net", "verizon.net", "fastmail.com",
+})
+
+ENROLLABLE = frozenset({"draft", "scheduled", "active", "paused"})
+SKIP_REASONS = ("already_enrolled", "duplicate_elsewhere", "suppressed", "unsubscribed", "previously_bounced",
+                "previously_replied", "free_email_domain", "mx_invalid")
+
+
+@dataclass(frozen=True, slots=True)
+class ContactFacts:
+    """What enrollment needs to know about one contact (from the read models)."""
+
+    contact_id: str
+    email_domain: str
+    suppressed: bool
+    unsubscribed: bool
+    bounced: bool
+    replied: bool
+    enrolled_here: bool
+    enrolled_elsewhere: bool
+    same_outreach_elsewhere: bool
+
+
+def skip_reason(settings: Mapping[str, Any], f: ContactFacts) -> str | None:
+    """The first reason to skip this contact, in the contract's order, or None."""
+    if f.enrolled_here:
+        return "already_enrolled"
+    if f.same_outreach_elsewhere or (settings.get("skip_if_enrolled_elsewhere") and f.enrolled_elsewhere):
+        return "duplicate_elsewhere"
+    if f.suppressed:
+        return "suppressed"
+    if f.unsubscribed:
+        return "unsubscribed"
+    if settings.get("skip_previously_bounced", True) and f.bounced:
+        return "previously_bounced"
+    if settings.get("skip_previously_replied", False) and f.replied:
+        return "previously_replied"
+    if not settings.get("allow_free_email_domains", True) and f.email_domain in FREE_EMAIL_DOMAINS:
+        return "free_email_domain"
+    return None
+
+
+def first_due(campaign: CampaignState, now: datetime) -> datetime:
+    launch_at = (campaign.definition.get("schedule") or {}).get("launch_at")
+    if launch_at:
+        return max(now, parse_time(launch_at))
+    return now
+
+
+def releases_now(campaign: CampaignState, batch_number: int | None) -> bool:
+    """Whether a new enrollment's first email is scheduled at once (launched, batch released)."""
+    if campaign.status not in ("active", "scheduled", "paused"):
+        return False
+    if (campaign.definition.get("settings") or {}).get("manual_batches"):
+        return batch_number in campaign.dispatched_batches
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class EnrollDecision:
+    batches: list[tuple[str, list[Event]]]  # (stream, events)
+    added: int
+    skipped: dict[str, int]
+
+
+def decide_enroll(
+    campaign: CampaignState,
+    facts: Sequence[ContactFacts],
+    *,
+    new_ids: Sequence[str],
+    now: datetime,
+    batch_number: int | None,
+    priority: int,
+    first_seq: int,
+) -> EnrollDecision:
+    if campaign.status not in ENROLLABLE or campaign.id is None:
+        raise InvalidState(campaign.status, "enroll contacts into")
+    settings = campaign.definition.get("settings") or {}
+    if settings.get("manual_batches") and batch_number is None:
+        batch_number = 1
+    release = releases_now(campaign, batch_number)
+    due = first_due(campaign, now)
+    skipped: dict[str, int] = {}
+    skip_events: list[Event] = []
+    batches: list[tuple[str, list[Event]]] = []
+    seq = first_seq
+    seen: set[str] = set()
+    for f, enrollment_id in zip(facts, new_ids, strict=True):
+        reason = "already_enrolled" if f.contact_id in seen else skip_reason(settings, f)
+        seen.add(f.contact_id)
+        if reason:
+            skipped[reason] = skipped.get(reason, 0) + 1
+            skip_events.append(en.EnrollmentSkipped(campaign_id=campaign.id, contact_id=f.contact_id, reason=reason))
+            continue
+        seq += 1
+        events: list[Event] = [en.EnrollmentCreated(
+            enrollment_id=enrollment_id, campaign_id=campaign.id, contact_id=f.contact_id,
+            batch_number=batch_number, priority=priority, seq=seq)]
+        if release:
+            events.append(schedule_step(enrollment_id, campaign.id, f.contact_id, 1, due, None, priority, seq))
+        batches.append((f"enrollment-{enrollment_id}", events))
+    if skip_events:
+        batches.append((f"campaign-{campaign.id}", skip_events))
+    return EnrollDecision(batches=batches, added=len(batches) - (1 if skip_events else 0), skipped=skipped)
+
+
+def schedule_step(enrollment_id: str, campaign_id: str, contact_id: str, step: int, due_at: datetime,
+                  sender_id: str | None, priority: int, seq: int) -> em.EmailScheduled:
+    return em.EmailScheduled(enrollment_id=enrollment_id, campaign_id=campaign_id, contact_id=contact_id,
+                             email_id=f"{enrollment_id}.{step}", step=step, due_at=due_at, sender_id=sender_id,
+                             priority=priority, seq=seq)
+
+
+# -- the rule-tree filter ---------------------------------------------------------------------
+def _field(contact: Mapping[str, Any], name: str) -> Any:
+    if name.startswith("custom."):
+        return (contact.get("custom_fields") or {}).get(name[len("custom."):])
+    return contact.get(name)
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value).lower()
+
+
+def matches(rule_tree: Mapping[str, Any], contact: Mapping[str, Any]) -> bool:
+    """Evaluate a rule tree ``{operator, rules: [{field, op, value} | tree]}`` against a contact."""
+    results = []
+    for rule in rule_tree.get("rules") or []:
+        if "rules" in rule:
+            results.append(matches(rule, contact))
+            continue
+        value = _field(contact, rule["field"])
+        op, want = rule["op"], rule.get("value")
+        if op == "exists":
+            ok = (value not in (None, "")) == (want is not False)
+        elif op == "eq":
+            ok = _text(value) == _text(want)
+        elif op == "neq":
+            ok = _text(value) != _text(want)
+        elif op == "contains":
+            ok = _text(want) in _text(value)
+        elif op == "not_contains":
+            ok = _text(want) not in _text(value)
+        elif op == "starts_with":
+            ok = _text(value).startswith(_text(want))
+        elif op == "ends_with":
+            ok = _text(value).endswith(_text(want))
+        elif op == "in":
+            ok = _text(value) in {_text(w) for w in (want or [])}
+        else:
+            ok = False
+        results.append(ok)
+    if not results:
+        return True
+    return all(results) if rule_tree.get("operator", "and") == "and" else any(results)

@@ -1,0 +1,108 @@
+"""``CampaignEngine``: the facade that wires the store, the clock and the services.
+
+It holds no rules itself: every operation lives in ``engine/service``; this class only owns the
+resources (database engines, key material) and their lifetime.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from engine.clock import Clock, SystemClock
+from engine.service.campaigns import CampaignService
+from engine.service.management import ManagementService, Workspace
+from events import catalog as _catalog  # noqa: F401  (registers every event type)
+from events.store import EventStore
+from events.vault import Vault
+from projections.base import Projector
+from projections.management import ALL as MANAGEMENT_PROJECTIONS
+
+log = structlog.get_logger("campaign_engine")
+
+DEFAULT_URL = "sqlite+aiosqlite:///./campaign-engine.db"
+DEFAULT_PUBLIC_URL = "http://127.0.0.1:8080"
+
+
+def _key_file_for(url: str) -> Path:
+    if url.startswith("sqlite") and ":memory:" not in url:
+        path = url.split(":///", 1)[1]
+        return Path(path).with_name(Path(path).name + ".key")
+    return Path("campaign-engine.key")
+
+
+def load_or_create_secret(url: str) -> bytes:
+    """The secret kept beside the database (mode 0600), created on first use; never inside it."""
+    path = _key_file_for(url)
+    if path.exists():
+        return bytes.fromhex(path.read_text().strip())
+    secret = secrets.token_bytes(32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secret.hex())
+    return secret
+
+
+def secret_bytes(secret_key: str | bytes) -> bytes:
+    raw = secret_key.encode() if isinstance(secret_key, str) else secret_key
+    if len(raw) < 16:
+        raise ValueError("secret_key must be at least 16 bytes long")
+    return raw
+
+
+class CampaignEngine(ManagementService, CampaignService):
+    """The embeddable engine. Use as ``async with CampaignEngine(url, clock=...) as engine``."""
+
+    def __init__(
+        self,
+        database_url: str | None = None,
+        *,
+        clock: Clock | None = None,
+        secret_key: str | bytes | None = None,
+        public_url: str | None = None,
+        dns_nameservers: list[str] | None = None,
+        **options: Any,
+    ) -> None:
+        self.database_url = database_url or os.environ.get("CAMPAIGN_ENGINE_DB") or DEFAULT_URL
+        self.clock = clock or SystemClock()
+        env_secret = os.environ.get("CAMPAIGN_ENGINE_SECRET_KEY")
+        self._secret = secret_key if secret_key is not None else env_secret
+        self.public_url = (public_url or DEFAULT_PUBLIC_URL).rstrip("/")
+        self.dns_nameservers = dns_nameservers
+        self.options = options
+        self.projector = Projector(MANAGEMENT_PROJECTIONS)
+        self._opened = False
+
+    async def open(self) -> CampaignEngine:
+        secret = secret_bytes(self._secret) if self._secret is not None else load_or_create_secret(self.database_url)
+        self.vault = Vault(secret)
+        self.store = await EventStore.open(self.database_url, self.vault, self.clock.now)
+        rebuilt = await self.projector.start(self.store)
+        if rebuilt:
+            log.info("projections_rebuilt", projections=rebuilt)
+        self.store.inline.append(self.projector)
+        self._opened = True
+        return self
+
+    async def close(self) -> None:
+        if self._opened:
+            await self.store.close()
+            self._opened = False
+
+    async def __aenter__(self) -> CampaignEngine:
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def rebuild_projections(self, progress: Any = None) -> int:
+        """Rebuild every read model from position 0 (in one transaction)."""
+        return await self.projector.rebuild(self.store, progress=progress)
+
+
+__all__ = ["CampaignEngine", "Workspace"]

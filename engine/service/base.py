@@ -1,0 +1,123 @@
+"""Shared plumbing of the application layer: loading aggregates, retries, ids, paging."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from engine.clock import Clock
+from engine.domain import campaign as campaign_domain
+from engine.errors import NotFound, ValidationFailed
+from events.store import ConcurrencyError, EventStore
+from events.vault import Vault
+from projections import tables as t
+
+T = TypeVar("T")
+MAX_PER_PAGE = 200
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(10)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    page: int
+    per_page: int
+
+    @classmethod
+    def of(cls, page: Any = 1, per_page: Any = 50) -> Page:
+        errors = []
+        try:
+            p = int(page if page is not None else 1)
+            if p < 1:
+                raise ValueError
+        except (TypeError, ValueError):
+            errors.append({"field": "page", "message": "page must be an integer >= 1"})
+            p = 1
+        try:
+            pp = int(per_page if per_page is not None else 50)
+            if not 1 <= pp <= MAX_PER_PAGE:
+                raise ValueError
+        except (TypeError, ValueError):
+            errors.append({"field": "per_page", "message": f"per_page must be between 1 and {MAX_PER_PAGE}"})
+            pp = 50
+        if errors:
+            raise ValidationFailed(errors)
+        return cls(p, pp)
+
+
+class ServiceBase:
+    """State shared by the service mixins; :class:`engine.facade.CampaignEngine` provides it."""
+
+    store: EventStore
+    clock: Clock
+    vault: Vault
+    options: dict[str, Any]
+    public_url: str
+
+    def now(self) -> datetime:
+        return self.clock.now()
+
+    async def _retry(self, fn: Callable[[], Awaitable[T]], attempts: int = 8) -> T:
+        """Run a load -> decide -> append cycle again when another writer got there first."""
+        for i in range(attempts):
+            try:
+                return await fn()
+            except ConcurrencyError:
+                if i == attempts - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _fold_campaign(self, conn: AsyncConnection | None, campaign_id: str
+                             ) -> tuple[campaign_domain.CampaignState, int]:
+        events = await self.store.read_stream(f"campaign-{campaign_id}", conn=conn)
+        state = campaign_domain.CampaignState()
+        for e in events:
+            state = campaign_domain.evolve(state, e.event)
+        return state, (events[-1].version if events else 0)
+
+    async def _campaign(self, ws: str, campaign_id: str, conn: AsyncConnection | None = None
+                        ) -> tuple[campaign_domain.CampaignState, int]:
+        """The campaign's state and version, or NotFound for an unknown, deleted or foreign id."""
+        c = t.campaigns.c
+        q = select(c.id).where(c.id == campaign_id, c.workspace_id == ws, c.deleted.is_(False))
+        if conn is None:
+            async with self.store.reading() as rc:
+                found = (await rc.execute(q)).first()
+        else:
+            found = (await conn.execute(q)).first()
+        if found is None:
+            raise NotFound("campaign", campaign_id)
+        return await self._fold_campaign(conn, campaign_id)
+
+    async def _one(self, q: Any, kind: str, ident: str, conn: AsyncConnection | None = None) -> Any:
+        if conn is None:
+            async with self.store.reading() as rc:
+                row = (await rc.execute(q)).mappings().first()
+        else:
+            row = (await conn.execute(q)).mappings().first()
+        if row is None:
+            raise NotFound(kind, ident)
+        return row
+
+    async def _paged(self, q: Select[Any], page: Page, view: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
+        async with self.store.reading() as rc:
+            total = int((await rc.execute(select(func.count()).select_from(q.order_by(None).subquery()))).scalar()
+                        or 0)
+            rows = (await rc.execute(q.limit(page.per_page).offset((page.page - 1) * page.per_page))).mappings().all()
+        return {"data": [view(r) for r in rows],
+                "pagination": {"page": page.page, "per_page": page.per_page, "total": total,
+                               "has_more": page.page * page.per_page < total}}
+
+    async def _all(self, q: Any, conn: AsyncConnection | None = None) -> Sequence[Any]:
+        if conn is None:
+            async with self.store.reading() as rc:
+                return (await rc.execute(q)).mappings().all()
+        return (await conn.execute(q)).mappings().all()

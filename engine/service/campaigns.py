@@ -1,0 +1,427 @@
+"""Campaigns and enrollments: lifecycle commands, enrollment with skip reasons, dispatch."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import and_, func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from engine.domain import campaign as cd
+from engine.domain import enrollment as ed
+from engine.domain import models as m
+from engine.errors import NotFound, ValidationFailed
+from engine.service import views
+from engine.service.base import Page, ServiceBase, new_id
+from events.catalog import email as em
+from events.catalog import enrollment as en
+from events.registry import Event
+from events.store import AppendBatch
+from projections import tables as t
+
+SORTS = {"created_at", "updated_at", "name", "status"}
+
+
+def _definition(body: m.CampaignIn) -> dict[str, Any]:
+    data = body.model_dump(by_alias=True)
+    data["schedule"] = m.dump_schedule(body.schedule)
+    if body.workflow is not None:
+        data["steps"] = [m.StepIn.model_validate(s).model_dump() for s in cd.compile_workflow(data["workflow"])]
+    return data
+
+
+class CampaignService(ServiceBase):
+    # -- create, read, update -------------------------------------------------------------------
+    async def create_campaign(self, ws: str, body: dict[str, Any]) -> dict[str, Any]:
+        data: m.CampaignIn = m.parse(m.CampaignIn, body)
+        definition = _definition(data)
+        await self._check_senders(ws, definition.get("sender_ids") or [])
+        cid = new_id("cmp")
+        await self.store.append(f"campaign-{cid}", cd.decide_create(cid, definition), 0, workspace_id=ws)
+        return await self.get_campaign(ws, cid)
+
+    async def _check_senders(self, ws: str, sender_ids: Sequence[str]) -> None:
+        if not sender_ids:
+            return
+        c = t.senders.c
+        found = {r["id"] for r in await self._all(select(c.id).where(c.workspace_id == ws, c.removed.is_(False),
+                                                                     c.id.in_(list(sender_ids))))}
+        missing = [s for s in sender_ids if s not in found]
+        if missing:
+            raise ValidationFailed([{"field": "sender_ids", "message": f"unknown sender {s}"} for s in missing])
+
+    async def _campaign_row(self, ws: str, cid: str) -> Any:
+        c = t.campaigns.c
+        return await self._one(select(t.campaigns).where(c.id == cid, c.workspace_id == ws, c.deleted.is_(False)),
+                               "campaign", cid)
+
+    async def get_campaign(self, ws: str, cid: str) -> dict[str, Any]:
+        row = await self._campaign_row(ws, cid)
+        return views.campaign_view(row, await self.campaign_stats(ws, cid))
+
+    async def list_campaigns(self, ws: str, *, page: int = 1, per_page: int = 50, status: str | None = None,
+                             folder: str | None = None, tag: str | None = None, q: str | None = None,
+                             sort: str = "created_at", order: str = "desc") -> dict[str, Any]:
+        errors = []
+        if sort not in SORTS:
+            errors.append({"field": "sort", "message": f"sort must be one of {', '.join(sorted(SORTS))}"})
+        if order not in ("asc", "desc"):
+            errors.append({"field": "order", "message": "order must be asc or desc"})
+        if errors:
+            raise ValidationFailed(errors)
+        c = t.campaigns.c
+        query = select(t.campaigns).where(c.workspace_id == ws, c.deleted.is_(False))
+        if status:
+            query = query.where(c.status == status)
+        if folder:
+            query = query.where(c.folder == folder)
+        if tag:
+            query = query.where(c.tags.like(f'%{json.dumps(tag)[1:-1]}%'))
+        if q:
+            query = query.where(func.lower(c.name).like(f"%{q.lower()}%"))
+        col = getattr(c, sort)
+        query = query.order_by(col.asc() if order == "asc" else col.desc(), c.id)
+        result = await self._paged(query, Page.of(page, per_page), views.campaign_view)
+        if tag:  # the LIKE above is a pre-filter; keep exact tag matches only
+            result["data"] = [d for d in result["data"] if tag in d["tags"]]
+        return result
+
+    async def update_campaign(self, ws: str, cid: str, body: dict[str, Any]) -> dict[str, Any]:
+        patch: m.CampaignPatch = m.parse(m.CampaignPatch, body)
+        changes: dict[str, Any] = {}
+        for key in patch.model_fields_set:
+            value = getattr(patch, key)
+            if key == "schedule":
+                changes[key] = m.dump_schedule(value) if value is not None else m.dump_schedule(m.ScheduleIn())
+            elif key == "settings":
+                changes[key] = (value or m.SettingsIn()).model_dump()
+            elif key == "steps":
+                changes[key] = [s.model_dump() for s in value or []]
+            elif key == "workflow":
+                changes[key] = value.model_dump(by_alias=True) if value is not None else None
+                if value is not None:
+                    changes["steps"] = [m.StepIn.model_validate(s).model_dump()
+                                        for s in cd.compile_workflow(changes[key])]
+            elif key == "name" and value is None:
+                raise ValidationFailed([{"field": "name", "message": "name cannot be null"}])
+            else:
+                changes[key] = value
+        if "sender_ids" in changes:
+            await self._check_senders(ws, changes["sender_ids"] or [])
+            changes["sender_ids"] = changes["sender_ids"] or []
+
+        async def attempt() -> None:
+            state, version = await self._campaign(ws, cid)
+            events = cd.decide_update(state, changes)
+            if events:
+                await self.store.append(f"campaign-{cid}", events, version, workspace_id=ws)
+
+        await self._retry(attempt)
+        return await self.get_campaign(ws, cid)
+
+    async def set_schedule(self, ws: str, cid: str, body: dict[str, Any]) -> dict[str, Any]:
+        schedule: m.ScheduleIn = m.parse(m.ScheduleIn, body)
+
+        async def attempt() -> None:
+            state, version = await self._campaign(ws, cid)
+            events = cd.decide_schedule(state, m.dump_schedule(schedule))
+            if events:
+                await self.store.append(f"campaign-{cid}", events, version, workspace_id=ws)
+
+        await self._retry(attempt)
+        return await self.get_campaign(ws, cid)
+
+    async def copy_campaign(self, ws: str, cid: str) -> dict[str, Any]:
+        state, _ = await self._campaign(ws, cid)
+        definition = dict(state.definition)
+        definition["schedule"] = {**(definition.get("schedule") or {}), "launch_at": None}
+        definition["name"] = f"{definition['name']} (copy)"[:255]
+        new = new_id("cmp")
+        await self.store.append(f"campaign-{new}", cd.decide_create(new, definition, copied_from=cid), 0,
+                                workspace_id=ws)
+        return await self.get_campaign(ws, new)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    async def approve_campaign(self, ws: str, cid: str) -> dict[str, Any]:
+        return await self._lifecycle(ws, cid, lambda s: cd.decide_approve(s))
+
+    async def launch_campaign(self, ws: str, cid: str) -> dict[str, Any]:
+        async def attempt() -> None:
+            async with self.store.transaction() as conn:
+                state, version = await self._campaign(ws, cid, conn)
+                facts = await self._launch_facts(conn, ws)
+                events = cd.decide_launch(state, facts, self.now())
+                await self.store.append(f"campaign-{cid}", events, version, workspace_id=ws, conn=conn)
+                for e in events:
+                    state = cd.evolve(state, e)
+                await self._release(conn, ws, state, None)
+
+        await self._retry(attempt)
+        return await self.get_campaign(ws, cid)
+
+    async def _launch_facts(self, conn: AsyncConnection, ws: str) -> cd.LaunchFacts:
+        c = t.senders.c
+        rows = await self._all(select(c.id, c.status).where(c.workspace_id == ws, c.removed.is_(False)), conn)
+        w = (await self._all(select(t.workspaces).where(t.workspaces.c.id == ws), conn))[0]
+        limit = w["monthly_limit"]
+        exhausted = limit is not None and await self.sent_this_month(ws) >= limit  # type: ignore[attr-defined]
+        return cd.LaunchFacts(active_sender_ids=frozenset(r["id"] for r in rows if r["status"] == "active"),
+                              known_sender_ids=frozenset(r["id"] for r in rows),
+                              require_approval=bool(w["require_approval"]), plan_exhausted=exhausted)
+
+    async def pause_campaign(self, ws: str, cid: str) -> dict[str, Any]:
+        return await self._lifecycle(ws, cid, lambda s: cd.decide_transition(s, "pause"))
+
+    async def resume_campaign(self, ws: str, cid: str) -> dict[str, Any]:
+        return await self._lifecycle(ws, cid, lambda s: cd.decide_transition(s, "resume"))
+
+    async def cancel_campaign(self, ws: str, cid: str) -> dict[str, Any]:
+        return await self._lifecycle(ws, cid, lambda s: cd.decide_transition(s, "cancel"), stop="campaign_cancelled")
+
+    async def archive_campaign(self, ws: str, cid: str) -> dict[str, Any]:
+        return await self._lifecycle(ws, cid, lambda s: cd.decide_transition(s, "archive"))
+
+    async def delete_campaign(self, ws: str, cid: str) -> dict[str, Any]:
+        async with self.store.transaction() as conn:
+            state, version = await self._campaign(ws, cid, conn)
+            await self._stop_campaign_enrollments(conn, ws, cid, "campaign_deleted")
+            await self.store.append(f"campaign-{cid}", cd.decide_delete(state), version, workspace_id=ws, conn=conn)
+        return {"id": cid, "deleted": True}
+
+    async def bulk_delete_campaigns(self, ws: str, body: dict[str, Any]) -> dict[str, Any]:
+        ids = body.get("ids") if isinstance(body, dict) else None
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids) or not ids or len(ids) > 1000:
+            raise ValidationFailed([{"field": "ids", "message": "ids must be a non-empty list of campaign ids"}])
+        extra = set(body) - {"ids"}
+        if extra:
+            raise ValidationFailed([{"field": k, "message": "unknown field"} for k in sorted(extra)])
+        deleted, not_found = [], []
+        for cid in dict.fromkeys(ids):
+            try:
+                await self.delete_campaign(ws, cid)
+                deleted.append(cid)
+            except NotFound:
+                not_found.append(cid)
+        return {"deleted": deleted, "not_found": not_found}
+
+    async def _lifecycle(self, ws: str, cid: str, decide: Any, stop: str | None = None) -> dict[str, Any]:
+        async def attempt() -> None:
+            async with self.store.transaction() as conn:
+                state, version = await self._campaign(ws, cid, conn)
+                events = decide(state)
+                if stop and events:
+                    await self._stop_campaign_enrollments(conn, ws, cid, stop)
+                if events:
+                    await self.store.append(f"campaign-{cid}", events, version, workspace_id=ws, conn=conn)
+
+        await self._retry(attempt)
+        return await self.get_campaign(ws, cid)
+
+    # -- enrollments ----------------------------------------------------------------------------
+    async def enroll(self, ws: str, cid: str, body: dict[str, Any]) -> dict[str, Any]:
+        data: m.EnrollIn = m.parse(m.EnrollIn, body)
+        errors: list[dict[str, Any]] = []
+        contact_ids = await self._resolve_targets(ws, data, errors)
+        added = 0
+        skipped: dict[str, int] = {}
+        for i in range(0, len(contact_ids), 1000):
+            chunk = contact_ids[i:i + 1000]
+
+            async def attempt(chunk: list[str] = chunk) -> ed.EnrollDecision:
+                async with self.store.transaction() as conn:
+                    state, version = await self._campaign(ws, cid, conn)
+                    facts = await self._contact_facts(conn, ws, state, chunk)
+                    seq = await self._next_seq(conn, cid)
+                    decision = ed.decide_enroll(state, facts, new_ids=[new_id("enr") for _ in facts], now=self.now(),
+                                                batch_number=data.batch_number, priority=data.priority,
+                                                first_seq=seq)
+                    batches = [AppendBatch(s, evs, 0 if s.startswith("enrollment-") else version)
+                               for s, evs in decision.batches]
+                    await self.store.append_many(batches, workspace_id=ws, conn=conn)
+                    return decision
+
+            decision = await self._retry(attempt)
+            added += decision.added
+            for k, v in decision.skipped.items():
+                skipped[k] = skipped.get(k, 0) + v
+        wake = getattr(self, "_wake", None)
+        if wake is not None and added:
+            wake()
+        return {"added": added, "skipped": skipped, "errors": errors}
+
+    async def _resolve_targets(self, ws: str, data: m.EnrollIn, errors: list[dict[str, Any]]) -> list[str]:
+        c = t.contacts.c
+        ids: list[str] = []
+        if data.contact_ids:
+            found = set()
+            for i in range(0, len(data.contact_ids), 400):
+                part = data.contact_ids[i:i + 400]
+                found.update(r["id"] for r in await self._all(select(c.id).where(
+                    c.workspace_id == ws, c.erased.is_(False), c.id.in_(part))))
+            for cid in data.contact_ids:
+                if cid in found:
+                    ids.append(cid)
+                else:
+                    errors.append({"contact_id": cid, "error": "contact_not_found"})
+        for lid in data.list_ids or []:
+            lc = t.lists.c
+            if not await self._all(select(lc.id).where(lc.id == lid, lc.workspace_id == ws)):
+                raise NotFound("list", lid)
+            rows = await self._all(select(t.list_members.c.contact_id).join(
+                t.contacts, t.contacts.c.id == t.list_members.c.contact_id).where(
+                t.list_members.c.list_id == lid, c.erased.is_(False)).order_by(t.list_members.c.contact_id))
+            ids.extend(r["contact_id"] for r in rows)
+        if data.filter is not None:
+            tree = data.filter.model_dump()
+            rows = await self._all(select(t.contacts).where(c.workspace_id == ws, c.erased.is_(False))
+                                   .order_by(c.created_at, c.id))
+            for r in rows:
+                contact = dict(r)
+                contact["custom_fields"] = json.loads(r["custom_fields"]) if r["custom_fields"] else {}
+                if ed.matches(tree, contact):
+                    ids.append(r["id"])
+        return ids
+
+    async def _next_seq(self, conn: AsyncConnection, cid: str) -> int:
+        e = t.enrollments.c
+        return int((await conn.execute(select(func.max(e.seq)).where(e.campaign_id == cid))).scalar() or 0)
+
+    async def _contact_facts(self, conn: AsyncConnection, ws: str, state: cd.CampaignState,
+                             contact_ids: list[str]) -> list[ed.ContactFacts]:
+        c, e = t.contacts.c, t.enrollments.c
+        rows = {r["id"]: r for r in await self._all(select(t.contacts).where(c.id.in_(list(set(contact_ids)))), conn)}
+        enrolled: dict[str, set[str]] = {}
+        for r in await self._all(select(e.contact_id, e.campaign_id).where(
+                e.contact_id.in_(list(set(contact_ids))), e.workspace_id == ws), conn):
+            enrolled.setdefault(r["contact_id"], set()).add(r["campaign_id"])
+        outreach = state.definition.get("outreach_id")
+        same_outreach: set[str] = set()
+        if outreach:
+            cc = t.campaigns.c
+            same_outreach = {r["id"] for r in await self._all(select(cc.id).where(
+                cc.workspace_id == ws, cc.outreach_id == outreach, cc.id != state.id, cc.deleted.is_(False)), conn)}
+        values = [v for r in rows.values() for v in (r["email"], r["email_domain"]) if v]
+        suppressed = await self._suppressed(ws, values, conn)  # type: ignore[attr-defined]
+        facts = []
+        for cid in contact_ids:
+            r = rows[cid]
+            campaigns = enrolled.get(cid, set())
+            facts.append(ed.ContactFacts(
+                contact_id=cid, email_domain=r["email_domain"],
+                suppressed=bool({self.vault.lookup_hash(r["email"] or ""), self.vault.lookup_hash(r["email_domain"])}
+                                & suppressed),
+                unsubscribed=bool(r["unsubscribed"]), bounced=bool(r["bounced"]), replied=bool(r["replied"]),
+                enrolled_here=state.id in campaigns, enrolled_elsewhere=bool(campaigns - {state.id}),
+                same_outreach_elsewhere=bool(campaigns & same_outreach)))
+        return facts
+
+    async def list_enrollments(self, ws: str, cid: str, *, status: str | None = None,
+                               batch_number: int | None = None, page: int = 1, per_page: int = 50) -> dict[str, Any]:
+        await self._campaign_row(ws, cid)
+        e = t.enrollments.c
+        q = (select(t.enrollments, t.contacts.c.email).join(t.contacts, t.contacts.c.id == e.contact_id)
+             .where(e.campaign_id == cid, e.workspace_id == ws))
+        if status:
+            q = q.where(e.status == status)
+        if batch_number is not None:
+            q = q.where(e.batch_number == batch_number)
+        return await self._paged(q.order_by(e.seq, e.id), Page.of(page, per_page), views.enrollment_view)
+
+    async def remove_enrollments(self, ws: str, cid: str, body: dict[str, Any]) -> dict[str, Any]:
+        data: m.ContactIdsIn = m.parse(m.ContactIdsIn, body)
+        async with self.store.transaction() as conn:
+            await self._campaign(ws, cid, conn)
+            e = t.enrollments.c
+            rows = await self._all(select(t.enrollments).where(
+                e.campaign_id == cid, e.contact_id.in_(data.contact_ids), e.status.in_(["pending", "in_progress"])),
+                conn)
+            batches = [AppendBatch(f"enrollment-{r['id']}", [
+                *self._cancel_pending(r), en.EnrollmentRemoved(enrollment_id=r["id"], campaign_id=cid,
+                                                               contact_id=r["contact_id"])]) for r in rows]
+            await self.store.append_many(batches, workspace_id=ws, conn=conn)
+        return {"removed": len(rows)}
+
+    def _cancel_pending(self, r: Any, reason: str = "removed") -> list[Event]:
+        """An ``email.cancelled`` for the step waiting to go, if any."""
+        if r["next_send_at"] is None:
+            return []
+        step = int(r["current_step"]) + 1
+        return [em.EmailCancelled(enrollment_id=r["id"], campaign_id=r["campaign_id"], contact_id=r["contact_id"],
+                                  email_id=f"{r['id']}.{step}", step=step, reason=reason)]
+
+    async def _stop_campaign_enrollments(self, conn: AsyncConnection, ws: str, cid: str, reason: str) -> None:
+        e = t.enrollments.c
+        rows = await self._all(select(t.enrollments).where(e.campaign_id == cid,
+                                                           e.status.in_(["pending", "in_progress"])), conn)
+        await self._stop_rows(conn, ws, rows, reason)
+
+    async def _stop_contact_enrollments(self, conn: AsyncConnection, ws: str, contact_id: str, reason: str) -> None:
+        e = t.enrollments.c
+        rows = await self._all(select(t.enrollments).where(e.contact_id == contact_id, e.workspace_id == ws,
+                                                           e.status.in_(["pending", "in_progress"])), conn)
+        await self._stop_rows(conn, ws, rows, reason)
+
+    async def _stop_rows(self, conn: AsyncConnection, ws: str, rows: Sequence[Any], reason: str,
+                         status: str = "stopped") -> None:
+        batches = [AppendBatch(f"enrollment-{r['id']}", [
+            *self._cancel_pending(r, reason), en.EnrollmentStopped(
+                enrollment_id=r["id"], campaign_id=r["campaign_id"], contact_id=r["contact_id"], reason=reason,
+                status=status)]) for r in rows]
+        await self.store.append_many(batches, workspace_id=ws, conn=conn)
+
+    async def _release(self, conn: AsyncConnection, ws: str, state: cd.CampaignState, batch: int | None) -> int:
+        """Schedule step 1 for pending enrollments that now may go (launch, dispatch)."""
+        e = t.enrollments.c
+        q = select(t.enrollments).where(e.campaign_id == state.id, e.status == "pending", e.next_send_at.is_(None))
+        if batch is not None:
+            q = q.where(e.batch_number == batch)
+        rows = await self._all(q.order_by(e.seq), conn)
+        due = ed.first_due(state, self.now())
+        batches = [AppendBatch(f"enrollment-{r['id']}", [ed.schedule_step(
+            r["id"], r["campaign_id"], r["contact_id"], 1, due, None, r["priority"], r["seq"])])
+            for r in rows if ed.releases_now(state, r["batch_number"])]
+        await self.store.append_many(batches, workspace_id=ws, conn=conn)
+        return len(batches)
+
+    async def dispatch(self, ws: str, cid: str, body: dict[str, Any]) -> dict[str, Any]:
+        body = body or {}
+        extra = set(body) - {"batch_number"}
+        bn = body.get("batch_number")
+        if extra or (bn is not None and (not isinstance(bn, int) or bn < 1)):
+            raise ValidationFailed([{"field": k, "message": "unknown field"} for k in sorted(extra)]
+                                   or [{"field": "batch_number", "message": "must be an integer >= 1"}])
+        async with self.store.transaction() as conn:
+            state, version = await self._campaign(ws, cid, conn)
+            e = t.enrollments.c
+            pending = [r["batch_number"] for r in await self._all(
+                select(e.batch_number).distinct().where(e.campaign_id == cid, e.status == "pending",
+                                                        e.next_send_at.is_(None), e.batch_number.is_not(None)), conn)]
+            events = cd.decide_dispatch(state, pending, bn)
+            await self.store.append(f"campaign-{cid}", events, version, workspace_id=ws, conn=conn)
+            for ev_ in events:
+                state = cd.evolve(state, ev_)
+            released = await self._release(conn, ws, state, events[0].batch_number)  # type: ignore[attr-defined]
+        return {"batch_number": events[0].batch_number, "released": released}  # type: ignore[attr-defined]
+
+    # -- stats ----------------------------------------------------------------------------------
+    async def campaign_stats(self, ws: str, cid: str) -> dict[str, Any]:
+        e = t.enrollments.c
+        counts = {r["status"]: int(r["n"]) for r in await self._all(
+            select(e.status, func.count().label("n")).where(e.campaign_id == cid).group_by(e.status))}
+        s = t.skips.c
+        skip_counts = {r["reason"]: int(r["n"]) for r in await self._all(
+            select(s.reason, func.count().label("n")).where(s.campaign_id == cid).group_by(s.reason))}
+        contacts = {k: counts.get(k, 0) for k in ("pending", "in_progress", "completed", "replied", "bounced",
+                                                  "unsubscribed", "stopped", "skipped", "failed")}
+        contacts["total"] = sum(counts.values())
+        stats: dict[str, Any] = {"contacts": {"total": contacts.pop("total"), **contacts},
+                                 "skipped": {k: skip_counts.get(k, 0) for k in ed.SKIP_REASONS}}
+        email_stats = getattr(self, "_email_stats", None)
+        if email_stats is not None:
+            stats.update(await email_stats(ws, cid))
+        return stats
+
+
+__all__ = ["CampaignService", "and_"]

@@ -1,0 +1,145 @@
+"""Email events, all on the enrollment's stream. ``email_id`` is ``<enrollment_id>.<step>``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from events.registry import Event, register
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EmailEvent(Event):
+    enrollment_id: str
+    campaign_id: str
+    contact_id: str
+    email_id: str
+    step: int
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EmailScheduled(EmailEvent):
+    """``due_at`` is the earliest moment the step may go; the planner picks the real slot."""
+
+    TYPE = "email.scheduled"
+    due_at: datetime
+    sender_id: str | None
+    priority: int = 0
+    seq: int = 0
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EmailClaimed(EmailEvent):
+    """Committed before SMTP is spoken: a claim with no outcome is never re-sent blindly."""
+
+    TYPE = "email.claimed"
+    sender_id: str
+    message_id: str
+    lease_until: datetime
+    attempt: int = 1
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EmailSent(EmailEvent):
+    TYPE = "email.sent"
+    sender_id: str
+    message_id: str
+    smtp_code: int | None
+    links: tuple[str, ...] = ()
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EmailDeferred(EmailEvent):
+    TYPE = "email.deferred"
+    sender_id: str
+    code: int | None
+    message: str
+    retry_at: datetime
+    attempt: int
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EmailFailed(EmailEvent):
+    TYPE = "email.failed"
+    sender_id: str | None
+    code: int | None
+    message: str
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EmailUncertain(EmailEvent):
+    TYPE = "email.uncertain"
+    sender_id: str
+    message: str
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EmailCancelled(EmailEvent):
+    TYPE = "email.cancelled"
+    reason: str
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EmailBounced(EmailEvent):
+    """``bounce_type`` hard/soft/block; ``source`` smtp (during sending) or dsn (a report later)."""
+
+    TYPE = "email.bounced"
+    sender_id: str | None
+    bounce_type: str
+    reason: str
+    status: str | None
+    code: int | None
+    source: str
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EmailOpened(EmailEvent):
+    TYPE = "email.opened"
+    prefetch: bool = False
+    user_agent: str | None = None
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EmailClicked(EmailEvent):
+    TYPE = "email.clicked"
+    url: str
+    link_index: int
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EmailReplied(EmailEvent):
+    TYPE = "email.replied"
+    out_of_office: bool
+    message_id: str | None
+    received_at: datetime | None = None
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EmailComplained(EmailEvent):
+    TYPE = "email.complained"
+    feedback_type: str
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TestEmailSent(Event):
+    """A test send: recorded for the audit trail, never counted in stats."""
+
+    TYPE = "test_email.sent"
+    campaign_id: str
+    recipients: tuple[str, ...]
+    steps: int
+    outcome: dict[str, Any]

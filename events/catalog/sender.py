@@ -1,0 +1,55 @@
+"""Sender (mailbox) events. Passwords travel only encrypted (``*_password_enc``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from events.registry import Event, register
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SenderAdded(Event):
+    TYPE = "sender.added"
+    sender_id: str
+    email: str
+    from_name: str | None
+    smtp: dict[str, Any]
+    imap: dict[str, Any] | None
+    daily_limit: int
+    daily_limit_variation_pct: float
+    bounce_rate_threshold: float
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SenderUpdated(Event):
+    TYPE = "sender.updated"
+    sender_id: str
+    changes: dict[str, Any]
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SenderDisabled(Event):
+    """``status`` is ``disabled`` (bounce rate) or ``disconnected`` (login failed)."""
+
+    TYPE = "sender.disabled"
+    sender_id: str
+    status: str
+    reason: str
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SenderReenabled(Event):
+    TYPE = "sender.reenabled"
+    sender_id: str
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SenderRemoved(Event):
+    TYPE = "sender.removed"
+    sender_id: str

@@ -1,0 +1,135 @@
+"""Event base class, the registry of type names, (de)serialisation and upcasters.
+
+Stored events carry a stable type string and a schema ``type_version``; an old payload is brought
+up to the current shape by pure dict -> dict upcasters, one version step at a time, on read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, ClassVar, TypeVar
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """Base of every domain event: frozen, keyword-only, past tense.
+
+    ``TYPE`` is the stable name of the contract's catalog, ``VERSION`` the schema version.
+    ``PERSONAL`` names the fields holding personal data: the store encrypts them with the key of
+    the subject named by ``SUBJECT`` (a field holding a contact id, usually), so that destroying
+    that key erases the data while the event stays in the log.
+    """
+
+    TYPE: ClassVar[str] = ""
+    VERSION: ClassVar[int] = 1
+    PERSONAL: ClassVar[tuple[str, ...]] = ()
+    SUBJECT: ClassVar[str] = "contact_id"
+
+
+E = TypeVar("E", bound=type[Event])
+
+_BY_TYPE: dict[str, type[Event]] = {}
+_UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {}
+_DATETIME_FIELDS: dict[type[Event], frozenset[str]] = {}
+_TUPLE_FIELDS: dict[type[Event], frozenset[str]] = {}
+
+
+class UnknownEventType(KeyError):
+    """A stored event names a type this code does not know."""
+
+
+def register(cls: E) -> E:
+    """Class decorator: add an event class to the registry under its ``TYPE``."""
+    if not cls.TYPE:
+        raise ValueError(f"{cls.__name__} has no TYPE")
+    if cls.TYPE in _BY_TYPE and _BY_TYPE[cls.TYPE] is not cls:
+        raise ValueError(f"event type {cls.TYPE!r} registered twice")
+    _BY_TYPE[cls.TYPE] = cls
+    hints = typing.get_type_hints(cls)
+    _DATETIME_FIELDS[cls] = frozenset(
+        f.name for f in dataclasses.fields(cls) if "datetime" in str(hints.get(f.name, ""))
+    )
+    _TUPLE_FIELDS[cls] = frozenset(
+        f.name for f in dataclasses.fields(cls) if str(hints.get(f.name, "")).startswith("tuple")
+    )
+    return cls
+
+
+def upcaster(type_name: str, from_version: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register a pure function turning the ``from_version`` payload into ``from_version + 1``."""
+
+    def wrap(fn: Callable[[dict[str, Any]], dict[str, Any]]) -> Callable[[dict[str, Any]], dict[str, Any]]:
+        _UPCASTERS[(type_name, from_version)] = fn
+        return fn
+
+    return wrap
+
+
+def event_class(type_name: str) -> type[Event]:
+    try:
+        return _BY_TYPE[type_name]
+    except KeyError as exc:
+        raise UnknownEventType(type_name) from exc
+
+
+def all_types() -> dict[str, type[Event]]:
+    return dict(_BY_TYPE)
+
+
+def format_time(value: datetime) -> str:
+    """ISO 8601 in UTC with a ``Z``: the one time format of the log and the API."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def to_data(event: Event) -> dict[str, Any]:
+    """The JSON-ready payload of an event (datetimes as ISO strings)."""
+    dt_fields = _DATETIME_FIELDS[type(event)]
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(event):
+        value = getattr(event, f.name)
+        if f.name in dt_fields and isinstance(value, datetime):
+            value = format_time(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        out[f.name] = value
+    return out
+
+
+def upcast(type_name: str, type_version: int, data: dict[str, Any]) -> dict[str, Any]:
+    """Run the upcasters from ``type_version`` up to the class's current version."""
+    cls = event_class(type_name)
+    version = type_version
+    while version < cls.VERSION:
+        fn = _UPCASTERS.get((type_name, version))
+        if fn is None:
+            raise ValueError(f"no upcaster for {type_name} v{version}")
+        data = fn(dict(data))
+        version += 1
+    return data
+
+
+def from_data(type_name: str, type_version: int, data: dict[str, Any]) -> Event:
+    """Rebuild an event object from a stored payload, upcasting old versions first."""
+    cls = event_class(type_name)
+    data = upcast(type_name, type_version, data)
+    dt_fields = _DATETIME_FIELDS[cls]
+    tuple_fields = _TUPLE_FIELDS[cls]
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in names:
+            continue
+        if key in dt_fields and isinstance(value, str):
+            value = parse_time(value)
+        elif key in tuple_fields and isinstance(value, list):
+            value = tuple(value)
+        kwargs[key] = value
+    return cls(**kwargs)
