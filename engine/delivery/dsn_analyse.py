@@ -74,8 +74,12 @@ def _original(msg: Message, full_text: str) -> Message | None:
     return None
 
 
-def read_bounce(msg: Message) -> BounceReading | None:
-    """The failures a bounce reports, or ``None`` when ``msg`` is not a delivery notification."""
+def read_bounce(msg: Message, prose_allowed: bool = True) -> BounceReading | None:
+    """The failures a bounce reports, or ``None`` when ``msg`` is not a delivery notification.
+
+    ``prose_allowed=False`` restricts the reading to structured reports (a spam complaint quoting
+    a bounce-like text must not be taken for one).
+    """
     notes = mime.notification_texts(msg)
     full_text = "\n".join(notes)
     text = cut_original(full_text)
@@ -99,6 +103,8 @@ def read_bounce(msg: Message) -> BounceReading | None:
         (msg.get_param("report-type") or "") in ("delivery-status", "")
     )
     if not findings:
+        if not prose_allowed:
+            return None
         if not is_report and not looks_like_bounce(subject, sender, mime.header(msg, "Return-Path"), text,
                                                    bool(failed)):
             return None

@@ -322,9 +322,13 @@ async def _search_after(client: _imap.IMAP4, last_uid: int) -> list[int]:
     if response.result != "OK":
         raise MailboxError("protocol", f"UID SEARCH failed: {_text(response)}")
     uids: set[int] = set()
-    for line in response.lines:
-        if isinstance(line, bytes | bytearray) and line.upper().startswith(b"SEARCH"):
-            uids.update(int(token) for token in line.split()[1:] if token.isdigit())
+    for line in response.lines[:-1]:  # the last line is the tagged "completed" text
+        # aioimaplib strips the leading "SEARCH" from the untagged line; accept it either way
+        tokens = bytes(line).split()
+        if tokens and tokens[0].upper() == b"SEARCH":
+            tokens = tokens[1:]
+        if all(token.isdigit() for token in tokens):
+            uids.update(int(token) for token in tokens)
     return sorted(uid for uid in uids if uid > last_uid)
 
 

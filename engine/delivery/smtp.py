@@ -13,7 +13,8 @@ outcome                   when, and what it means for the engine
                           or an address that cannot be sent at all: never retry.
 ``uncertain``             the connection broke or timed out after the DATA command was sent:
                           the server may have the message. Never retried automatically.
-``auth_failed``           the server refused the login (or offers no AUTH): fix the sender.
+``auth_failed``           the server refused the login, offers no AUTH, or answered 530
+                          (authentication required): fix the sender's settings.
 ``connect_failed``        no usable session: refused, unreachable, timeout or non-220 greeting
                           (``code`` holds e.g. 421), EHLO/STARTTLS/TLS failure. Nothing was sent;
                           retry later, and count it against the sender, not the recipient.
@@ -29,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
-import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -38,6 +38,7 @@ import aiosmtplib
 from aiosmtplib import (
     SMTPAuthenticationError,
     SMTPException,
+    SMTPHeloError,
     SMTPRecipientRefused,
     SMTPResponseException,
     SMTPServerDisconnected,
@@ -129,6 +130,7 @@ class _Connection:
 class _Pool:
     gate: asyncio.Semaphore
     idle: list[_Connection] = field(default_factory=list)
+    closed: bool = False
 
 
 def _describe(exc: BaseException) -> str:
@@ -137,8 +139,9 @@ def _describe(exc: BaseException) -> str:
 
 
 def _reply_outcome(code: int) -> Outcome:
-    if 200 <= code < 300:
-        return "sent"
+    """The outcome of a refusal reply: 530 means the sender must log in, not a bad message."""
+    if code == 530:
+        return "auth_failed"
     return "rejected" if code >= 500 else "deferred"
 
 
@@ -195,10 +198,12 @@ class SmtpMailer:
                 except _SessionError as failure:
                     return failure.result
                 result, healthy = await self._transaction(conn, envelope_from, recipients, raw_bytes)
-                if healthy:
-                    conn.messages += 1
+                conn.messages += 1
+                if healthy and not pool.closed:
                     conn.idle_since = asyncio.get_running_loop().time()
                     pool.idle.append(conn)
+                elif healthy:  # close() ran while this send was in flight
+                    await _quit(conn.client, min(settings.timeout, 5.0))
                 else:
                     conn.client.close()
                 # A pooled connection the server had silently dropped fails on its first command
@@ -221,6 +226,8 @@ class SmtpMailer:
     async def close(self) -> None:
         """Politely end every idle connection (QUIT) and forget all pools."""
         pools, self._pools = self._pools, {}
+        for pool in pools.values():
+            pool.closed = True
         await asyncio.gather(
             *(_quit(conn.client, min(conn.settings.timeout, 5.0)) for pool in pools.values()
               for conn in pool.idle)
@@ -303,6 +310,19 @@ class SmtpMailer:
             except SMTPException as exc:  # no AUTH offered (often: it needs TLS first)
                 client.close()
                 raise _SessionError(SendResult("auth_failed", None, exc.message, "auth")) from exc
+        if client.is_ehlo_or_helo_needed:
+            # Greet now, so the transaction can look at the extensions (SIZE, SMTPUTF8).
+            try:
+                try:
+                    await client.ehlo()
+                except SMTPHeloError:
+                    await client.helo()
+            except SMTPResponseException as exc:
+                client.close()
+                raise _SessionError(SendResult("connect_failed", exc.code, exc.message, "connect")) from exc
+            except (SMTPException, *_BROKEN) as exc:
+                client.close()
+                raise _SessionError(SendResult("connect_failed", None, _describe(exc), "connect")) from exc
         return client
 
     async def _transaction(
@@ -314,11 +334,9 @@ class SmtpMailer:
         encoding = "utf-8" if utf8 else "ascii"
         stage: Stage = "mail"
         try:
-            if utf8:
-                await client.ehlo() if client.is_ehlo_or_helo_needed else None
-                if not client.supports_extension("smtputf8"):
-                    return SendResult("rejected", None, "address needs SMTPUTF8, which the server "
-                                      "does not offer", "mail"), True
+            if utf8 and not client.supports_extension("smtputf8"):
+                message = "an address needs SMTPUTF8, which the server does not offer"
+                return SendResult("rejected", None, message, "mail"), True
             options = ["SMTPUTF8"] if utf8 else []
             if client.supports_extension("size"):
                 options.insert(0, f"SIZE={len(raw)}")
@@ -331,8 +349,9 @@ class SmtpMailer:
                 except SMTPRecipientRefused as exc:
                     refused.append((recipient, exc.code, exc.message))
             if len(refused) == len(recipients):
-                worst = max(refused, key=lambda r: r[1])
-                outcome: Outcome = "rejected" if all(r[1] >= 500 for r in refused) else "deferred"
+                # Any temporary refusal makes the whole attempt temporary; 5xx only if all are.
+                worst = min(refused, key=lambda r: (r[1] != 530, r[1] >= 500, r[1]))
+                outcome = _reply_outcome(worst[1])
                 return SendResult(outcome, worst[1], worst[2], "rcpt", tuple(refused)), \
                     await _reset(client)
             stage = "data"

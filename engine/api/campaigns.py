@@ -1,0 +1,129 @@
+"""Routes for campaigns, their lifecycle and enrollments."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+
+from engine.api.support import idempotent, json_body, workspace_of
+
+router = APIRouter(prefix="/v1/campaigns")
+Ws = Depends(workspace_of)
+
+
+def _engine(request: Request) -> Any:
+    return request.app.state.engine
+
+
+@router.post("", status_code=201)
+async def create_campaign(request: Request, ws: str = Ws) -> JSONResponse:
+    body = await json_body(request)
+
+    async def run() -> tuple[int, Any]:
+        return 201, await _engine(request).create_campaign(ws, body)
+
+    return await idempotent(request, ws, body, run)
+
+
+@router.get("")
+async def list_campaigns(request: Request, page: int = 1, per_page: int = 50, status: str | None = None,
+                         folder: str | None = None, tag: str | None = None, q: str | None = None,
+                         sort: str = "created_at", order: str = "desc", ws: str = Ws) -> Any:
+    return await _engine(request).list_campaigns(ws, page=page, per_page=per_page, status=status, folder=folder,
+                                                 tag=tag, q=q, sort=sort, order=order)
+
+
+@router.post("/bulk_delete")
+async def bulk_delete(request: Request, ws: str = Ws) -> JSONResponse:
+    body = await json_body(request)
+
+    async def run() -> tuple[int, Any]:
+        return 200, await _engine(request).bulk_delete_campaigns(ws, body)
+
+    return await idempotent(request, ws, body, run)
+
+
+@router.get("/{campaign_id}")
+async def get_campaign(request: Request, campaign_id: str, ws: str = Ws) -> Any:
+    return await _engine(request).get_campaign(ws, campaign_id)
+
+
+@router.patch("/{campaign_id}")
+async def update_campaign(request: Request, campaign_id: str, ws: str = Ws) -> Any:
+    return await _engine(request).update_campaign(ws, campaign_id, await json_body(request))
+
+
+@router.put("/{campaign_id}/schedule")
+async def set_schedule(request: Request, campaign_id: str, ws: str = Ws) -> Any:
+    return await _engine(request).set_schedule(ws, campaign_id, await json_body(request))
+
+
+@router.delete("/{campaign_id}")
+async def delete_campaign(request: Request, campaign_id: str, ws: str = Ws) -> Any:
+    return await _engine(request).delete_campaign(ws, campaign_id)
+
+
+@router.post("/{campaign_id}/copy", status_code=201)
+async def copy_campaign(request: Request, campaign_id: str, ws: str = Ws) -> JSONResponse:
+    async def run() -> tuple[int, Any]:
+        return 201, await _engine(request).copy_campaign(ws, campaign_id)
+
+    return await idempotent(request, ws, {}, run)
+
+
+def _lifecycle(action: str) -> Any:
+    async def handler(request: Request, campaign_id: str, ws: str = Ws) -> JSONResponse:
+        async def run() -> tuple[int, Any]:
+            return 200, await getattr(_engine(request), f"{action}_campaign")(ws, campaign_id)
+
+        return await idempotent(request, ws, {}, run)
+
+    handler.__name__ = f"{action}_campaign"
+    return handler
+
+
+for _action in ("approve", "launch", "pause", "resume", "cancel", "archive"):
+    router.add_api_route(f"/{{campaign_id}}/{_action}", _lifecycle(_action), methods=["POST"],
+                         name=f"{_action}_campaign")
+
+
+@router.get("/{campaign_id}/stats")
+async def stats(request: Request, campaign_id: str, ws: str = Ws) -> Any:
+    engine = _engine(request)
+    await engine.get_campaign(ws, campaign_id)
+    return await engine.campaign_stats(ws, campaign_id)
+
+
+# -- enrollments ------------------------------------------------------------------------------
+@router.post("/{campaign_id}/enrollments")
+async def enroll(request: Request, campaign_id: str, ws: str = Ws) -> JSONResponse:
+    body = await json_body(request)
+
+    async def run() -> tuple[int, Any]:
+        return 200, await _engine(request).enroll(ws, campaign_id, body)
+
+    return await idempotent(request, ws, body, run)
+
+
+@router.get("/{campaign_id}/enrollments")
+async def list_enrollments(request: Request, campaign_id: str, status: str | None = None,
+                           batch_number: int | None = None, page: int = 1, per_page: int = 50, ws: str = Ws) -> Any:
+    return await _engine(request).list_enrollments(ws, campaign_id, status=status, batch_number=batch_number,
+                                                   page=page, per_page=per_page)
+
+
+@router.delete("/{campaign_id}/enrollments")
+async def remove_enrollments(request: Request, campaign_id: str, ws: str = Ws) -> Any:
+    return await _engine(request).remove_enrollments(ws, campaign_id, await json_body(request))
+
+
+@router.post("/{campaign_id}/dispatch")
+async def dispatch(request: Request, campaign_id: str, ws: str = Ws) -> JSONResponse:
+    body = await json_body(request, allow_empty=True)
+
+    async def run() -> tuple[int, Any]:
+        return 200, await _engine(request).dispatch(ws, campaign_id, body)
+
+    return await idempotent(request, ws, body, run)

@@ -1,0 +1,205 @@
+"""Routes for the account, senders, contacts, lists, suppressions, webhooks and the raw log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+
+from engine.api.support import idempotent, json_body, read_body, workspace_of
+from engine.errors import BadRequest
+
+router = APIRouter(prefix="/v1")
+Ws = Depends(workspace_of)
+
+
+def _engine(request: Request) -> Any:
+    return request.app.state.engine
+
+
+@router.get("/account")
+async def account(request: Request, ws: str = Ws) -> Any:
+    return await _engine(request).get_account(ws)
+
+
+# -- senders ----------------------------------------------------------------------------------
+@router.post("/senders", status_code=201)
+async def create_sender(request: Request, ws: str = Ws) -> JSONResponse:
+    body = await json_body(request)
+
+    async def run() -> tuple[int, Any]:
+        return 201, await _engine(request).create_sender(ws, body)
+
+    return await idempotent(request, ws, body, run)
+
+
+@router.get("/senders")
+async def list_senders(request: Request, page: int = 1, per_page: int = 50, ws: str = Ws) -> Any:
+    return await _engine(request).list_senders(ws, page, per_page)
+
+
+@router.get("/senders/{sender_id}")
+async def get_sender(request: Request, sender_id: str, ws: str = Ws) -> Any:
+    return await _engine(request).get_sender(ws, sender_id)
+
+
+@router.patch("/senders/{sender_id}")
+async def update_sender(request: Request, sender_id: str, ws: str = Ws) -> Any:
+    return await _engine(request).update_sender(ws, sender_id, await json_body(request))
+
+
+@router.delete("/senders/{sender_id}")
+async def delete_sender(request: Request, sender_id: str, ws: str = Ws) -> Any:
+    return await _engine(request).delete_sender(ws, sender_id)
+
+
+@router.post("/senders/{sender_id}/reenable")
+async def reenable_sender(request: Request, sender_id: str, ws: str = Ws) -> JSONResponse:
+    async def run() -> tuple[int, Any]:
+        return 200, await _engine(request).reenable_sender(ws, sender_id)
+
+    return await idempotent(request, ws, {}, run)
+
+
+@router.post("/senders/{sender_id}/check")
+async def check_sender(request: Request, sender_id: str, ws: str = Ws) -> Any:
+    return await _engine(request).check_sender(ws, sender_id)
+
+
+# -- contacts ---------------------------------------------------------------------------------
+@router.post("/contacts", status_code=201)
+async def create_contact(request: Request, ws: str = Ws) -> JSONResponse:
+    body = await json_body(request)
+
+    async def run() -> tuple[int, Any]:
+        return 201, await _engine(request).create_contact(ws, body)
+
+    return await idempotent(request, ws, body, run)
+
+
+@router.post("/contacts/import")
+async def import_contacts(request: Request, ws: str = Ws) -> JSONResponse:
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    engine = _engine(request)
+    if ctype == "text/csv":
+        raw = await read_body(request)
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise BadRequest("CSV must be UTF-8") from None
+
+        async def run_csv() -> tuple[int, Any]:
+            return 200, await engine.import_contacts_csv(ws, text)
+
+        return await idempotent(request, ws, text, run_csv)
+    body = await json_body(request)
+    if not isinstance(body, list):
+        raise BadRequest("send a JSON array of contacts, or text/csv")
+
+    async def run_json() -> tuple[int, Any]:
+        return 200, await engine.import_contacts(ws, body)
+
+    return await idempotent(request, ws, body, run_json)
+
+
+@router.get("/contacts")
+async def list_contacts(request: Request, q: str | None = None, status: str | None = None,
+                        list_id: str | None = None, page: int = 1, per_page: int = 50, ws: str = Ws) -> Any:
+    return await _engine(request).list_contacts(ws, q=q, status=status, list_id=list_id, page=page,
+                                                per_page=per_page)
+
+
+@router.get("/contacts/{contact_id}")
+async def get_contact(request: Request, contact_id: str, ws: str = Ws) -> Any:
+    return await _engine(request).get_contact(ws, contact_id)
+
+
+@router.patch("/contacts/{contact_id}")
+async def update_contact(request: Request, contact_id: str, ws: str = Ws) -> Any:
+    return await _engine(request).update_contact(ws, contact_id, await json_body(request))
+
+
+@router.delete("/contacts/{contact_id}")
+async def erase_contact(request: Request, contact_id: str, ws: str = Ws) -> Any:
+    return await _engine(request).erase_contact(ws, contact_id)
+
+
+# -- lists ------------------------------------------------------------------------------------
+@router.post("/lists", status_code=201)
+async def create_list(request: Request, ws: str = Ws) -> JSONResponse:
+    body = await json_body(request)
+
+    async def run() -> tuple[int, Any]:
+        return 201, await _engine(request).create_list(ws, body)
+
+    return await idempotent(request, ws, body, run)
+
+
+@router.get("/lists")
+async def list_lists(request: Request, page: int = 1, per_page: int = 50, ws: str = Ws) -> Any:
+    return await _engine(request).list_lists(ws, page, per_page)
+
+
+@router.post("/lists/{list_id}/contacts")
+async def add_list_contacts(request: Request, list_id: str, ws: str = Ws) -> JSONResponse:
+    body = await json_body(request)
+
+    async def run() -> tuple[int, Any]:
+        return 200, await _engine(request).add_list_contacts(ws, list_id, body)
+
+    return await idempotent(request, ws, body, run)
+
+
+@router.delete("/lists/{list_id}/contacts")
+async def remove_list_contacts(request: Request, list_id: str, ws: str = Ws) -> Any:
+    return await _engine(request).remove_list_contacts(ws, list_id, await json_body(request))
+
+
+# -- suppressions -----------------------------------------------------------------------------
+@router.get("/suppressions")
+async def list_suppressions(request: Request, page: int = 1, per_page: int = 50, ws: str = Ws) -> Any:
+    return await _engine(request).list_suppressions(ws, page, per_page)
+
+
+@router.post("/suppressions", status_code=201)
+async def add_suppression(request: Request, ws: str = Ws) -> JSONResponse:
+    body = await json_body(request)
+
+    async def run() -> tuple[int, Any]:
+        return 201, await _engine(request).add_suppression(ws, body)
+
+    return await idempotent(request, ws, body, run)
+
+
+@router.delete("/suppressions/{value}")
+async def delete_suppression(request: Request, value: str, ws: str = Ws) -> Any:
+    return await _engine(request).delete_suppression(ws, value)
+
+
+# -- webhooks ---------------------------------------------------------------------------------
+@router.post("/webhooks", status_code=201)
+async def create_webhook(request: Request, ws: str = Ws) -> JSONResponse:
+    body = await json_body(request)
+
+    async def run() -> tuple[int, Any]:
+        return 201, await _engine(request).create_webhook(ws, body)
+
+    return await idempotent(request, ws, body, run)
+
+
+@router.get("/webhooks")
+async def list_webhooks(request: Request, page: int = 1, per_page: int = 50, ws: str = Ws) -> Any:
+    return await _engine(request).list_webhooks(ws, page, per_page)
+
+
+@router.delete("/webhooks/{webhook_id}")
+async def delete_webhook(request: Request, webhook_id: str, ws: str = Ws) -> Any:
+    return await _engine(request).delete_webhook(ws, webhook_id)
+
+
+# -- the raw log ------------------------------------------------------------------------------
+@router.get("/events")
+async def list_events(request: Request, after: int = 0, limit: int = 100, type: str | None = None,
+                      stream: str | None = None, ws: str = Ws) -> Any:
+    return await _engine(request).list_events(ws, after=after, limit=limit, type=type, stream=stream)

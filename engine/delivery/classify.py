@@ -1,0 +1,148 @@
+"""Classify one inbound message: bounce, delivery report, auto-reply, spam complaint or human reply.
+
+This is the pure entry point the reply-and-bounce processing builds on; it reads bytes and returns
+a frozen value, with no I/O and no engine. The order of decisions matters: delivery status
+notifications first (many of them also carry ``Auto-Submitted``), then ARF complaints, then
+automatic replies, and whatever is left is a human message. Only a reported failure is a bounce;
+a DSN that reports delivery is a ``delivery_report``.
+
+It never raises: malformed or garbage input is read as far as possible and otherwise classified as
+an ordinary message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from email.message import Message
+from email.utils import getaddresses
+
+from engine.delivery import inbound_mime as mime
+from engine.delivery.dsn_analyse import BounceReading, entry_type, read_bounce
+from engine.delivery.inbound_auto import is_auto_reply, read_feedback
+
+KINDS = ("bounce", "delivery_report", "auto_reply", "feedback", "message")
+
+
+@dataclass(frozen=True)
+class BounceEntry:
+    """One failed recipient of a bounce.
+
+    ``type`` tells the engine what to do: ``hard`` (the address is dead: never mail it again),
+    ``soft`` (may succeed later) or ``block`` (refused because of the sender or the content: the
+    contact is not at fault). ``reason`` uses the Sisimai vocabulary (``userunknown``,
+    ``mailboxfull``, ``spamdetected``...).
+    """
+
+    recipient: str
+    status: str | None
+    reply_code: str | None
+    type: str
+    reason: str
+    diagnostic: str = ""
+
+
+@dataclass(frozen=True)
+class Classification:
+    """The reading of one inbound message."""
+
+    kind: str
+    refers_to: tuple[str, ...] = ()
+    bounces: tuple[BounceEntry, ...] = ()
+    delivered: tuple[str, ...] = ()
+    out_of_office: bool = False
+    feedback_type: str | None = None
+    feedback_recipient: str | None = None
+    subject: str = ""
+    from_address: str | None = None
+    message_id: str | None = None
+
+
+def _first_address(value: str) -> str | None:
+    try:
+        pairs = getaddresses([value])
+    except Exception:
+        return None
+    for _name, address in pairs:
+        if address and "@" in address:
+            return address.strip()
+    return None
+
+
+def _own_refs(msg: Message) -> list[str]:
+    refs: list[str] = []
+    for name in ("In-Reply-To", "References"):
+        for value in mime.headers(msg, name):
+            refs.extend(mime.message_ids(value))
+    return refs
+
+
+def _unique(values: list[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(v for v in values if v))
+
+
+def _from_bounce(reading: BounceReading, base: dict[str, object], refs: list[str]) -> Classification:
+    failed: list[BounceEntry] = []
+    delivered: list[str] = []
+    for f in reading.findings:
+        if f.reason == "delivered":
+            delivered.append(f.recipient)
+            continue
+        failed.append(BounceEntry(
+            recipient=f.recipient,
+            status=f.status or None,
+            reply_code=f.reply_code or None,
+            type=entry_type(f),
+            reason=f.reason or "undefined",
+            diagnostic=f.diagnosis[:1000],
+        ))
+    kind = "bounce" if failed or not delivered else "delivery_report"
+    return Classification(
+        kind=kind,
+        refers_to=_unique(refs + reading.original_ids),
+        bounces=tuple(failed),
+        delivered=tuple(delivered),
+        **base,  # type: ignore[arg-type]
+    )
+
+
+def _classify(raw: bytes) -> Classification:
+    msg = mime.parse(raw)
+    subject = mime.header(msg, "Subject")
+    own_ids = mime.message_ids(mime.header(msg, "Message-ID"))
+    base: dict[str, object] = {
+        "subject": subject,
+        "from_address": _first_address(mime.header(msg, "From")),
+        "message_id": own_ids[0] if own_ids else None,
+    }
+    refs = _own_refs(msg)
+
+    feedback = read_feedback(msg)
+    reading = read_bounce(msg, prose_allowed=feedback is None)
+    if reading is not None:
+        return _from_bounce(reading, base, refs)
+    if feedback is not None:
+        original_ids = [
+            i for original in mime.original_parts(msg) for i in mime.message_ids(mime.header(original, "Message-ID"))
+        ]
+        return Classification(
+            kind="feedback",
+            refers_to=_unique(refs + original_ids),
+            feedback_type=feedback.feedback_type,
+            feedback_recipient=feedback.recipient,
+            **base,  # type: ignore[arg-type]
+        )
+
+    if is_auto_reply(msg, subject):
+        return Classification(kind="auto_reply", refers_to=_unique(refs), out_of_office=True, **base)  # type: ignore[arg-type]
+    return Classification(kind="message", refers_to=_unique(refs), **base)  # type: ignore[arg-type]
+
+
+def classify_message(raw: bytes) -> Classification:
+    """Read one inbound message (raw RFC 5322 bytes) and say what it is; never raises."""
+    try:
+        return _classify(bytes(raw))
+    except Exception:  # last-resort guard: a classifier must not take the inbound pipeline down
+        return Classification(kind="message")
+
+
+__all__ = ["KINDS", "BounceEntry", "Classification", "classify_message"]

@@ -1,0 +1,117 @@
+"""Shared fixtures: engines on a ManualClock, an API client, and throwaway PostgreSQL databases."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from engine import CampaignEngine, ManualClock, create_app
+
+PG_DSN = os.environ.get("CAMPAIGN_ENGINE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+SECRET = "test-secret-key-0123456789abcdef"
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(datetime(2026, 1, 5, 8, 0, tzinfo=UTC))  # a Monday
+
+
+@asynccontextmanager
+async def pg_database() -> AsyncIterator[str]:
+    """A fresh PostgreSQL database, dropped afterwards."""
+    name = f"ce_test_{secrets.token_hex(6)}"
+    admin = await asyncpg.connect(PG_DSN)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    base = PG_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    try:
+        yield f"{base}/{name}"
+    finally:
+        admin = await asyncpg.connect(PG_DSN)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+@pytest.fixture
+async def pg_url() -> AsyncIterator[str]:
+    async with pg_database() as url:
+        yield url
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Any) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path}/engine.db"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def db_url(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[str]:
+    """Each test using this runs once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path}/engine.db"
+    else:
+        async with pg_database() as url:
+            yield url
+
+
+@pytest.fixture
+async def engine(sqlite_url: str, clock: ManualClock) -> AsyncIterator[CampaignEngine]:
+    async with CampaignEngine(sqlite_url, clock=clock, secret_key=SECRET) as e:
+        yield e
+
+
+class Api:
+    """An httpx client bound to one workspace's key."""
+
+    def __init__(self, client: httpx.AsyncClient, ws_id: str, key: str) -> None:
+        self.client, self.ws_id, self.key = client, ws_id, key
+        self.headers = {"Authorization": f"Bearer {key}"}
+
+    async def request(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        headers = {**self.headers, **kw.pop("headers", {})}
+        return await self.client.request(method, path, headers=headers, **kw)
+
+    async def get(self, path: str, **kw: Any) -> httpx.Response:
+        return await self.request("GET", path, **kw)
+
+    async def post(self, path: str, **kw: Any) -> httpx.Response:
+        return await self.request("POST", path, **kw)
+
+    async def patch(self, path: str, **kw: Any) -> httpx.Response:
+        return await self.request("PATCH", path, **kw)
+
+    async def put(self, path: str, **kw: Any) -> httpx.Response:
+        return await self.request("PUT", path, **kw)
+
+    async def delete(self, path: str, **kw: Any) -> httpx.Response:
+        return await self.request("DELETE", path, **kw)
+
+
+@pytest.fixture
+async def http(engine: CampaignEngine) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(engine, max_body_bytes=64 * 1024)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        yield client
+
+
+@pytest.fixture
+async def api(engine: CampaignEngine, http: httpx.AsyncClient) -> Api:
+    ws = await engine.create_workspace("acme", monthly_limit=10_000)
+    return Api(http, ws.id, ws.api_key)
+
+
+@pytest.fixture
+async def other_api(engine: CampaignEngine, http: httpx.AsyncClient) -> Api:
+    ws = await engine.create_workspace("rival")
+    return Api(http, ws.id, ws.api_key)

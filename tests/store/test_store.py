@@ -1,0 +1,161 @@
+"""The event store suite, run on SQLite and on PostgreSQL (the ``db_url`` fixture)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import select, text
+
+from engine.clock import ManualClock
+from events import catalog  # noqa: F401
+from events import schema
+from events.catalog.contact import ContactCreated, ListCreated
+from events.chain import verify_rows
+from events.registry import Event, from_data, register, upcaster
+from events.store import AppendBatch, ConcurrencyError, EventStore
+from events.vault import Vault
+
+WS = "ws_test"
+
+
+@pytest.fixture
+async def store(db_url: str) -> AsyncIterator[EventStore]:
+    clock = ManualClock(datetime(2026, 1, 5, 8, 0, tzinfo=UTC))
+    s = await EventStore.open(db_url, Vault(b"k" * 32), clock.now)
+    yield s
+    await s.close()
+
+
+def lst(i: int) -> ListCreated:
+    return ListCreated(list_id=f"lst_{i}", name=f"list {i}")
+
+
+async def test_append_and_read_stream(store: EventStore) -> None:
+    stored = await store.append("list-1", [lst(1), lst(2)], 0, workspace_id=WS, metadata={"actor": "t"})
+    assert [e.version for e in stored] == [1, 2]
+    assert [e.position for e in stored] == [1, 2]
+    back = await store.read_stream("list-1")
+    assert [e.event for e in back] == [lst(1), lst(2)]
+    assert back[0].metadata == {"actor": "t"}
+    assert back[1].hash != back[0].hash
+
+
+async def test_expected_version_conflict_appends_nothing(store: EventStore) -> None:
+    await store.append("list-1", [lst(1)], 0, workspace_id=WS)
+    with pytest.raises(ConcurrencyError):
+        await store.append("list-1", [lst(2)], 0, workspace_id=WS)
+    assert len(await store.read_stream("list-1")) == 1
+
+
+async def test_multi_stream_append_is_atomic(store: EventStore) -> None:
+    await store.append("list-b", [lst(1)], 0, workspace_id=WS)
+    with pytest.raises(ConcurrencyError):
+        await store.append_many([AppendBatch("list-a", [lst(1)], 0), AppendBatch("list-b", [lst(2)], 0)],
+                                workspace_id=WS)
+    assert await store.read_stream("list-a") == []
+    ok = await store.append_many([AppendBatch("list-a", [lst(1)], 0), AppendBatch("list-b", [lst(2)], 1)],
+                                 workspace_id=WS)
+    assert [(e.stream, e.version) for e in ok] == [("list-a", 1), ("list-b", 2)]
+
+
+async def test_read_all_pages_in_position_order(store: EventStore) -> None:
+    for i in range(25):
+        await store.append(f"list-{i % 3}", [lst(i)], None, workspace_id=WS if i % 2 else "ws_other")
+    seen, after = [], 0
+    while batch := await store.read_all(after, 7):
+        seen.extend(e.position for e in batch)
+        after = batch[-1].position
+    assert seen == list(range(1, 26))
+    mine = await store.read_all(0, 100, workspace_id=WS)
+    assert all(e.workspace_id == WS for e in mine) and len(mine) == 12
+
+
+async def test_events_table_refuses_update_and_delete(store: EventStore) -> None:
+    await store.append("list-1", [lst(1)], 0, workspace_id=WS)
+    for sql in ("UPDATE events SET data = '{}'", "DELETE FROM events"):
+        with pytest.raises(Exception, match="append-only"):
+            async with store.write_engine.begin() as conn:
+                await conn.execute(text(sql))
+    assert len(await store.read_stream("list-1")) == 1
+
+
+async def test_two_concurrent_appends_at_same_version_one_conflict(store: EventStore) -> None:
+    await store.append("list-1", [lst(0)], 0, workspace_id=WS)
+    results = await asyncio.gather(
+        store.append("list-1", [lst(1)], 1, workspace_id=WS),
+        store.append("list-1", [lst(2)], 1, workspace_id=WS),
+        return_exceptions=True,
+    )
+    conflicts = [r for r in results if isinstance(r, ConcurrencyError)]
+    assert len(conflicts) == 1, results
+    assert len(await store.read_stream("list-1")) == 2
+
+
+async def test_personal_fields_encrypted_and_erasable(store: EventStore) -> None:
+    ev = ContactCreated(contact_id="con_1", email="ann@example.com", email_hash="h", email_domain="example.com",
+                        first_name="Ann", last_name="Lee", company="Acme", timezone=None, custom_fields={"k": "v"})
+    await store.append("contact-con_1", [ev], 0, workspace_id=WS)
+    async with store.reading() as conn:
+        raw = (await conn.execute(select(schema.events.c.data))).scalar_one()
+    assert "ann@example.com" not in raw and "Ann" not in raw and "Acme" not in raw
+    assert (await store.read_stream("contact-con_1"))[0].event == ev
+    async with store.transaction() as conn:
+        await store.erase_subject(conn, "con_1")
+    erased = (await store.read_stream("contact-con_1"))[0].event
+    assert isinstance(erased, ContactCreated)
+    assert (erased.email, erased.first_name, erased.company, erased.custom_fields) == (None, None, None, None)
+    assert erased.email_domain == "example.com"
+
+
+async def test_hash_chain_verifies_and_detects_tampering(store: EventStore) -> None:
+    await store.append("list-1", [lst(1), lst(2), lst(3)], 0, workspace_id=WS)
+
+    async def check() -> object:
+        async with store.reading() as conn:
+            rows = (await conn.execute(select(schema.events).order_by(schema.events.c.stream,
+                                                                      schema.events.c.version))).mappings().all()
+            heads = {r[0]: (r[1], r[2]) for r in await conn.execute(
+                select(schema.streams.c.stream, schema.streams.c.version, schema.streams.c.last_hash))}
+        return verify_rows([dict(r) for r in rows], heads)
+
+    assert await check() is None
+    async with store.write_engine.begin() as conn:  # an attacker who can drop the triggers
+        if store.dialect == "postgresql":
+            await conn.execute(text("ALTER TABLE events DISABLE TRIGGER USER"))
+            await conn.execute(text("UPDATE events SET data = replace(data, 'list 2', 'list X') WHERE version = 2"))
+            await conn.execute(text("ALTER TABLE events ENABLE TRIGGER USER"))
+        else:
+            await conn.execute(text("DROP TRIGGER events_no_update"))
+            await conn.execute(text("UPDATE events SET data = replace(data, 'list 2', 'list X') WHERE version = 2"))
+    problem = await check()
+    assert problem is not None and problem.version == 2 and "altered" in problem.problem  # type: ignore[attr-defined]
+
+
+async def test_idempotency_lookup(store: EventStore) -> None:
+    assert await store.idempotent_response(WS, "k1") is None
+    await store.save_idempotent_response(WS, "k1", "h", 201, '{"ok": true}')
+    assert await store.idempotent_response(WS, "k1") == ("h", 201, '{"ok": true}')
+    assert await store.idempotent_response("ws_other", "k1") is None
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Renamed(Event):
+    TYPE = "test.renamed"
+    VERSION = 2
+    full_name: str
+
+
+@upcaster("test.renamed", 1)
+def _v1_to_v2(data: dict[str, object]) -> dict[str, object]:
+    return {"full_name": f"{data.pop('first')} {data.pop('last')}"}
+
+
+def test_upcaster_brings_v1_payload_to_current_version() -> None:
+    ev = from_data("test.renamed", 1, {"first": "Ada", "last": "Lovelace"})
+    assert ev == _Renamed(full_name="Ada Lovelace")
+    assert from_data("test.renamed", 2, {"full_name": "X"}) == _Renamed(full_name="X")
