@@ -161,6 +161,10 @@ async def _contact_erased(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> 
             email=None, first_name=None, last_name=None, company=None, custom_fields=None, timezone=None,
             status="erased", erased=True, updated_at=_at(e)))
         await conn.execute(delete(t.list_members).where(t.list_members.c.contact_id == cid))
+        if _d(e).email_hash:  # the suppression stays (as a keyed hash); its readable value goes
+            await conn.execute(update(t.suppressions).where(
+                t.suppressions.c.workspace_id == e.workspace_id, t.suppressions.c.value_hash == _d(e).email_hash
+            ).values(value=None))
 
 
 @contacts.on("contact.unsubscribed", "email.complained")

@@ -91,6 +91,8 @@ def read_bounce(msg: Message, prose_allowed: bool = True) -> BounceReading | Non
     findings: list[Finding] = []
     for ds_text in mime.report_parts(msg, _DS_TYPES):
         report = parse_delivery_status(ds_text)
+        for finding in report.recipients:
+            finding.lhost = finding.lhost or report.reporting_mta
         findings.extend(report.recipients)
         reading.original_ids.extend(mime.message_ids(report.original_message_id))
     if not findings and has_fields(text):

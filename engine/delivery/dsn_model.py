@@ -22,12 +22,13 @@ class Finding:
     action: str = ""
     command: str = ""
     rhost: str = ""
+    lhost: str = ""
     reason: str = ""
     diagnostic_type: str = ""
 
     def merge(self, other: Finding) -> None:
         """Fill the fields still empty here from ``other`` (a second reading of the same recipient)."""
-        for name in ("status", "reply_code", "diagnosis", "action", "command", "rhost", "reason",
+        for name in ("status", "reply_code", "diagnosis", "action", "command", "rhost", "lhost", "reason",
                      "diagnostic_type"):
             if not getattr(self, name) and getattr(other, name):
                 setattr(self, name, getattr(other, name))

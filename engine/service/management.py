@@ -20,6 +20,7 @@ from events.catalog import contact as ce
 from events.catalog import sender as se
 from events.catalog import workspace as we
 from events.registry import Event, format_time
+from events import schema
 from events.store import AppendBatch
 from projections import tables as t
 
@@ -286,13 +287,17 @@ class ManagementService(ServiceBase):
     async def erase_contact(self, ws: str, cid: str) -> dict[str, Any]:
         """Crypto-shred: stop the contact's enrollments, destroy its key, blank every read model."""
         async with self.store.transaction() as conn:
-            await self._contact_row(ws, cid, conn)
+            row = await self._contact_row(ws, cid, conn)
             stop = getattr(self, "_stop_contact_enrollments", None)
             if stop is not None:
                 await stop(conn, ws, cid, "erased")
-            await self.store.append(f"contact-{cid}", [ce.ContactErased(contact_id=cid)], None, workspace_id=ws,
-                                    conn=conn)
+            await self.store.append(f"contact-{cid}", [ce.ContactErased(contact_id=cid, email_hash=row["email_hash"])],
+                                    None, workspace_id=ws, conn=conn)
             await self.store.erase_subject(conn, cid)
+            await self.store.erase_subject(conn, _suppression_subject(row["email_hash"]))
+            idem = schema.idempotency.c
+            await conn.execute(schema.idempotency.delete().where(idem.workspace_id == ws,
+                                                                 idem.response.like(f"%{cid}%")))
         return {"id": cid, "deleted": True}
 
     # -- lists ----------------------------------------------------------------------------------
@@ -358,7 +363,7 @@ class ManagementService(ServiceBase):
     def _suppression_event(self, ws: str, kind: str, value: str, reason: str,
                            contact_id: str | None = None) -> Event:
         h = self.vault.lookup_hash(value)
-        subject = contact_id or f"sup_{h[:24]}"
+        subject = contact_id or _suppression_subject(h)
         return ce.SuppressionAdded(subject_id=subject, kind=kind, value=value, value_hash=h, reason=reason)
 
     async def delete_suppression(self, ws: str, value: str) -> dict[str, Any]:
@@ -425,6 +430,11 @@ class ManagementService(ServiceBase):
         return {"data": [{"position": e.position, "stream": e.stream, "version": e.version, "type": e.type,
                           "data": _redact(to_data(e.event)), "recorded_at": format_time(e.recorded_at)} for e in evs],
                 "next_after": evs[-1].position if evs else after}
+
+
+def _suppression_subject(value_hash: str) -> str:
+    """The vault subject of an email suppression: erasing the contact erases it too."""
+    return f"sup_{value_hash[:24]}"
 
 
 def _redact(data: Any) -> Any:

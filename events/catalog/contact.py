@@ -45,6 +45,7 @@ class ContactUpdated(Event):
 class ContactErased(Event):
     TYPE = "contact.erased"
     contact_id: str
+    email_hash: str | None = None
 
 
 @register
