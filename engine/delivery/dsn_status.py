@@ -234,8 +234,8 @@ def find_reply(text: str, status: str = "") -> str:
 
 
 _COMMAND_RE = re.compile(
-    r"(?<![A-Za-z0-9@.])(HELO|EHLO|STARTTLS|AUTH (?:PLAIN|LOGIN|CRAM-|DIGEST-)|MAIL F|RCPT|DATA|QUIT"
-    r"|XFORWARD)(?![A-Za-z0-9@])"
+    r"(?<![A-Za-z0-9@.])(?:(HELO|EHLO|STARTTLS|RCPT|DATA|QUIT|XFORWARD)(?![A-Za-z0-9@])"
+    r"|(AUTH (?:PLAIN|LOGIN|CRAM-|DIGEST-)|MAIL F|RCPT T))"
 )
 # Later stages of the SMTP dialogue win: a text naming both RCPT and DATA failed at DATA.
 _COMMAND_STAGE = ("HELO", "EHLO", "STARTTLS", "AUTH", "MAIL", "RCPT", "DATA", "QUIT", "XFORWARD")
@@ -252,7 +252,7 @@ def find_command(text: str) -> str:
         return ""
     stage = -1
     for match in _COMMAND_RE.finditer(text):
-        word = match.group(1)[:4]
+        word = (match.group(1) or match.group(2))[:4]
         command = {"STAR": "STARTTLS", "XFOR": "XFORWARD"}.get(word, word)
         stage = max(stage, _COMMAND_STAGE.index(command))
     if stage >= 0:

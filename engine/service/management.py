@@ -57,6 +57,10 @@ class ManagementService(ServiceBase):
         ], 0, workspace_id=ws_id, metadata={"actor": "system"})
         return Workspace(ws_id, name, key, monthly_limit, require_approval)
 
+    async def has_workspaces(self) -> bool:
+        async with self.store.reading() as c:
+            return (await c.execute(select(t.workspaces.c.id).limit(1))).first() is not None
+
     async def authenticate(self, api_key: str) -> str | None:
         """The workspace of a live key, by its hash; None for an unknown or revoked key."""
         k = t.api_keys.c

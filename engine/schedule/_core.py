@@ -1,0 +1,323 @@
+"""The planner's rules, shared by ``plan()`` (tick) and ``simulate()`` (forecast).
+
+Vocabulary. A *pair* is (campaign, sender). Its *lower bound* L is the later of the campaign's
+launch_at and the pair's next allowed time after its last send (cron / every_minutes / seeded
+wait). A time x is *open* for a pair and a window zone when the window is open at x and no limit
+(campaign hour and day, sender day, workspace month) is full at x.
+
+The pair's *slot* S is the first open time >= L at which one of its items is due (with ``cron``:
+the first such time that is also a fire time). A pair may send at `now` when S <= now, an item is
+due and in its window at `now`, and no limit is full at `now`. Normally S == now: the tick runs at
+the slot. After downtime S lies in the past and the pair sends once, now, and its spacing starts
+again from that send: never a burst, never a skipped contact.
+
+S depends only on the queue and the usage, never on `now`; that is what makes ``next_due`` exact
+(no call strictly between `now` and the answer can send) and the forecast robust to extra ticks.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+from engine.schedule._queue import ItemQueue, Pool, RankKey
+from engine.schedule.cron import next_fire_at_or_after
+from engine.schedule.model import CampaignPlan, QueueItem, SenderPlan, Usage
+from engine.schedule.slots import effective_daily_limit, next_allowed_at
+from engine.schedule.tzutil import (
+    hour_start,
+    local_date,
+    local_day_start,
+    next_month_start,
+    next_utc_midnight,
+    zone,
+)
+from engine.schedule.windows import Window, effective_timezone
+
+__all__ = ["Assignment", "Context", "build_queue", "next_due", "send_now"]
+
+# How far a search for the next slot goes before deciding "not in the foreseeable future".
+_HORIZON = timedelta(days=400)
+_MAX_STEPS = 5_000
+_EPSILON = timedelta(microseconds=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """Send `item` through `sender_id` at `at` (the `now` of the plan() call)."""
+
+    item: QueueItem
+    sender_id: str
+    at: datetime
+
+
+class _Never:
+    """Marker: the pair can never send again (its cron has no later fire time)."""
+
+
+_NEVER = _Never()
+
+
+class Context:
+    """Campaigns, senders and plan limits, pre-digested; fixed for one call or one forecast."""
+
+    def __init__(
+        self,
+        campaigns: Mapping[str, CampaignPlan],
+        senders: Mapping[str, SenderPlan],
+        monthly_limits: Mapping[str, int | None],
+    ) -> None:
+        self.campaigns: dict[str, CampaignPlan] = {}
+        self.active_senders: dict[str, tuple[str, ...]] = {}
+        for cid in sorted(campaigns):
+            campaign = campaigns[cid]
+            if not campaign.active:
+                continue
+            chosen: list[str] = []
+            for sid in campaign.sender_ids:
+                sender = senders.get(sid)
+                if sender is not None and sender.active and sid not in chosen:
+                    chosen.append(sid)
+            self.campaigns[cid] = campaign
+            self.active_senders[cid] = tuple(chosen)
+        self.senders = senders
+        self.monthly_limits = monthly_limits
+        self.pairs = [(c, s) for c, sids in self.active_senders.items() for s in sids]
+        self._windows: dict[tuple[str, str], Window] = {}
+        self._limits: dict[tuple[str, date], int | None] = {}
+
+    def admit(self, item: QueueItem) -> str | None:
+        """The zone of `item`'s window, or None when it cannot go now (campaign or sender inactive).
+
+        A pinned item goes only through its own sender, and only while that sender is active and
+        still one of the campaign's senders; otherwise it waits.
+        """
+        campaign = self.campaigns.get(item.campaign_id)
+        if campaign is None:
+            return None
+        senders = self.active_senders[item.campaign_id]
+        if not senders or (item.sender_id is not None and item.sender_id not in senders):
+            return None
+        return effective_timezone(campaign.schedule, item.contact_timezone)
+
+    def window(self, campaign_id: str, tz: str) -> Window:
+        key = (campaign_id, tz)
+        found = self._windows.get(key)
+        if found is None:
+            spec = self.campaigns[campaign_id].schedule
+            found = Window(tz, spec.weekday_numbers, spec.start_minute, spec.end_minute)
+            self._windows[key] = found
+        return found
+
+    def sender_limit(self, sender_id: str, utc_day: date) -> int | None:
+        key = (sender_id, utc_day)
+        if key not in self._limits:
+            self._limits[key] = effective_daily_limit(self.senders[sender_id], utc_day)
+        return self._limits[key]
+
+
+def build_queue(ctx: Context, items: Iterable[QueueItem]) -> ItemQueue:
+    """A queue of the `items` that `ctx` admits (the others wait outside the plan)."""
+    queue = ItemQueue()
+    for item in sorted(items, key=lambda i: i.email_id):
+        tz = ctx.admit(item)
+        if tz is not None:
+            queue.add(item, tz)
+    return queue
+
+
+def _limits_release(ctx: Context, usage: Usage, c: str, s: str, at: datetime) -> datetime:
+    """`at` when no limit is full at `at`, else the first moment every full limit has reset."""
+    campaign = ctx.campaigns[c]
+    spec = campaign.schedule
+    release = at
+    if spec.max_per_hour is not None or spec.daily_limit is not None:
+        tz = zone(spec.timezone)
+        if spec.max_per_hour is not None:
+            start = hour_start(at, tz)
+            if usage.sent_by_campaign_in_hour(c, start) >= spec.max_per_hour:
+                release = max(release, start + timedelta(hours=1))
+        if spec.daily_limit is not None:
+            day = local_date(at, tz)
+            if usage.sent_by_campaign_on(c, day) >= spec.daily_limit:
+                release = max(release, local_day_start(day + timedelta(days=1), tz))
+    limit = ctx.sender_limit(s, at.date())
+    if limit is not None and usage.sent_by_sender_on(s, at.date()) >= limit:
+        release = max(release, next_utc_midnight(at))
+    monthly = ctx.monthly_limits.get(campaign.workspace_id)
+    if monthly is not None:
+        if usage.sent_by_workspace_in_month(campaign.workspace_id, at.year, at.month) >= monthly:
+            release = max(release, next_month_start(at))
+    return release
+
+
+def _earliest(
+    ctx: Context,
+    usage: Usage,
+    pair: tuple[str, str],
+    window: Window,
+    start: datetime,
+    need_fire: bool,
+    stop: datetime | None,
+) -> datetime | None:
+    """First time >= start that is open (and a fire time if `need_fire`), or None if after `stop`."""
+    c, s = pair
+    spec = ctx.campaigns[c].schedule
+    end = start + _HORIZON if stop is None else min(start + _HORIZON, stop)
+    x = start
+    for _ in range(_MAX_STEPS):
+        if x > end:
+            return None
+        y = _limits_release(ctx, usage, c, s, window.next_open(x))
+        if need_fire and spec.cron is not None:
+            fire = next_fire_at_or_after(spec.cron, spec.timezone, y)
+            if fire is None:
+                return None
+            y = fire
+        if y == x:
+            return x
+        x = y
+    return None
+
+
+def _lower_bound(ctx: Context, usage: Usage, c: str, s: str) -> datetime | None | _Never:
+    spec = ctx.campaigns[c].schedule
+    bound = spec.launch_at
+    last = usage.last_send(c, s)
+    if last is not None:
+        allowed = next_allowed_at(spec, c, s, last)
+        if allowed is None:
+            return _NEVER
+        bound = allowed if bound is None else max(bound, allowed)
+    return bound
+
+
+def _earliest_over(
+    ctx: Context,
+    usage: Usage,
+    pair: tuple[str, str],
+    groups: list[tuple[str, list[Pool]]],
+    floor: datetime | None,
+    need_fire: bool,
+    stop: datetime | None,
+) -> datetime | None:
+    """The earliest open time >= floor at which an item of `groups` is due; None if after `stop`."""
+    best: datetime | None = None
+    for tz, pools in groups:
+        due = min(pool.min_due() for pool in pools)
+        start = due if floor is None else max(due, floor)
+        bound = stop if best is None else (best if stop is None else min(best, stop))
+        found = _earliest(ctx, usage, pair, ctx.window(pair[0], tz), start, need_fire, bound)
+        if found is not None and (best is None or found < best):
+            best = found
+    return best
+
+
+def _slot(
+    ctx: Context, queue: ItemQueue, usage: Usage, c: str, s: str, stop: datetime | None
+) -> datetime | None:
+    """The pair's slot S (see module doc); None when there is none at or before `stop`."""
+    groups = queue.groups(c, s)
+    if not groups:
+        return None
+    floor = _lower_bound(ctx, usage, c, s)
+    if isinstance(floor, _Never):
+        return None
+    need_fire = ctx.campaigns[c].schedule.cron is not None
+    return _earliest_over(ctx, usage, (c, s), groups, floor, need_fire, stop)
+
+
+def _candidate(ctx: Context, queue: ItemQueue, usage: Usage, c: str, s: str, now: datetime) -> RankKey | None:
+    """The item the pair would send at `now`, or None if it may not send now."""
+    if _slot(ctx, queue, usage, c, s, now) is None:
+        return None
+    if _limits_release(ctx, usage, c, s, now) != now:
+        return None
+    best: RankKey | None = None
+    for tz, pools in queue.groups(c, s):
+        if not ctx.window(c, tz).contains(now):
+            continue
+        for pool in pools:
+            key = pool.best_due(now)
+            if key is not None and (best is None or key < best):
+                best = key
+    return best
+
+
+def _rotation(ctx: Context, usage: Usage) -> dict[tuple[str, str], int]:
+    """Round-robin order of each campaign's senders, starting after the one that sent last."""
+    order: dict[tuple[str, str], int] = {}
+    for c, senders in ctx.active_senders.items():
+        latest: tuple[datetime, int] | None = None
+        for index, s in enumerate(senders):
+            last = usage.last_send(c, s)
+            if last is not None and (latest is None or (last.at, index) > latest):
+                latest = (last.at, index)
+        after = -1 if latest is None else latest[1]
+        for index, s in enumerate(senders):
+            order[(c, s)] = (index - after - 1) % len(senders)
+    return order
+
+
+def send_now(now: datetime, queue: ItemQueue, ctx: Context, usage: Usage) -> tuple[list[Assignment], Usage]:
+    """What goes at `now`: at most one email per pair, best item first; removes them from `queue`.
+
+    Each send is applied to the usage before the next one is chosen, so limits shared between
+    pairs (sender day, workspace month, campaign hour and day) hold inside one call.
+    """
+    rotation = _rotation(ctx, usage)
+    versions: dict[str, int] = dict.fromkeys(ctx.campaigns, 0)
+    heap: list[tuple[RankKey, int, str, str, int]] = []
+
+    def push(c: str, s: str) -> None:
+        key = _candidate(ctx, queue, usage, c, s, now)
+        if key is not None:
+            heapq.heappush(heap, (key, rotation[(c, s)], c, s, versions[c]))
+
+    for c, s in ctx.pairs:
+        push(c, s)
+    used: set[tuple[str, str]] = set()
+    sends: list[Assignment] = []
+    while heap:
+        key, _, c, s, version = heapq.heappop(heap)
+        if (c, s) in used:
+            continue
+        if version != versions[c] or key[-1] not in queue.items:
+            push(c, s)  # an item it could draw on went elsewhere: decide again
+            continue
+        if _limits_release(ctx, usage, c, s, now) != now:
+            continue  # a shared limit filled up during this call
+        item = queue.remove(key[-1])
+        if item.sender_id is None:
+            versions[c] += 1
+        campaign = ctx.campaigns[c]
+        usage = usage.record(
+            campaign_id=c,
+            sender_id=s,
+            workspace_id=campaign.workspace_id,
+            at=now,
+            timezone=campaign.schedule.timezone,
+        )
+        used.add((c, s))
+        sends.append(Assignment(item=item, sender_id=s, at=now))
+    return sends, usage
+
+
+def next_due(now: datetime, queue: ItemQueue, ctx: Context, usage: Usage) -> datetime | None:
+    """The earliest moment strictly after `now` at which a call could send; None if none."""
+    best: datetime | None = None
+    after = now + _EPSILON
+    for c, s in ctx.pairs:
+        slot = _slot(ctx, queue, usage, c, s, best)
+        if slot is None:
+            continue
+        if slot < after:  # slot already passed (downtime or contention): next open due moment
+            groups = queue.groups(c, s)
+            slot = _earliest_over(ctx, usage, (c, s), groups, after, False, best)
+            if slot is None:
+                continue
+        if best is None or slot < best:
+            best = slot
+    return best
