@@ -42,7 +42,6 @@ __all__ = [
 ]
 
 _MAX_LINE = 78
-_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-]+\Z")
 _DOMAIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.\-]*[A-Za-z0-9])?\Z")
 _MSGID = re.compile(r"<(?P<left>[^<>@\s]+)@(?P<right>[^<>@\s]+)>\Z")
 _OURS = re.compile(r"<(?P<enrollment>[A-Za-z0-9_\-]+)\.(?P<step>\d+)@[^<>@\s]+>\Z")
@@ -55,11 +54,33 @@ _BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
 _NEWLINES = re.compile(r"\r\n?|\n")
 
 
-_BLOCK = frozenset({
-    "address", "article", "aside", "blockquote", "center", "dd", "div", "dl", "dt", "figure",
-    "footer", "form", "header", "main", "nav", "ol", "section", "table", "tbody", "thead",
-    "tfoot", "tr", "ul",
-})
+_BLOCK = frozenset(
+    {
+        "address",
+        "article",
+        "aside",
+        "blockquote",
+        "center",
+        "dd",
+        "div",
+        "dl",
+        "dt",
+        "figure",
+        "footer",
+        "form",
+        "header",
+        "main",
+        "nav",
+        "ol",
+        "section",
+        "table",
+        "tbody",
+        "thead",
+        "tfoot",
+        "tr",
+        "ul",
+    }
+)
 _PARAGRAPH = frozenset({"p", "h1", "h2", "h3", "h4", "h5", "h6", "pre"})
 _HIDDEN = frozenset({"head", "script", "style", "template", "title", "noscript"})
 _SPACES = re.compile(r"[ \t\r\n\f\v]+")
@@ -333,14 +354,13 @@ def _rewrite_text_links(text: str, register: _LinkRegister) -> str:
     def replace(match: re.Match[str]) -> str:
         url = match.group(0)
         trimmed = url.rstrip(".,;:!?")
-        return register.url(trimmed) + url[len(trimmed):]
+        return register.url(trimmed) + url[len(trimmed) :]
 
     return _TEXT_URL.sub(replace, text)
 
 
 def _append_pixel(html: str, src: str) -> str:
-    pixel = (f'<img src="{src}" width="1" height="1" alt="" '
-             'style="display:block;width:1px;height:1px;border:0" />')
+    pixel = f'<img src="{src}" width="1" height="1" alt="" style="display:block;width:1px;height:1px;border:0" />'
     ends = list(_BODY_END.finditer(html))
     if ends:
         at = ends[-1].start()
@@ -408,9 +428,7 @@ def build_message(
         if tracking.unsubscribe:
             if not tracking.workspace_id or not tracking.contact_id:
                 raise ValueError("unsubscribe needs workspace_id and contact_id")
-            token = unsubscribe_token(
-                tracking.secret, tracking.workspace_id, tracking.contact_id, tracking.email_id
-            )
+            token = unsubscribe_token(tracking.secret, tracking.workspace_id, tracking.contact_id, tracking.email_id)
             mailto = _address(tracking.unsubscribe_mailto or from_email)
             headers.append(
                 f"List-Unsubscribe: <{base}/u/{token}>,\r\n"
@@ -425,7 +443,7 @@ def build_message(
 
     boundary = "=_ce" + hashlib.sha256(message_id.encode()).hexdigest()[:28]
     headers.append("MIME-Version: 1.0\r\n")
-    headers.append(f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n')
+    headers.append(f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"\r\n')
     part_head = 'Content-Type: text/{}; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n'
     delimiter = f"\r\n--{boundary}\r\n".encode()
     raw = b"".join(

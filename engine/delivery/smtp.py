@@ -197,7 +197,11 @@ class SmtpMailer:
                     conn, reused = await self._acquire(pool, settings)
                 except _SessionError as failure:
                     return failure.result
-                result, healthy = await self._transaction(conn, envelope_from, recipients, raw_bytes)
+                try:
+                    result, healthy = await self._transaction(conn, envelope_from, recipients, raw_bytes)
+                except BaseException:  # cancelled mid-transaction: the session state is unknown
+                    conn.client.close()
+                    raise
                 conn.messages += 1
                 if healthy and not pool.closed:
                     conn.idle_since = asyncio.get_running_loop().time()
@@ -208,8 +212,13 @@ class SmtpMailer:
                     conn.client.close()
                 # A pooled connection the server had silently dropped fails on its first command
                 # with no reply at all: that says nothing about this message, so try a fresh one.
-                if reused and attempt == 1 and result.code is None and result.stage == "mail" \
-                        and result.outcome == "deferred":
+                if (
+                    reused
+                    and attempt == 1
+                    and result.code is None
+                    and result.stage == "mail"
+                    and result.outcome == "deferred"
+                ):
                     continue
                 return result
         raise AssertionError("unreachable")  # pragma: no cover
@@ -229,8 +238,7 @@ class SmtpMailer:
         for pool in pools.values():
             pool.closed = True
         await asyncio.gather(
-            *(_quit(conn.client, min(conn.settings.timeout, 5.0)) for pool in pools.values()
-              for conn in pool.idle)
+            *(_quit(conn.client, min(conn.settings.timeout, 5.0)) for pool in pools.values() for conn in pool.idle)
         )
 
     async def prune(self) -> None:
@@ -352,25 +360,22 @@ class SmtpMailer:
                 # Any temporary refusal makes the whole attempt temporary; 5xx only if all are.
                 worst = min(refused, key=lambda r: (r[1] != 530, r[1] >= 500, r[1]))
                 outcome = _reply_outcome(worst[1])
-                return SendResult(outcome, worst[1], worst[2], "rcpt", tuple(refused)), \
-                    await _reset(client)
+                return SendResult(outcome, worst[1], worst[2], "rcpt", tuple(refused)), await _reset(client)
             stage = "data"
             response = await client.data(raw)
         except SMTPResponseException as exc:
-            return SendResult(_reply_outcome(exc.code), exc.code, exc.message, stage), \
-                client.is_connected and await _reset(client)
+            return SendResult(
+                _reply_outcome(exc.code), exc.code, exc.message, stage
+            ), client.is_connected and await _reset(client)
         except _BROKEN as exc:
             client.close()
             if stage == "data":
-                return SendResult("uncertain", None, f"connection lost after DATA: {_describe(exc)}",
-                                  "data"), False
+                return SendResult("uncertain", None, f"connection lost after DATA: {_describe(exc)}", "data"), False
             return SendResult("deferred", None, _describe(exc), stage), False
         except (SMTPException, ValueError, UnicodeError) as exc:
             client.close()
-            return SendResult("rejected" if stage != "data" else "uncertain", None, _describe(exc),
-                              stage), False
-        return SendResult("sent", response.code, response.message, "data", tuple(refused)), \
-            client.is_connected
+            return SendResult("rejected" if stage != "data" else "uncertain", None, _describe(exc), stage), False
+        return SendResult("sent", response.code, response.message, "data", tuple(refused)), client.is_connected
 
 
 def _envelope_problem(envelope_from: str, recipients: Sequence[str]) -> str | None:

@@ -46,6 +46,7 @@ class EmailClaimed(EmailEvent):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EmailSent(EmailEvent):
     TYPE = "email.sent"
+    PERSONAL = ("links",)  # rendered links may carry merge-tag values
     sender_id: str
     message_id: str
     smtp_code: int | None
