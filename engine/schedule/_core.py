@@ -215,9 +215,7 @@ def _earliest_over(
     return best
 
 
-def _slot(
-    ctx: Context, queue: ItemQueue, usage: Usage, c: str, s: str, stop: datetime | None
-) -> datetime | None:
+def _slot(ctx: Context, queue: ItemQueue, usage: Usage, c: str, s: str, stop: datetime | None) -> datetime | None:
     """The pair's slot S (see module doc); None when there is none at or before `stop`."""
     groups = queue.groups(c, s)
     if not groups:
@@ -225,14 +223,26 @@ def _slot(
     floor = _lower_bound(ctx, usage, c, s)
     if isinstance(floor, _Never):
         return None
-    need_fire = ctx.campaigns[c].schedule.cron is not None
-    return _earliest_over(ctx, usage, (c, s), groups, floor, need_fire, stop)
+    return _slot_of(ctx, usage, (c, s), groups, floor, stop)
+
+
+def _slot_of(
+    ctx: Context,
+    usage: Usage,
+    pair: tuple[str, str],
+    groups: list[tuple[str, list[Pool]]],
+    floor: datetime | None,
+    stop: datetime | None,
+) -> datetime | None:
+    need_fire = ctx.campaigns[pair[0]].schedule.cron is not None
+    return _earliest_over(ctx, usage, pair, groups, floor, need_fire, stop)
 
 
 def _candidate(ctx: Context, queue: ItemQueue, usage: Usage, c: str, s: str, now: datetime) -> RankKey | None:
-    """The item the pair would send at `now`, or None if it may not send now."""
-    if _slot(ctx, queue, usage, c, s, now) is None:
-        return None
+    """The item the pair would send at `now`, or None if it may not send now.
+
+    Cheap checks (limits at `now`, an item due and in its window) come before the slot search.
+    """
     if _limits_release(ctx, usage, c, s, now) != now:
         return None
     best: RankKey | None = None
@@ -243,6 +253,8 @@ def _candidate(ctx: Context, queue: ItemQueue, usage: Usage, c: str, s: str, now
             key = pool.best_due(now)
             if key is not None and (best is None or key < best):
                 best = key
+    if best is None or _slot(ctx, queue, usage, c, s, now) is None:
+        return None
     return best
 
 
@@ -306,15 +318,31 @@ def send_now(now: datetime, queue: ItemQueue, ctx: Context, usage: Usage) -> tup
 
 
 def next_due(now: datetime, queue: ItemQueue, ctx: Context, usage: Usage) -> datetime | None:
-    """The earliest moment strictly after `now` at which a call could send; None if none."""
-    best: datetime | None = None
+    """The earliest moment strictly after `now` at which a call could send; None if none.
+
+    Pairs are visited from the lowest possible answer up, so that the first answers found cut the
+    other searches short; the result does not depend on the order.
+    """
     after = now + _EPSILON
+    todo: list[tuple[datetime, str, str, list[tuple[str, list[Pool]]], datetime | None]] = []
     for c, s in ctx.pairs:
-        slot = _slot(ctx, queue, usage, c, s, best)
+        groups = queue.groups(c, s)
+        if not groups:
+            continue
+        floor = _lower_bound(ctx, usage, c, s)
+        if isinstance(floor, _Never):
+            continue
+        lowest = max(after, min(pool.min_due() for _, pools in groups for pool in pools))
+        todo.append((lowest if floor is None else max(lowest, floor), c, s, groups, floor))
+    todo.sort(key=lambda entry: entry[:3])
+    best: datetime | None = None
+    for lowest, c, s, groups, floor in todo:
+        if best is not None and lowest >= best:
+            break
+        slot = _slot_of(ctx, usage, (c, s), groups, floor, best)
         if slot is None:
             continue
         if slot < after:  # slot already passed (downtime or contention): next open due moment
-            groups = queue.groups(c, s)
             slot = _earliest_over(ctx, usage, (c, s), groups, after, False, best)
             if slot is None:
                 continue

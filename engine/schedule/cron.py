@@ -119,9 +119,13 @@ def parse_cron(expr: str) -> CronSchedule:
 
 def next_fire_at_or_after(expr: str, tz_name: str, at: datetime) -> datetime | None:
     """The first fire time of `expr` in `tz_name` at or after `at` (UTC), or None if it never fires."""
+    return _next_fire(expr, tz_name, as_utc(at))
+
+
+@lru_cache(maxsize=65_536)  # pure, and the planner asks the same questions again and again
+def _next_fire(expr: str, tz_name: str, at: datetime) -> datetime | None:
     schedule = parse_cron(expr)
     tz = zone(tz_name)
-    at = as_utc(at)
     probe = wall(at, tz).replace(tzinfo=UTC)
     for _ in range(_MAX_SKIPS):
         fire = schedule.next_wall(probe)

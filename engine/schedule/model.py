@@ -232,6 +232,17 @@ class LastSend:
     seq: int
 
 
+def _as_record(send: Any) -> SendRecord:
+    if isinstance(send, SendRecord):
+        record = send
+    elif hasattr(send, "sent_at"):
+        record = SendRecord(send.campaign_id, send.sender_id, send.workspace_id, send.sent_at)
+    else:
+        campaign_id, sender_id, workspace_id, sent_at = send
+        record = SendRecord(campaign_id, sender_id, workspace_id, sent_at)
+    return SendRecord(record.campaign_id, record.sender_id, record.workspace_id, as_utc(record.sent_at, "sent_at"))
+
+
 def _bump(counts: dict[Any, int], key: Any) -> None:
     counts[key] = counts.get(key, 0) + 1
 
@@ -285,20 +296,23 @@ class Usage:
         return Usage(*maps)
 
     @classmethod
-    def from_sends(cls, sends: Iterable[SendRecord], campaigns: Mapping[str, CampaignPlan]) -> Usage:
+    def from_sends(cls, sends: Iterable[Any], campaigns: Mapping[str, CampaignPlan]) -> Usage:
         """Rebuild from the log: the same result as `record` applied to each send in time order.
 
+        Each send is a :class:`SendRecord`, any object with the same attributes (a database row),
+        or a (campaign_id, sender_id, workspace_id, sent_at) tuple; sent_at must be aware.
         Pass every send of the current UTC month and of the two days before it (local days and
         sequence numbers may start before the month does) and, whatever its age, the latest send
         of each (campaign, sender) pair. A campaign missing from `campaigns` is counted in UTC.
         """
         maps: tuple[dict[Any, int], dict[Any, int], dict[Any, int], dict[Any, int], dict[Any, LastSend]]
         maps = ({}, {}, {}, {}, {})
-        ordered = sorted(sends, key=lambda s: (as_utc(s.sent_at), s.campaign_id, s.sender_id))
+        records = [_as_record(send) for send in sends]
+        ordered = sorted(records, key=lambda s: (s.sent_at, s.campaign_id, s.sender_id))
         for send in ordered:
             campaign = campaigns.get(send.campaign_id)
             tz = campaign.schedule.timezone if campaign is not None else "UTC"
-            _apply(maps, send.campaign_id, send.sender_id, send.workspace_id, as_utc(send.sent_at), tz)
+            _apply(maps, send.campaign_id, send.sender_id, send.workspace_id, send.sent_at, tz)
         return cls(*maps)
 
 

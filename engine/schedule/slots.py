@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import random
 from datetime import date, datetime, timedelta
+from functools import lru_cache
 
 from engine.schedule.cron import next_fire_after
 from engine.schedule.model import LastSend, ScheduleSpec, SenderPlan
@@ -23,6 +24,7 @@ def stable_seed(*parts: object) -> int:
     return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big")
 
 
+@lru_cache(maxsize=65_536)
 def seeded_wait_seconds(
     campaign_id: str, sender_id: str, local_day: date, seq: int, min_wait: int, max_wait: int
 ) -> int:
@@ -48,9 +50,7 @@ def effective_daily_limit(sender: SenderPlan, utc_day: date) -> int | None:
     return limit - rng.randint(0, max_cut)
 
 
-def next_allowed_at(
-    schedule: ScheduleSpec, campaign_id: str, sender_id: str, last: LastSend
-) -> datetime | None:
+def next_allowed_at(schedule: ScheduleSpec, campaign_id: str, sender_id: str, last: LastSend) -> datetime | None:
     """The earliest time the pair may send again after `last` (window and limits aside).
 
     ``cron`` wins: its next fire time strictly after the last send (None if it never fires again);

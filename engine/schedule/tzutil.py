@@ -118,9 +118,7 @@ def hour_start(at: datetime, tz: ZoneInfo) -> datetime:
     share a wall label on a fall-back night are two different buckets, never one.
     """
     local = at.astimezone(tz)
-    return at.astimezone(UTC) - timedelta(
-        minutes=local.minute, seconds=local.second, microseconds=local.microsecond
-    )
+    return at.astimezone(UTC) - timedelta(minutes=local.minute, seconds=local.second, microseconds=local.microsecond)
 
 
 def next_utc_midnight(at: datetime) -> datetime:

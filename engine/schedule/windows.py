@@ -93,9 +93,7 @@ def effective_timezone(spec: ScheduleSpec, contact_tz: str | None = None) -> str
 
 def window_for(spec: ScheduleSpec, contact_tz: str | None = None) -> Window:
     """The :class:`Window` of `spec` for a contact living in `contact_tz` (or None)."""
-    return _window(
-        effective_timezone(spec, contact_tz), spec.weekday_numbers, spec.start_minute, spec.end_minute
-    )
+    return _window(effective_timezone(spec, contact_tz), spec.weekday_numbers, spec.start_minute, spec.end_minute)
 
 
 @lru_cache(maxsize=4096)
