@@ -71,6 +71,11 @@ def workspace_create(name: str, db: str | None = DB_OPTION,
     asyncio.run(run())
 
 
+from engine.cli_audit import register as _register_audit  # noqa: E402
+
+_register_audit(app)
+
+
 def main() -> None:
     app()
 

@@ -14,13 +14,18 @@ from typing import Any
 import structlog
 
 from engine.clock import Clock, SystemClock
+from engine.delivery.smtp import SmtpMailer
 from engine.service.campaigns import CampaignService
+from engine.service.forecast import ForecastService
 from engine.service.management import ManagementService, Workspace
+from engine.service.sending import SendingService
+from engine.service.stats import StatsService
 from events import catalog as _catalog  # noqa: F401  (registers every event type)
 from events.store import EventStore
 from events.vault import Vault
 from projections.base import Projector
 from projections.management import ALL as MANAGEMENT_PROJECTIONS
+from projections.sending import send_queue
 
 log = structlog.get_logger("campaign_engine")
 
@@ -55,7 +60,8 @@ def secret_bytes(secret_key: str | bytes) -> bytes:
     return raw
 
 
-class CampaignEngine(ManagementService, CampaignService):
+class CampaignEngine(ManagementService, CampaignService, SendingService, StatsService,
+                     ForecastService):
     """The embeddable engine. Use as ``async with CampaignEngine(url, clock=...) as engine``."""
 
     def __init__(
@@ -75,7 +81,8 @@ class CampaignEngine(ManagementService, CampaignService):
         self.public_url = (public_url or DEFAULT_PUBLIC_URL).rstrip("/")
         self.dns_nameservers = dns_nameservers
         self.options = options
-        self.projector = Projector(MANAGEMENT_PROJECTIONS)
+        self.projector = Projector([*MANAGEMENT_PROJECTIONS, send_queue])
+        self.mailer = SmtpMailer()
         self._opened = False
 
     async def open(self) -> CampaignEngine:
@@ -91,6 +98,7 @@ class CampaignEngine(ManagementService, CampaignService):
 
     async def close(self) -> None:
         if self._opened:
+            await self.mailer.close()
             await self.store.close()
             self._opened = False
 

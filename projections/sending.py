@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Boolean, Column, Index, Integer, String, Table, Text, bindparam, update
+from sqlalchemy import Boolean, Column, Index, Integer, String, Table, Text, bindparam, case, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from events.registry import format_time
@@ -105,6 +105,7 @@ async def _deferred(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
     await _update(conn, [{"eid": e.event.email_id, "code": e.event.code, "msg": e.event.message,  # type: ignore[attr-defined]
                           "due": format_time(e.event.retry_at), "at": _at(e)} for e in evs],  # type: ignore[attr-defined]
                   status="scheduled", due_at=bindparam("due"), last_code=bindparam("code"),
+                  sender_id=case((E.step == 1, None), else_=E.sender_id),  # a first step may change sender
                   last_message=bindparam("msg"), lease_until=None, claimed_at=None, updated_at=bindparam("at"))
 
 

@@ -12,12 +12,13 @@ an ordinary message.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.message import Message
 from email.utils import getaddresses
 
 from engine.delivery import inbound_mime as mime
-from engine.delivery.dsn_analyse import BounceReading, entry_type, read_bounce
+from engine.delivery.dsn_analyse import BounceReading, read_bounce
+from engine.delivery.dsn_finalise import entry_type
 from engine.delivery.inbound_auto import is_auto_reply, read_feedback
 
 KINDS = ("bounce", "delivery_report", "auto_reply", "feedback", "message")
@@ -30,7 +31,8 @@ class BounceEntry:
     ``type`` tells the engine what to do: ``hard`` (the address is dead: never mail it again),
     ``soft`` (may succeed later) or ``block`` (refused because of the sender or the content: the
     contact is not at fault). ``reason`` uses the Sisimai vocabulary (``userunknown``,
-    ``mailboxfull``, ``spamdetected``...).
+    ``mailboxfull``, ``spamdetected``...). ``recipient`` is ``""`` when the notification names
+    none; ``refers_to`` of the classification still points at the message that bounced.
     """
 
     recipient: str
@@ -43,7 +45,16 @@ class BounceEntry:
 
 @dataclass(frozen=True)
 class Classification:
-    """The reading of one inbound message."""
+    """The reading of one inbound message.
+
+    ``kind`` is one of :data:`KINDS`. ``refers_to`` lists the Message-IDs (``<id@host>``) the
+    message answers: its In-Reply-To and References, and for a bounce, delivery report or
+    complaint the Message-ID of the returned original. ``bounces`` holds one entry per failed
+    recipient of a bounce; ``delivered`` the recipients a delivery report confirms.
+    ``out_of_office`` is true for automatic replies. ``feedback_type`` (``abuse``...) and
+    ``feedback_recipient`` describe a spam complaint. ``subject``, ``from_address`` and
+    ``message_id`` are the message's own.
+    """
 
     kind: str
     refers_to: tuple[str, ...] = ()
@@ -80,7 +91,7 @@ def _unique(values: list[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(v for v in values if v))
 
 
-def _from_bounce(reading: BounceReading, base: dict[str, object], refs: list[str]) -> Classification:
+def _from_bounce(reading: BounceReading, base: Classification, refs: list[str]) -> Classification:
     failed: list[BounceEntry] = []
     delivered: list[str] = []
     for f in reading.findings:
@@ -95,25 +106,27 @@ def _from_bounce(reading: BounceReading, base: dict[str, object], refs: list[str
             reason=f.reason or "undefined",
             diagnostic=f.diagnosis[:1000],
         ))
-    kind = "bounce" if failed or not delivered else "delivery_report"
-    return Classification(
-        kind=kind,
+    if failed and all(entry.reason == "vacation" for entry in failed) and not delivered:
+        # Some gateways wrap an out-of-office answer in a delivery report; it is no failure.
+        return replace(base, kind="auto_reply", refers_to=_unique(refs + reading.original_ids), out_of_office=True)
+    return replace(
+        base,
+        kind="bounce" if failed or not delivered else "delivery_report",
         refers_to=_unique(refs + reading.original_ids),
         bounces=tuple(failed),
         delivered=tuple(delivered),
-        **base,  # type: ignore[arg-type]
     )
 
 
 def _classify(raw: bytes) -> Classification:
     msg = mime.parse(raw)
-    subject = mime.header(msg, "Subject")
     own_ids = mime.message_ids(mime.header(msg, "Message-ID"))
-    base: dict[str, object] = {
-        "subject": subject,
-        "from_address": _first_address(mime.header(msg, "From")),
-        "message_id": own_ids[0] if own_ids else None,
-    }
+    base = Classification(
+        kind="message",
+        subject=mime.header(msg, "Subject"),
+        from_address=_first_address(mime.header(msg, "From")),
+        message_id=own_ids[0] if own_ids else None,
+    )
     refs = _own_refs(msg)
 
     feedback = read_feedback(msg)
@@ -124,23 +137,23 @@ def _classify(raw: bytes) -> Classification:
         original_ids = [
             i for original in mime.original_parts(msg) for i in mime.message_ids(mime.header(original, "Message-ID"))
         ]
-        return Classification(
+        return replace(
+            base,
             kind="feedback",
             refers_to=_unique(refs + original_ids),
             feedback_type=feedback.feedback_type,
             feedback_recipient=feedback.recipient,
-            **base,  # type: ignore[arg-type]
         )
-
-    if is_auto_reply(msg, subject):
-        return Classification(kind="auto_reply", refers_to=_unique(refs), out_of_office=True, **base)  # type: ignore[arg-type]
-    return Classification(kind="message", refers_to=_unique(refs), **base)  # type: ignore[arg-type]
+    if is_auto_reply(msg, base.subject):
+        return replace(base, kind="auto_reply", refers_to=_unique(refs), out_of_office=True)
+    return replace(base, refers_to=_unique(refs))
 
 
 def classify_message(raw: bytes) -> Classification:
     """Read one inbound message (raw RFC 5322 bytes) and say what it is; never raises."""
     try:
-        return _classify(bytes(raw))
+        data = raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else bytes(raw)
+        return _classify(data)
     except Exception:  # last-resort guard: a classifier must not take the inbound pipeline down
         return Classification(kind="message")
 

@@ -10,21 +10,25 @@ hard/soft/block type.
 
 from __future__ import annotations
 
+import email
+import email.policy
 from dataclasses import dataclass, field
 from email.message import Message
 
 from engine.delivery import inbound_mime as mime
 from engine.delivery.dsn_detect import looks_like_bounce
-from engine.delivery.dsn_fields import clean_address, has_fields, parse_delivery_status
+from engine.delivery.dsn_fields import DSN_FIELDS, has_fields, parse_delivery_status
+from engine.delivery.dsn_finalise import finalise
 from engine.delivery.dsn_model import Finding
-from engine.delivery.dsn_mta import mta_reason
-from engine.delivery.dsn_reason import RETRY_REASONS, bounce_type, find_reason
-from engine.delivery.dsn_rhost import rhost_reason
-from engine.delivery.dsn_status import find_command, find_reply, find_status, is_status, prefer_status
+from engine.delivery.dsn_mta import command_from_wording, families_of
+from engine.delivery.dsn_ses import read_ses_event
+from engine.delivery.dsn_status import find_command
 from engine.delivery.dsn_text import (
     addresses_in,
     candidate_recipients,
     cut_original,
+    embedded_message_text,
+    first_paragraph_with,
     original_after_marker,
     read_text_bounce,
     segments_for,
@@ -32,7 +36,10 @@ from engine.delivery.dsn_text import (
 )
 
 _DS_TYPES = frozenset({"message/delivery-status", "message/global-delivery-status"})
-_DELIVERED_ACTIONS = frozenset({"delivered", "relayed", "expanded"})
+_MAX_NESTING = 2
+# Notifications are short; a huge text part is a quoted message, and reading all of it would only
+# cost time (the per-line recipient matching is quadratic in the worst case).
+_MAX_TEXT = 262_144
 
 
 @dataclass
@@ -40,24 +47,16 @@ class BounceReading:
     """What a delivery status notification says: one finalised record per recipient."""
 
     findings: list[Finding] = field(default_factory=list)
-    original: Message | None = None
     original_ids: list[str] = field(default_factory=list)
 
 
-@dataclass
-class _Context:
-    subject: str
-    sender: str
-    text: str
-    full_text: str
-
-
-def _sender_side(msg: Message, originals: list[Message]) -> set[str]:
+def _sender_side(msg: Message, original: Message | None) -> set[str]:
+    """Addresses of the bounced message's sender side, which are not failed recipients."""
     found: set[str] = set()
     for name in ("From", "To", "Cc", "Return-Path", "Sender", "Reply-To", "Delivered-To", "X-Original-To"):
         for value in mime.headers(msg, name):
             found.update(a.lower() for a in addresses_in(value))
-    for original in originals:
+    if original is not None:
         for name in ("From", "Return-Path", "Sender", "Reply-To"):
             for value in mime.headers(original, name):
                 found.update(a.lower() for a in addresses_in(value))
@@ -68,25 +67,38 @@ def _original(msg: Message, full_text: str) -> Message | None:
     for candidate in mime.original_parts(msg):
         if len(candidate.keys()) > 0:
             return candidate
-    inline = original_after_marker(full_text)
-    if inline is not None and len(inline.keys()) > 0:
-        return inline
+    return original_after_marker(full_text)
+
+
+def _nested(msg: Message, full_text: str, depth: int) -> BounceReading | None:
+    """A bounce forwarded inside this one (as an attachment or pasted as text), read as such."""
+    if depth >= _MAX_NESTING:
+        return None
+    candidates = [m for m in mime.original_parts(msg) if mime.header(m, "Content-Type")]
+    embedded = embedded_message_text(full_text)
+    if embedded:
+        try:
+            candidates.append(email.message_from_string(embedded, policy=email.policy.compat32))
+        except Exception:  # pragma: no cover - compat32 does not raise on text
+            pass
+    for candidate in candidates:
+        reading = read_bounce(candidate, depth=depth + 1)
+        if reading is not None and any(f.recipient for f in reading.findings):
+            return reading
     return None
 
 
-def read_bounce(msg: Message, prose_allowed: bool = True) -> BounceReading | None:
+def read_bounce(msg: Message, prose_allowed: bool = True, depth: int = 0) -> BounceReading | None:
     """The failures a bounce reports, or ``None`` when ``msg`` is not a delivery notification.
 
     ``prose_allowed=False`` restricts the reading to structured reports (a spam complaint quoting
     a bounce-like text must not be taken for one).
     """
-    notes = mime.notification_texts(msg)
-    full_text = "\n".join(notes)
+    full_text = "\n".join(mime.notification_texts(msg))[:_MAX_TEXT]
     text = cut_original(full_text)
     original = _original(msg, full_text)
-    originals = [original] if original is not None else []
-    exclude = _sender_side(msg, originals)
-    reading = BounceReading(original=original)
+    reading = BounceReading()
+    subject = mime.header(msg, "Subject")
 
     findings: list[Finding] = []
     for ds_text in mime.report_parts(msg, _DS_TYPES):
@@ -98,81 +110,103 @@ def read_bounce(msg: Message, prose_allowed: bool = True) -> BounceReading | Non
     if not findings and has_fields(text):
         findings.extend(parse_delivery_status(text).recipients)
 
-    subject = mime.header(msg, "Subject")
-    sender = mime.header(msg, "From")
-    failed = [a for v in mime.headers(msg, "X-Failed-Recipients") for a in addresses_in(v)]
-    is_report = mime.content_type(msg) == "multipart/report" and (
-        (msg.get_param("report-type") or "") in ("delivery-status", "")
-    )
-    if not findings:
-        if not prose_allowed:
-            return None
-        if not is_report and not looks_like_bounce(subject, sender, mime.header(msg, "Return-Path"), text,
-                                                   bool(failed)):
-            return None
-        recipients = failed or candidate_recipients(text, exclude)
-        if not recipients and original is not None:
-            recipients = [a for v in mime.headers(original, "To") for a in addresses_in(v)]
-        findings = read_text_bounce(text, recipients)
-    else:
+    if findings:
         _complete_from_text(findings, text)
+    else:
+        ses = read_ses_event(full_text)
+        if ses is not None and ses.kind == "bounce":
+            findings = ses.findings
+        elif not prose_allowed:
+            return None
+        else:
+            prose = _read_prose(msg, full_text, text, original, depth)
+            if prose is None or isinstance(prose, BounceReading):
+                return prose
+            findings = prose
 
-    context = _Context(subject=subject, sender=sender, text=text, full_text=full_text)
+    # au's spam filter marks the messages it refused with this header.
+    filtered = mime.header(msg, "X-SPASIGN").upper() == "NG"
+    families = families_of(subject, text)
     for finding in findings:
-        _finalise(finding, context)
+        if filtered and not finding.reason:
+            finding.reason = "filtered"
+        finalise(finding, text, families)
     reading.findings = [f for f in findings if f.recipient or f.diagnosis or f.status]
     if original is not None:
         for value in mime.headers(original, "Message-ID"):
             reading.original_ids.extend(mime.message_ids(value))
+    if not reading.findings and not reading.original_ids and not _looks_like_bounce(msg, text):
+        return None  # a declared report with nothing in it tells the engine nothing
     return reading
 
 
+def _looks_like_bounce(msg: Message, text: str) -> bool:
+    # fml mailing-list servers report refused posts from "<list>-admin@" with this header.
+    if "fml" in mime.header(msg, "X-MLServer").lower() and "-admin@" in mime.header(msg, "From").lower():
+        return True
+    failed = bool(mime.headers(msg, "X-Failed-Recipients"))
+    return looks_like_bounce(mime.header(msg, "Subject"), mime.header(msg, "From"),
+                             mime.header(msg, "Return-Path"), text, failed)
+
+
+def _read_prose(msg: Message, full_text: str, text: str, original: Message | None,
+                depth: int) -> list[Finding] | BounceReading | None:
+    """Failures of a bounce without delivery-status fields, read from its text.
+
+    Returns ``None`` when the message is no bounce, a whole reading when the real bounce is
+    forwarded inside this one, otherwise the records read from the prose.
+    """
+    is_report = mime.content_type(msg) == "multipart/report" and (
+        str(msg.get_param("report-type") or "").lower() in ("delivery-status", "")
+    )
+    if not is_report and not _looks_like_bounce(msg, text):
+        return None
+    nested = _nested(msg, full_text, depth)
+    if nested is not None:
+        return nested
+    failed = [a for v in mime.headers(msg, "X-Failed-Recipients") for a in addresses_in(v)]
+    recipients = failed or candidate_recipients(text, _sender_side(msg, original))
+    if not recipients and original is not None:
+        recipients = [a for v in mime.headers(original, "To") for a in addresses_in(v)]
+    return read_text_bounce(text, recipients)
+
+
 def _complete_from_text(findings: list[Finding], text: str) -> None:
-    """Fill in what the delivery-status fields left out from the human-readable notification."""
+    """Fill in what the delivery-status fields left out from the human-readable notification.
+
+    The prose often quotes the remote answer in full, with the SMTP command ("in reply to RCPT TO
+    command") that the ``Diagnostic-Code`` field drops; when it contains the field's text, the
+    longer prose version is the better diagnosis.
+    """
     recipients = [f.recipient for f in findings if f.recipient]
-    segments = segments_for(text, recipients) if recipients else {}
+    prose = "\n".join(
+        line for line in text.split("\n") if line.split(":", 1)[0].strip().lower() not in DSN_FIELDS
+    )
+    segments = segments_for(prose, recipients) if recipients else {}
     for finding in findings:
-        segment = squeeze(segments.get(finding.recipient, ""))
-        if not finding.diagnosis.strip():
-            finding.diagnosis = segment if segment.strip() != finding.recipient else ""
-        if not finding.command and segment:
-            finding.command = find_command(segment)
+        raw_segment = segments.get(finding.recipient, "")
+        segment = _strip_address_prefix(squeeze(raw_segment), finding.recipient)
+        if not segment:
+            continue
+        current = squeeze(finding.diagnosis)
+        if not current:
+            finding.diagnosis = segment
+        else:
+            paragraph = _strip_address_prefix(squeeze(first_paragraph_with(raw_segment, current)),
+                                              finding.recipient)
+            if len(paragraph) > len(current):
+                finding.diagnosis = paragraph
+        if not finding.command:
+            finding.command = command_from_wording(segment) or find_command(segment)
 
 
-def _finalise(f: Finding, context: _Context) -> None:
-    f.recipient = clean_address(f.recipient) if f.recipient else ""
-    f.diagnosis = squeeze(f.diagnosis)
-    f.diagnostic_type = (f.diagnostic_type or "SMTP").upper()
-    if not is_status(f.status):
-        f.status = ""
-    in_text = find_status(f.diagnosis)
-    reply = find_reply(f.diagnosis, in_text)
-    f.status = prefer_status(f.status, in_text, reply)
-    if not f.reply_code:
-        f.reply_code = reply
-    if not f.command:
-        f.command = find_command(f.diagnosis)
-    if f.action in _DELIVERED_ACTIONS or f.status.startswith("2."):
-        f.reason = "delivered"
-        return
-    if not f.reason:
-        f.reason = mta_reason(f, context.text, context.subject)
-    if f.reason in RETRY_REASONS:
-        remote = rhost_reason(f)
-        if remote:
-            f.reason = remote
-    if f.reason in RETRY_REASONS:
-        guessed = find_reason(f)
-        if guessed not in ("", "undefined", "onhold") or not f.reason:
-            f.reason = guessed
-    if f.reply_code and f.status and f.reply_code[0] != f.status[0]:
-        same_class = find_reply(f.diagnosis, f.status[0])
-        f.reply_code = same_class if same_class.startswith(f.status[0]) else ""
+def _strip_address_prefix(segment: str, recipient: str) -> str:
+    lowered = segment.lower()
+    for prefix in (f"<{recipient.lower()}>:", f"{recipient.lower()}:", f"<{recipient.lower()}>",
+                   recipient.lower()):
+        if lowered.startswith(prefix):
+            return segment[len(prefix):].strip()
+    return segment
 
 
-def entry_type(f: Finding) -> str:
-    """The engine-facing type of a failed recipient: ``hard``, ``soft`` or ``block``."""
-    return bounce_type(f.reason, f.status, f.diagnosis)
-
-
-__all__ = ["BounceReading", "entry_type", "read_bounce"]
+__all__ = ["BounceReading", "read_bounce"]

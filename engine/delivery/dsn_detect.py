@@ -23,7 +23,7 @@ _SUBJECT_RE = re.compile(
     r"|недоставлен|не доставлен|échec de la remise|fehlgeschlagen"
 )
 _SENDER_RE = re.compile(
-    r"(?i)mailer[- ]?daemon|postmaster|mail delivery|delivery subsystem|mail administrator"
+    r"(?i)mailer[-_ ]?daemon|post[-_]?master|mail delivery|delivery subsystem|mail administrator"
     r"|system administrator|ndr administrator|mail deliver system|mail system|^<>$|bounce"
 )
 # Sentences only delivery-failure notices contain.
@@ -54,6 +54,8 @@ _BODY_STRONG_RE = re.compile(
     r"|delivery failed"
     r"|returned mail"
     r"|permanent(?:ly)? (?:error|failure|fatal)"
+    r"|error message below"
+    r"|requested action not taken"
 )
 _BODY_UNMISTAKABLE_RE = re.compile(
     r"(?i)this message was created automatically by mail delivery software"
@@ -64,14 +66,23 @@ _BODY_UNMISTAKABLE_RE = re.compile(
 )
 
 
+_HUMAN_PREFIX_RE = re.compile(r"(?i)^\s*(?:re|fwd?|aw|wg|tr|sv|vs|antw|rif|r)\s*(?:\[\d+\])?\s*:")
+
+
 def looks_like_bounce(subject: str, sender: str, return_path: str, body: str, failed_header: bool) -> bool:
-    """Decide whether a message without a delivery-status part is still a delivery failure notice."""
+    """Decide whether a message without a delivery-status part is still a delivery failure notice.
+
+    A person replying to or forwarding a bounce ("Fwd: Undelivered Mail ...") is not one.
+    """
     if failed_header:
         return True
+    daemon_sender = bool(_SENDER_RE.search(sender or ""))
+    if _HUMAN_PREFIX_RE.match(subject or "") and not daemon_sender:
+        return False
     clues = 0
     if _SUBJECT_RE.search(subject or ""):
         clues += 1
-    if _SENDER_RE.search(sender or "") or (return_path or "").replace(" ", "") == "<>":
+    if daemon_sender or (return_path or "").replace(" ", "") == "<>":
         clues += 1
     if _BODY_UNMISTAKABLE_RE.search(body or ""):
         return True

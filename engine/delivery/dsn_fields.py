@@ -64,20 +64,23 @@ def _value_after_type(value: str) -> tuple[str, str]:
 
 
 def parse_delivery_status(text: str) -> DeliveryStatus:
-    """Parse delivery-status fields; a new recipient starts at each recipient field seen twice."""
+    """Parse delivery-status fields into per-message values and one record per recipient.
+
+    A record ends at a blank line; without blank lines, a field seen twice starts the next one.
+    """
     report = DeliveryStatus()
     current: Finding | None = None
-    seen_in_current: set[str] = set()
+    seen: set[str] = set()
+    block_ended = False
     for line in _unfold(text):
         if not line.strip():
-            if current is not None and current.recipient:
-                seen_in_current = {"__closed__"}
+            block_ended = True
             continue
         match = _FIELD_RE.match(line)
         if not match:
             continue
         name, value = match.group(1).lower(), match.group(2).strip()
-        if name not in DSN_FIELDS:
+        if name not in DSN_FIELDS or name in ("received-from-mta", "arrival-date"):
             continue
         if name == "reporting-mta":
             report.reporting_mta = _value_after_type(value)[1]
@@ -85,29 +88,26 @@ def parse_delivery_status(text: str) -> DeliveryStatus:
         if name == "x-original-message-id":
             report.original_message_id = value
             continue
-        if name in ("received-from-mta", "arrival-date"):
-            continue
-        starts_new = current is None or "__closed__" in seen_in_current or name in seen_in_current
-        if name in _RECIPIENT_FIELDS and current is not None and current.recipient and starts_new:
+        if current is not None and current.recipient and (block_ended or name in seen):
             current = None
+        block_ended = False
         if current is None:
-            if name not in _RECIPIENT_FIELDS and name not in ("action", "status", "diagnostic-code"):
-                continue
             current = Finding()
             report.recipients.append(current)
-            seen_in_current = set()
-        seen_in_current.add(name)
+            seen = set()
+        seen.add(name)
         _apply(current, name, value)
     report.recipients = [r for r in report.recipients if r.recipient or r.status or r.diagnosis]
     return report
 
 
 def _apply(f: Finding, name: str, value: str) -> None:
-    if name == "final-recipient" or (name in _RECIPIENT_FIELDS and not f.recipient):
+    if name in _RECIPIENT_FIELDS:
         address = clean_address(value)
-        if address and (name == "final-recipient" or not f.recipient):
-            if name != "final-recipient" or "@" in address or not f.recipient:
-                f.recipient = address
+        # Final-Recipient wins over Original-/X-Actual-Recipient unless it is no mail address
+        # (a pipe or a file the message was delivered to).
+        if address and (not f.recipient or (name == "final-recipient" and "@" in address)):
+            f.recipient = address
     elif name == "action":
         f.action = value.lower().split()[0] if value.split() else ""
     elif name == "status":

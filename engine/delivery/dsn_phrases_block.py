@@ -146,6 +146,7 @@ REQUIREPTR: Phrases = (
     "access denied. ip name lookup failed", "all mail servers must have a ptr record with a valid reverse dns entry",
     "bad dns ptr resource record", "cannot find your hostname", "cannot resolve your address.",
     "client host rejected: cannot find your hostname", "fix reverse dns for ", "ips with missing ptr records",
+    "missing reverse dns",
     "no ptr record found.", "please get a custom reverse dns name from your isp for your host",
     "ptr record setup", "reverse dns failed", "reverse dns required", "sender ip reverse lookup rejected",
     "the ip address sending this message does not have a ptr record setup",
@@ -166,7 +167,9 @@ AUTHFAILURE: Phrases = (
     "spf (sender policy framework) domain authentication fail", "spf check: fail",
     "the 5322.from address doesn't meet the authentication requirements defined for the sender",
 )
-AUTHFAILURE_SEQ: Sequences = ((" is not allowed to send mail.", "_401"), ("is not allowed to send from <", " per it's spf record"))
+AUTHFAILURE_SEQ: Sequences = (
+    (" is not allowed to send mail.", "_401"), ("is not allowed to send from <", " per it's spf record"),
+)
 
 BADREPUTATION: Phrases = (
     "a poor email reputation score", "has been temporarily rate limited due to ip reputation",

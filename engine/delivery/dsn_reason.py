@@ -84,6 +84,7 @@ def says(reason: str, text: str) -> bool:
 
 
 def _explicit(reason: str) -> bool:
+    """True for a reason that names a cause (``onhold``/``undefined`` do not)."""
     return reason not in ("", "undefined", "onhold")
 
 
@@ -203,6 +204,9 @@ _FALLBACK_ORDER = (
 
 
 def _fallback(f: Finding, text: str) -> str:
+    """The reason when no probe matched: a format's own guess, the status code, broader wordings."""
+    if _explicit(f.reason):
+        return f.reason
     by_status = status_reason(f.status)
     if by_status not in RETRY_REASONS and f.diagnostic_type == "SMTP":
         return by_status
@@ -249,6 +253,7 @@ def find_reason(f: Finding) -> str:
 
 
 def _temporary(text: str) -> bool:
+    """True when the codes or words of ``text`` say the failure is temporary."""
     code = find_status(text) or find_reply(text)
     lowered = text.lower()
     return code.startswith("4") or " temporar" in lowered or " persistent" in lowered

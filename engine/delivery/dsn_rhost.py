@@ -108,12 +108,13 @@ def _nttdocomo(f: Finding, text: str) -> str:
     if f.status == "5.2.0":
         return "filtered"
     for reason, phrase in (("mailboxfull", "552 too much mail data"), ("toomanyconn", "552 too many recipients"),
-                           ("userunknown", "550 unknown user"), ("syntaxerror", "503 bad sequence of commands")):
+                           ("syntaxerror", "503 bad sequence of commands"),
+                           ("syntaxerror", "504 command parameter not implemented")):
         if phrase in text:
             return reason
-    if f.status == "5.0.0":
-        return {"RCPT": "userunknown", "DATA": "rejected"}.get(f.command, "")
-    return ""
+    if f.status == "5.0.0" and f.command in ("RCPT", "DATA"):
+        return "userunknown" if f.command == "RCPT" else "rejected"
+    return "userunknown" if "550 unknown user" in text else ""
 
 
 def _gsuite(f: Finding, text: str) -> str:

@@ -27,7 +27,7 @@ import re
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 from aioimaplib import aioimaplib as _imap
 
@@ -142,7 +142,7 @@ class MailboxReader:
             messages: list[FetchedMessage] = []
             for start in range(0, len(batch), self._batch_size):
                 chunk = batch[start : start + self._batch_size]
-                messages.extend(await _fetch(client, chunk, settings.timeout))
+                messages.extend(await _fetch(client, chunk))
             # the checkpoint moves past every UID searched, even one expunged before its FETCH
             new_last = max(batch, default=last_uid)
             return FetchResult(messages, Checkpoint(uidvalidity, new_last), resync, len(uids) > len(batch))
@@ -199,9 +199,11 @@ async def _run(settings: ImapSettings, operation: Callable[[_imap.IMAP4], Awaita
         )
         work = asyncio.ensure_future(_session(client, settings, context, operation))
         try:
-            done, _pending = await asyncio.wait({work, lost}, return_when=asyncio.FIRST_COMPLETED)
+            racers: set[asyncio.Future[Any]] = {work, lost}
+            done, _pending = await asyncio.wait(racers, return_when=asyncio.FIRST_COMPLETED)
         finally:
             if not work.done():  # the connection dropped first, or our caller cancelled us
+                _cancel_background(client)
                 work.cancel()
                 with contextlib.suppress(BaseException):
                     await work
@@ -218,9 +220,7 @@ async def _run(settings: ImapSettings, operation: Callable[[_imap.IMAP4], Awaita
     except (ssl.SSLError, ssl.CertificateError) as exc:
         raise MailboxError("tls", f"TLS with {settings.host}:{settings.port} failed: {exc}") from exc
     except OSError as exc:
-        raise MailboxError(
-            "connection", f"cannot connect to {settings.host}:{settings.port}: {exc}"
-        ) from exc
+        raise MailboxError("connection", f"cannot connect to {settings.host}:{settings.port}: {exc}") from exc
     except (_imap.AioImapException, ValueError) as exc:
         raise MailboxError("protocol", f"unexpected IMAP exchange: {exc}") from exc
     finally:
@@ -234,14 +234,39 @@ async def _session(
     context: ssl.SSLContext | None,
     operation: Callable[[_imap.IMAP4], Awaitable[_T]],
 ) -> _T:
-    await client.wait_hello_from_server()
-    if settings.security == "starttls":
-        assert context is not None
+    await _wait_greeting(client, settings.timeout)
+    if settings.security == "starttls" and context is not None:  # _ssl_context never gives None here
         await _starttls(client, settings, context)
     response = await client.login(_quote(settings.username), settings.password)
     if response.result != "OK":
         raise MailboxError("auth", f"login refused for {settings.username}: {_text(response)}")
     return await operation(client)
+
+
+async def _wait_greeting(client: _imap.IMAP4, timeout: float) -> None:
+    """Connect and wait for the greeting and the first CAPABILITY answer.
+
+    Not ``IMAP4.wait_hello_from_server``: when a server greets but never answers CAPABILITY, its
+    ``wait_for`` deadlocks on cancellation (the waiter must retake a lock that aioimaplib's
+    background "welcome" task holds forever). Here the timeout cancels that task first.
+    """
+    await asyncio.wait_for(client._client_task, timeout)  # refused, unreachable, TLS failures
+    waiter = asyncio.ensure_future(client.protocol.wait("AUTH|NONAUTH"))
+    done, _pending = await asyncio.wait({waiter}, timeout=timeout)
+    if waiter in done:
+        waiter.result()
+        return
+    _cancel_background(client)
+    waiter.cancel()
+    with contextlib.suppress(BaseException):
+        await waiter
+    raise TimeoutError("no IMAP greeting")
+
+
+def _cancel_background(client: _imap.IMAP4) -> None:
+    """Cancel aioimaplib's own tasks (the greeting handler), which no timeout ever ends."""
+    for task in list(client.protocol.tasks) + list(client.tasks):
+        task.cancel()
 
 
 def _ssl_context(settings: ImapSettings) -> ssl.SSLContext | None:
@@ -283,6 +308,7 @@ async def _logout(client: _imap.IMAP4) -> None:
 
 
 def _close(client: _imap.IMAP4) -> None:
+    _cancel_background(client)
     transport = client.protocol.transport
     if transport is not None and not transport.is_closing():
         transport.close()
@@ -332,7 +358,7 @@ async def _search_after(client: _imap.IMAP4, last_uid: int) -> list[int]:
     return sorted(uid for uid in uids if uid > last_uid)
 
 
-async def _fetch(client: _imap.IMAP4, uids: list[int], timeout: float) -> list[FetchedMessage]:
+async def _fetch(client: _imap.IMAP4, uids: list[int]) -> list[FetchedMessage]:
     """UID FETCH the full bytes of ``uids``; unsolicited FETCH lines (flag changes) are ignored."""
     wanted = set(uids)
     response = await client.uid("fetch", _uid_set(uids), "(UID BODY.PEEK[])")

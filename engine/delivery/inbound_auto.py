@@ -14,6 +14,7 @@ from email.message import Message
 
 from engine.delivery import inbound_mime as mime
 from engine.delivery.dsn_fields import clean_address
+from engine.delivery.dsn_ses import read_ses_event
 
 _FEEDBACK_PART = frozenset({"message/feedback-report"})
 _FIELD_RE = re.compile(r"(?im)^([A-Za-z-]+)[ \t]*:[ \t]*(.+)$")
@@ -35,6 +36,9 @@ _SUBJECT_AUTO_RE = re.compile(
 )
 
 
+_REPLY_PREFIX_RE = re.compile(r"(?i)^\s*(?:re|aw|sv|antw|ref|rif|res|odp|vs|ynt|回复|答复|ответ)\s*(?:\[\d+\])?\s*:")
+
+
 @dataclass(frozen=True)
 class FeedbackReport:
     """The parts of an ARF report the engine acts on."""
@@ -51,6 +55,10 @@ def read_feedback(msg: Message) -> FeedbackReport | None:
     parts = mime.report_parts(msg, _FEEDBACK_PART)
     hotmail = mime.header(msg, "X-HmXmrOriginalRecipient")
     if not is_arf and not parts and not hotmail:
+        ses = read_ses_event("\n".join(mime.notification_texts(msg)))
+        if ses is not None and ses.kind == "feedback":
+            first = next((f.recipient for f in ses.findings if f.recipient), None)
+            return FeedbackReport(feedback_type=ses.feedback_type or "abuse", recipient=first)
         return None
     fields: dict[str, str] = {}
     for text in parts:
@@ -81,6 +89,9 @@ def is_auto_reply(msg: Message, subject: str) -> bool:
     if "vacation" in mime.header(msg, "X-Apple-Action").lower():
         return True
     if submitted == "no":
+        return False
+    # "Re: Out of office" is a person answering an auto-reply, not an auto-reply.
+    if _REPLY_PREFIX_RE.match(subject or ""):
         return False
     return bool(_SUBJECT_AUTO_RE.search(subject or ""))
 

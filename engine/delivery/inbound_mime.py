@@ -12,7 +12,7 @@ import email
 import email.policy
 import re
 from collections.abc import Iterator
-from email.header import decode_header, make_header
+from email.header import Header, decode_header, make_header
 from email.message import Message
 
 _REPORT_PARTS = frozenset(
@@ -36,17 +36,41 @@ def parse(raw: bytes) -> Message:
         return Message()
 
 
+def _unescape_8bit(text: str) -> str:
+    """Raw 8-bit header bytes arrive as surrogate escapes; read them as UTF-8 (else Latin-1)."""
+    if not any("\udc80" <= ch <= "\udcff" for ch in text):
+        return text
+    data = text.encode("utf-8", "surrogateescape")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+def _header_object_text(value: Header) -> str:
+    """Text of a header the parser kept as raw 8-bit (``unknown-8bit``) chunks."""
+    pieces = []
+    for chunk, charset in decode_header(value):
+        if isinstance(chunk, bytes):
+            name = charset if charset and charset != "unknown-8bit" else "utf-8"
+            pieces.append(decode_bytes(chunk, name))
+        else:
+            pieces.append(chunk)
+    return "".join(pieces)
+
+
 def decode_value(value: object) -> str:
     """A header value as readable text: RFC 2047 words decoded, folding removed."""
     if value is None:
         return ""
     try:
-        text = str(make_header(decode_header(str(value))))
+        raw = _header_object_text(value) if isinstance(value, Header) else _unescape_8bit(str(value))
     except Exception:
-        try:
-            text = str(value)
-        except Exception:
-            return ""
+        return ""
+    try:
+        text = str(make_header(decode_header(raw))) if "=?" in raw else raw
+    except Exception:
+        text = raw
     return " ".join(text.split())
 
 
@@ -158,7 +182,8 @@ def iter_parts(msg: Message) -> Iterator[tuple[Message, str, bool]]:
                         stack.append((sub, True, depth + 1))
             continue
         if ctype in _REPORT_PARTS or not isinstance(payload, list):
-            yield part, ctype, inside
+            # A multipart whose boundary is missing or broken arrives as one text blob.
+            yield part, ("text/plain" if ctype.startswith("multipart/") else ctype), inside
             continue
         for sub in reversed(payload):
             if isinstance(sub, Message):
@@ -176,8 +201,8 @@ def notification_texts(msg: Message) -> list[str]:
             html.append(html_to_text(as_text(part)))
         elif ctype.startswith("text/") and ctype not in _ORIGINAL_PARTS:
             plain.append(as_text(part))
-        elif not ctype.startswith(("message/", "multipart/", "image/", "audio/", "video/")) \
-                and part is msg:
+        elif part is msg and not ctype.startswith(("message/", "multipart/", "image/", "audio/", "video/")):
+            # A single-part notification of an unexpected type (application/json...) is still text.
             plain.append(as_text(part))
     return plain or html
 
@@ -206,7 +231,11 @@ def original_parts(msg: Message) -> list[Message]:
 
 
 def parse_headers_text(text: str) -> Message:
-    """Parse the header block that starts ``text`` (the rest is ignored)."""
+    """Parse the header block that starts ``text`` (the rest is ignored).
+
+    Pasted headers are often damaged (folded lines that lost their indentation); lines that are
+    neither a field nor a continuation are skipped rather than ending the block early.
+    """
     lines = text.replace("\r\n", "\n").split("\n")
     start = 0
     while start < len(lines) and not _HEADER_LINE_RE.match(lines[start]):
@@ -217,10 +246,8 @@ def parse_headers_text(text: str) -> Message:
     for line in lines[start:]:
         if not line.strip():
             break
-        if _HEADER_LINE_RE.match(line) or line[:1] in (" ", "\t") or re.match(r"^[A-Za-z-]+:", line):
+        if _HEADER_LINE_RE.match(line) or (line[:1] in (" ", "\t") and block):
             block.append(line)
-        else:
-            break
     try:
         return email.message_from_string("\n".join(block) + "\n\n", policy=email.policy.compat32)
     except Exception:  # pragma: no cover

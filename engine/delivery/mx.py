@@ -113,11 +113,17 @@ class MxChecker:
     ) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be positive")
+        self._config_error: str | None = None
         if nameservers:
             resolver = dns.asyncresolver.Resolver(configure=False)
             resolver.nameservers = [parse_nameserver(spec) for spec in nameservers]
         else:
-            resolver = dns.asyncresolver.Resolver()
+            try:
+                resolver = dns.asyncresolver.Resolver()
+            except dns.resolver.NoResolverConfiguration as exc:
+                # no usable /etc/resolv.conf: every check is "unknown", never a crash at start-up
+                resolver = dns.asyncresolver.Resolver(configure=False)
+                self._config_error = f"no system DNS configuration: {exc}"
         # `timeout` is per nameserver attempt, `lifetime` the whole resolution: bounding both
         # by our timeout keeps a check from lasting longer than the caller allowed.
         resolver.timeout = timeout
@@ -165,6 +171,8 @@ class MxChecker:
     async def _lookup(self, domain: str) -> MxResult:
         if not domain:
             return MxResult(domain, "invalid", REASON_MALFORMED, "empty domain")
+        if self._config_error is not None:
+            return MxResult(domain, "unknown", REASON_SERVER_FAILURE, self._config_error)
         try:
             name = dns.name.from_text(domain)  # absolute: the search list never applies
         except (dns.exception.DNSException, UnicodeError, ValueError) as exc:
@@ -182,9 +190,7 @@ class MxChecker:
             if isinstance(outcome, MxResult):
                 return outcome
             if outcome is not None:
-                return MxResult(
-                    domain, "valid", REASON_ADDRESS_FALLBACK, f"no MX; has {rdtype.name}", (domain,)
-                )
+                return MxResult(domain, "valid", REASON_ADDRESS_FALLBACK, f"no MX; has {rdtype.name}", (domain,))
         return MxResult(domain, "invalid", REASON_NO_MAIL_HOST, "no MX, A or AAAA records")
 
     async def _query(
@@ -211,9 +217,7 @@ class MxChecker:
 def _from_mx(domain: str, answer: dns.resolver.Answer) -> MxResult:
     records = sorted(answer, key=lambda rdata: rdata.preference)
     hosts = tuple(
-        rdata.exchange.to_text(omit_final_dot=True).lower()
-        for rdata in records
-        if rdata.exchange != dns.name.root
+        rdata.exchange.to_text(omit_final_dot=True).lower() for rdata in records if rdata.exchange != dns.name.root
     )
     if not hosts:
         # RFC 7505 defines the null MX as a single "0 ."; a domain whose every exchange is "."

@@ -16,11 +16,11 @@ from engine.domain import models as m
 from engine.errors import Conflict, NotFound, ValidationFailed
 from engine.service import views
 from engine.service.base import Page, ServiceBase, new_id
+from events import schema
 from events.catalog import contact as ce
 from events.catalog import sender as se
 from events.catalog import workspace as we
 from events.registry import Event, format_time
-from events import schema
 from events.store import AppendBatch
 from projections import tables as t
 

@@ -76,9 +76,7 @@ def build_zone(records: Records, ttl: int = 300) -> dns.zone.Zone:
         for rdtype, values in by_type.items()
         for rdata in values
     ]
-    return dns.zone.from_text(
-        "\n".join(lines) + "\n", origin=dns.name.root, relativize=False, check_origin=False
-    )
+    return dns.zone.from_text("\n".join(lines) + "\n", origin=dns.name.root, relativize=False, check_origin=False)
 
 
 class DnsServer:
@@ -135,9 +133,7 @@ class DnsServer:
         else:
             raise RuntimeError(f"no free UDP+TCP port on {self.host}: {last_error}")
         for server in (self._udp, self._tcp):
-            thread = threading.Thread(
-                target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-            )
+            thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
             thread.start()
             self._threads.append(thread)
         return self
@@ -268,16 +264,12 @@ def _answer_from_zone(
             return
         rdataset = node.get_rdataset(dns.rdataclass.IN, qtype)
         if rdataset is not None:
-            rrset = dns.rrset.RRset(name, dns.rdataclass.IN, qtype)
-            rrset.update(rdataset)
-            response.answer.append(rrset)
+            response.answer.append(dns.rrset.from_rdata_list(name, rdataset.ttl, list(rdataset)))
             return
         cname = node.get_rdataset(dns.rdataclass.IN, dns.rdatatype.CNAME)
         if cname is None or qtype == dns.rdatatype.CNAME:
             return  # NODATA
-        rrset = dns.rrset.RRset(name, dns.rdataclass.IN, dns.rdatatype.CNAME)
-        rrset.update(cname)
-        response.answer.append(rrset)
+        response.answer.append(dns.rrset.from_rdata_list(name, cname.ttl, list(cname)))
         name = cname[0].target
     response.set_rcode(dns.rcode.SERVFAIL)
 

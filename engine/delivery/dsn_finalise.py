@@ -1,0 +1,83 @@
+"""Complete and reconcile one recipient record, whatever format it was read from.
+
+Every reader leaves a :class:`Finding` with what its format states; this step makes them uniform:
+codes dug out of the diagnostic text and reconciled with the ``Status:`` field, the SMTP command,
+then the reason, decided by the most specific evidence first (the notifying MTA's own wording,
+a local delivery agent, a large provider's catalogue, and last the generic rules).
+"""
+
+from __future__ import annotations
+
+from engine.delivery.dsn_fields import clean_address
+from engine.delivery.dsn_lda import lda_reason
+from engine.delivery.dsn_model import Finding
+from engine.delivery.dsn_mta import command_from_wording, mta_reason
+from engine.delivery.dsn_reason import RETRY_REASONS, bounce_type, find_reason
+from engine.delivery.dsn_rhost import rhost_reason
+from engine.delivery.dsn_status import find_command, find_reply, find_status, is_status, prefer_status
+from engine.delivery.dsn_text import squeeze
+
+DELIVERED_ACTIONS = frozenset({"delivered", "relayed", "expanded"})
+
+
+def unwrap_multiline(diagnosis: str, reply: str, status: str) -> str:
+    """``550-5.7.1 Our system ... 550-5.7.1 has detected`` -> ``550 5.7.1 Our system ... has detected``.
+
+    Multi-line SMTP replies repeat the codes on every line; left in place they split the phrases
+    the reason rules look for.
+    """
+    if not reply or f"{reply}-" not in diagnosis:
+        return diagnosis
+    for sep in ("-", " "):
+        if status:
+            diagnosis = diagnosis.replace(f"{reply}{sep}{status}", "")
+        diagnosis = diagnosis.replace(f"{reply}{sep}", "")
+    diagnosis = squeeze(diagnosis)
+    return squeeze(f"{reply} {status} {diagnosis}") if reply not in diagnosis else diagnosis
+
+
+def finalise(f: Finding, text: str, families: frozenset[str]) -> None:
+    """Fill codes, command and reason of ``f`` in place.
+
+    ``text`` is the notification and ``families`` the MTA families its wording revealed
+    (:func:`engine.delivery.dsn_mta.families_of`).
+    """
+    f.recipient = clean_address(f.recipient) if f.recipient else ""
+    f.diagnosis = squeeze(f.diagnosis)
+    f.diagnostic_type = (f.diagnostic_type or "SMTP").upper()
+    if f.diagnostic_type == "X-POSTFIX":
+        f.diagnostic_type = "SMTP"
+    if not is_status(f.status):
+        f.status = ""
+    in_text = find_status(f.diagnosis)
+    reply = find_reply(f.diagnosis, in_text)
+    f.status = prefer_status(f.status, in_text, reply)
+    if not f.reply_code:
+        f.reply_code = reply
+    f.diagnosis = unwrap_multiline(f.diagnosis, reply, in_text)
+    if not f.command:
+        f.command = command_from_wording(f.diagnosis) or find_command(f.diagnosis)
+    if f.action in DELIVERED_ACTIONS or f.status.startswith("2.") or f.reason == "delivered":
+        f.reason = "delivered"
+        return
+    if not f.reason:
+        f.reason = mta_reason(f, text, families)
+    if f.reason in RETRY_REASONS:
+        specific = lda_reason(f) or rhost_reason(f)
+        if specific:
+            f.reason = specific
+    if f.reason in RETRY_REASONS:
+        guessed = find_reason(f)
+        if guessed not in ("", "undefined", "onhold") or not f.reason:
+            f.reason = guessed
+    if f.reply_code and f.status and f.reply_code[0] != f.status[0]:
+        same_class = find_reply(f.diagnosis, f.status[0])
+        f.reply_code = same_class if same_class.startswith(f.status[0]) else ""
+
+
+def entry_type(f: Finding) -> str:
+    """The engine-facing type of a failed recipient: ``hard``, ``soft`` or ``block``."""
+    return bounce_type(f.reason, f.status, f.diagnosis)
+
+
+__all__ = ["DELIVERED_ACTIONS", "entry_type", "finalise", "unwrap_multiline"]

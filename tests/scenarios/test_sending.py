@@ -1,0 +1,214 @@
+"""Whole campaigns on a ManualClock against a real aiosmtpd sink: tick, forecast, outcomes."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from engine import CampaignEngine, ManualClock
+from tests.conftest import SECRET
+from tests.delivery.smtp_server import SinkBehaviour, SmtpSink
+
+START = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)  # Monday
+
+
+@pytest.fixture
+def sink() -> Iterator[SmtpSink]:
+    with SmtpSink() as s:
+        yield s
+
+
+async def setup(engine: CampaignEngine, sink: SmtpSink, *, contacts: int = 10, senders: int = 1,
+                schedule: dict[str, Any] | None = None, steps: int = 3, names: list[str] | None = None,
+                settings: dict[str, Any] | None = None) -> tuple[str, str, list[str]]:
+    ws = (await engine.create_workspace("acme", monthly_limit=100_000)).id
+    sids = [(await engine.create_sender(ws, {"email": f"rep{i}@sales.io", "from_name": f"Rep {i}", "daily_limit": 500,
+                                             "smtp": {"host": sink.host, "port": sink.port, "security": "none"}}))["id"]
+            for i in range(senders)]
+    ids = []
+    for i in range(contacts):
+        name = names[i] if names else f"P{i}"
+        ids.append((await engine.create_contact(ws, {"email": f"p{i}@corp{i % 3}.io", "first_name": name}))["id"])
+    step_defs = [{"subject": "Hello {{first_name|there}}", "body_html": "<p>Hi {{first_name}}, step 1</p>",
+                  "delay": {"days": 0}}]
+    for n in range(2, steps + 1):
+        step_defs.append({"subject": f"Step {n}", "body_html": f"<p>Follow-up {n}</p>", "delay": {"days": n - 1},
+                          "same_thread": True})
+    cmp = await engine.create_campaign(ws, {
+        "name": "Week", "sender_ids": sids, "steps": step_defs, "settings": settings or {},
+        "schedule": schedule or {"timezone": "Europe/Paris", "start_time": "09:00", "end_time": "17:00",
+                                 "min_wait_seconds": 600, "max_wait_seconds": 1800}})
+    await engine.enroll(ws, cmp["id"], {"contact_ids": ids})
+    await engine.launch_campaign(ws, cmp["id"])
+    return ws, cmp["id"], ids
+
+
+async def run_until(engine: CampaignEngine, clock: ManualClock, end: datetime) -> list[Any]:
+    reports = []
+    while True:
+        report = await engine.tick()
+        reports.append(report)
+        if report.next_due_at is None or report.next_due_at > end:
+            return reports
+        clock.set(report.next_due_at)
+
+
+@pytest.fixture
+async def eng(sqlite_url: str, clock: ManualClock) -> Any:
+    async with CampaignEngine(sqlite_url, clock=clock, secret_key=SECRET,
+                              public_url="https://track.example.com") as e:
+        yield e
+
+
+async def test_tick_sends_exactly_the_forecast(eng: CampaignEngine, clock: ManualClock, sink: SmtpSink) -> None:
+    ws, cid, _ = await setup(eng, sink, contacts=12, senders=2)
+    forecast = await eng.forecast(ws, cid, days=7)
+    assert forecast["total"] == 36
+    await run_until(eng, clock, START + timedelta(days=8))
+    tz = ZoneInfo("Europe/Paris")
+    msgs = sink.messages
+    assert len(msgs) == 36 and len({m.message_id for m in msgs}) == 36  # never twice
+    rows = {(r["data"]): r for r in []}
+    del rows
+    actual: Counter[str] = Counter()
+    by_step: Counter[tuple[str, str]] = Counter()
+    events = (await eng.list_events(ws, limit=1000, type="email.sent"))["data"]
+    for e in events:
+        day = datetime.fromisoformat(e["recorded_at"].replace("Z", "+00:00")).astimezone(tz)
+        assert day.weekday() < 5 and 9 <= day.hour < 17  # never outside the window
+        actual[day.date().isoformat()] += 1
+        by_step[(day.date().isoformat(), str(e["data"]["step"]))] += 1
+    for d in forecast["days"]:
+        assert actual.get(d["date"], 0) == d["count"], d
+        for step, n in d["by_step"].items():
+            assert by_step[(d["date"], step)] == n
+    stats = await eng.campaign_stats(ws, cid)
+    assert stats["emails"]["sent"] == 36 and stats["contacts"]["completed"] == 12
+    assert (await eng.get_campaign(ws, cid))["status"] == "completed"
+    assert (await eng.get_account(ws))["sent_this_month"] == 36
+
+
+async def test_follow_ups_thread_and_keep_their_sender(eng: CampaignEngine, clock: ManualClock,
+                                                       sink: SmtpSink) -> None:
+    await setup(eng, sink, contacts=4, senders=2)
+    await run_until(eng, clock, START + timedelta(days=8))
+    by_rcpt: dict[str, list[Any]] = {}
+    for m in sink.messages:
+        by_rcpt.setdefault(m.rcpt_tos[0], []).append(m)
+    for msgs in by_rcpt.values():
+        assert len(msgs) == 3
+        assert len({m.mail_from for m in msgs}) == 1  # one sender for all steps
+        first, second, third = (m.headers for m in msgs)
+        assert second["Subject"].startswith("Re: ") and second["In-Reply-To"] == first["Message-ID"]
+        assert first["Message-ID"] in third["References"] and second["Message-ID"] in third["References"]
+        assert first["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert "https://track.example.com/u/" in first["List-Unsubscribe"]
+
+
+async def test_header_injection_through_contact_data(eng: CampaignEngine, clock: ManualClock,
+                                                     sink: SmtpSink) -> None:
+    await setup(eng, sink, contacts=1, steps=1, names=["X\r\nBcc: a@b.c"])
+    await run_until(eng, clock, START + timedelta(days=2))
+    [msg] = sink.messages
+    assert msg.rcpt_tos == ("p0@corp0.io",)
+    assert msg.headers["Bcc"] is None and b"\r\nBcc:" not in msg.data.split(b"\r\n\r\n")[0]
+
+
+async def test_tick_is_idempotent_and_claims_before_sending(eng: CampaignEngine, clock: ManualClock,
+                                                             sink: SmtpSink) -> None:
+    ws, _cid, _ = await setup(eng, sink, contacts=3, steps=1)
+    clock.set(datetime(2026, 1, 5, 8, 0, tzinfo=UTC))  # 09:00 Paris
+    first = await eng.tick()
+    second = await eng.tick()
+    assert first.sent == 1 and second.sent == 0
+    types = [e["type"] for e in (await eng.list_events(ws, limit=1000))["data"]]
+    assert types.index("email.claimed") < types.index("email.sent")
+
+
+async def test_downtime_never_bursts(eng: CampaignEngine, clock: ManualClock, sink: SmtpSink) -> None:
+    await setup(eng, sink, contacts=20, steps=1, senders=2,
+                schedule={"timezone": "UTC", "start_time": "08:00", "end_time": "18:00", "every_minutes": 15})
+    await eng.tick()
+    assert len(sink.messages) == 2
+    clock.advance(timedelta(hours=6))  # no tick for six hours
+    report = await eng.tick()
+    assert report.sent == 2  # one per sender, not a backlog
+    assert report.next_due_at == clock.now() + timedelta(minutes=15)
+
+
+async def test_pause_sends_nothing_and_resume_continues_spaced(eng: CampaignEngine, clock: ManualClock,
+                                                              sink: SmtpSink) -> None:
+    ws, cid, _ = await setup(eng, sink, contacts=10, steps=1,
+                             schedule={"timezone": "UTC", "start_time": "08:00", "end_time": "18:00",
+                                       "every_minutes": 30})
+    assert (await eng.tick()).sent == 1
+    await eng.pause_campaign(ws, cid)
+    clock.advance(timedelta(hours=2))
+    assert (await eng.tick()).sent == 0
+    await eng.resume_campaign(ws, cid)
+    r = await eng.tick()
+    assert r.sent == 1 and r.next_due_at == clock.now() + timedelta(minutes=30)
+
+
+async def test_smtp_outcomes(eng: CampaignEngine, clock: ManualClock, sink: SmtpSink) -> None:
+    ws, cid, ids = await setup(eng, sink, contacts=3, steps=2,
+                               schedule={"timezone": "UTC", "start_time": "00:00", "end_time": "24:00",
+                                         "every_minutes": 1})
+    sink.behaviour = SinkBehaviour(rcpt_replies={"p0@corp0.io": "550 5.1.1 no such user",
+                                                 "p1@corp1.io": "451 4.3.0 try later"})
+    await eng.tick()
+    clock.advance(timedelta(minutes=1))
+    await eng.tick()
+    clock.advance(timedelta(minutes=1))
+    await eng.tick()
+    enrollments = {e["contact_id"]: e for e in (await eng.list_enrollments(ws, cid))["data"]}
+    assert enrollments[ids[0]]["status"] == "bounced"
+    contact = await eng.get_contact(ws, ids[0])
+    assert contact["bounced"] is True
+    stats = await eng.campaign_stats(ws, cid)
+    assert stats["emails"]["bounced"] == 1 and stats["emails"]["deferred"] == 1
+    sink.behaviour = SinkBehaviour()
+    await run_until(eng, clock, clock.now() + timedelta(days=3))
+    delivered = Counter(m.rcpt_tos[0] for m in sink.messages)
+    assert delivered == {"p1@corp1.io": 2, "p2@corp2.io": 2}
+
+
+async def test_connection_lost_after_data_is_uncertain_and_never_resent(eng: CampaignEngine, clock: ManualClock,
+                                                                        sink: SmtpSink) -> None:
+    ws, cid, _ = await setup(eng, sink, contacts=1, steps=1,
+                             schedule={"timezone": "UTC", "start_time": "00:00", "end_time": "24:00"})
+    sink.behaviour = SinkBehaviour(drop_after_data=True)
+    report = await eng.tick()
+    assert report.uncertain == 1 and report.sent == 0
+    sink.behaviour = SinkBehaviour()
+    await run_until(eng, clock, clock.now() + timedelta(days=2))
+    assert len(sink.messages) == 1  # the server got it once; the engine never retried
+    assert (await eng.campaign_stats(ws, cid))["emails"]["uncertain"] == 1
+
+
+async def test_auth_failure_disconnects_sender(sqlite_url: str, clock: ManualClock) -> None:
+    with SmtpSink(users={"rep": "right"}) as sink:
+        async with CampaignEngine(sqlite_url, clock=clock, secret_key=SECRET) as eng:
+            ws = (await eng.create_workspace("w")).id
+            sid = (await eng.create_sender(ws, {"email": "rep@sales.io", "smtp": {
+                "host": sink.host, "port": sink.port, "username": "rep", "password": "wrong",
+                "security": "none"}}))["id"]
+            con = (await eng.create_contact(ws, {"email": "a@corp.io"}))["id"]
+            cmp = await eng.create_campaign(ws, {"name": "c", "sender_ids": [sid], "steps": [
+                {"subject": "s", "body_html": "b"}], "schedule": {"start_time": "00:00", "end_time": "24:00"}})
+            await eng.enroll(ws, cmp["id"], {"contact_ids": [con]})
+            await eng.launch_campaign(ws, cmp["id"])
+            report = await eng.tick()
+            assert report.deferred == 1 and report.sent == 0
+            assert (await eng.get_sender(ws, sid))["status"] == "disconnected"
+            assert (await eng.tick()).sent == 0  # waits while disconnected
+            await eng.update_sender(ws, sid, {"smtp": {"host": sink.host, "port": sink.port, "username": "rep",
+                                                       "password": "right", "security": "none"}})
+            await eng.reenable_sender(ws, sid)
+            clock.advance(timedelta(minutes=5))
+            assert (await eng.tick()).sent == 1
