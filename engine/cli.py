@@ -53,7 +53,32 @@ async def _serve(db: str | None, host: str, port: int) -> None:
                           soft_wrap=True)
         console.print(f"Interactive docs at http://{host}:{port}/docs")
         config = uvicorn.Config(create_app(engine), host=host, port=port, log_level="info")
-        await uvicorn.Server(config).serve()
+        stop = asyncio.Event()
+        loop_task = asyncio.create_task(engine.run(stop))
+        try:
+            await uvicorn.Server(config).serve()  # returns on SIGINT / SIGTERM
+        finally:
+            stop.set()
+            await loop_task  # finishes the tick in flight: every claim gets its outcome
+
+
+@app.command()
+def worker(db: str | None = DB_OPTION) -> None:
+    """Run the sending loop only (add nodes on PostgreSQL). SIGTERM finishes in-flight sends first."""
+    asyncio.run(_worker(db))
+
+
+async def _worker(db: str | None) -> None:
+    import signal
+
+    async with CampaignEngine(db, public_url=os.environ.get("CAMPAIGN_ENGINE_PUBLIC_URL")) as engine:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        console.print("worker running; SIGTERM or Ctrl-C to stop")
+        await engine.run(stop)
+        console.print("worker stopped")
 
 
 @workspace_app.command("create")

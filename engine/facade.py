@@ -18,6 +18,7 @@ from engine.delivery.smtp import SmtpMailer
 from engine.service.campaigns import CampaignService
 from engine.service.forecast import ForecastService
 from engine.service.management import ManagementService, Workspace
+from engine.service.preview import PreviewService
 from engine.service.sending import SendingService
 from engine.service.stats import StatsService
 from events import catalog as _catalog  # noqa: F401  (registers every event type)
@@ -61,7 +62,7 @@ def secret_bytes(secret_key: str | bytes) -> bytes:
 
 
 class CampaignEngine(ManagementService, CampaignService, SendingService, StatsService,
-                     ForecastService):
+                     ForecastService, PreviewService):
     """The embeddable engine. Use as ``async with CampaignEngine(url, clock=...) as engine``."""
 
     def __init__(
@@ -107,6 +108,13 @@ class CampaignEngine(ManagementService, CampaignService, SendingService, StatsSe
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+    async def run(self, stop: Any = None, **runtime_options: Any) -> None:
+        """The APScheduler loop used by ``serve`` and ``worker``: tick at the next due time,
+        poll mailboxes and deliver webhooks on intervals, until ``stop`` (an asyncio.Event) is set."""
+        from engine.runtime import Runtime
+
+        await Runtime(self, **runtime_options).run(stop)
 
     async def rebuild_projections(self, progress: Any = None) -> int:
         """Rebuild every read model from position 0 (in one transaction)."""

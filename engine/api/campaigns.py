@@ -127,3 +127,25 @@ async def dispatch(request: Request, campaign_id: str, ws: str = Ws) -> JSONResp
         return 200, await _engine(request).dispatch(ws, campaign_id, body)
 
     return await idempotent(request, ws, body, run)
+
+
+# -- sending helpers and forecast ---------------------------------------------------------------
+@router.post("/{campaign_id}/test_send")
+async def test_send(request: Request, campaign_id: str, ws: str = Ws) -> JSONResponse:
+    body = await json_body(request)
+
+    async def run() -> tuple[int, Any]:
+        return 200, await _engine(request).test_send(ws, campaign_id, body)
+
+    return await idempotent(request, ws, body, run)
+
+
+@router.get("/{campaign_id}/preview")
+async def preview(request: Request, campaign_id: str, contact_id: str | None = None, step: int | None = None,
+                  ws: str = Ws) -> Any:
+    return await _engine(request).preview(ws, campaign_id, contact_id, step)
+
+
+@router.get("/{campaign_id}/forecast")
+async def forecast(request: Request, campaign_id: str, days: int = 7, ws: str = Ws) -> Any:
+    return await _engine(request).forecast(ws, campaign_id, days)

@@ -23,6 +23,11 @@ async def account(request: Request, ws: str = Ws) -> Any:
     return await _engine(request).get_account(ws)
 
 
+@router.get("/forecast")
+async def workspace_forecast(request: Request, days: int = 7, ws: str = Ws) -> Any:
+    return await _engine(request).workspace_forecast(ws, days)
+
+
 # -- senders ----------------------------------------------------------------------------------
 @router.post("/senders", status_code=201)
 async def create_sender(request: Request, ws: str = Ws) -> JSONResponse:

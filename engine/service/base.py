@@ -65,6 +65,12 @@ class ServiceBase:
     def now(self) -> datetime:
         return self.clock.now()
 
+    def _notify_work(self) -> None:
+        """Tell the runtime loop (if one runs) that earlier work may exist now."""
+        wake = getattr(self, "_wake", None)
+        if wake is not None:
+            wake()
+
     async def _retry(self, fn: Callable[[], Awaitable[T]], attempts: int = 8) -> T:
         """Run a load -> decide -> append cycle again when another writer got there first."""
         for i in range(attempts):

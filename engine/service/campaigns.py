@@ -159,6 +159,7 @@ class CampaignService(ServiceBase):
                 await self._release(conn, ws, state, None)
 
         await self._retry(attempt)
+        self._notify_work()
         return await self.get_campaign(ws, cid)
 
     async def _launch_facts(self, conn: AsyncConnection, ws: str) -> cd.LaunchFacts:
@@ -175,7 +176,9 @@ class CampaignService(ServiceBase):
         return await self._lifecycle(ws, cid, lambda s: cd.decide_transition(s, "pause"))
 
     async def resume_campaign(self, ws: str, cid: str) -> dict[str, Any]:
-        return await self._lifecycle(ws, cid, lambda s: cd.decide_transition(s, "resume"))
+        result = await self._lifecycle(ws, cid, lambda s: cd.decide_transition(s, "resume"))
+        self._notify_work()
+        return result
 
     async def cancel_campaign(self, ws: str, cid: str) -> dict[str, Any]:
         return await self._lifecycle(ws, cid, lambda s: cd.decide_transition(s, "cancel"), stop="campaign_cancelled")
@@ -246,9 +249,8 @@ class CampaignService(ServiceBase):
             added += decision.added
             for k, v in decision.skipped.items():
                 skipped[k] = skipped.get(k, 0) + v
-        wake = getattr(self, "_wake", None)
-        if wake is not None and added:
-            wake()
+        if added:
+            self._notify_work()
         return {"added": added, "skipped": skipped, "errors": errors}
 
     async def _resolve_targets(self, ws: str, data: m.EnrollIn, errors: list[dict[str, Any]]) -> list[str]:
@@ -403,6 +405,7 @@ class CampaignService(ServiceBase):
             for ev_ in events:
                 state = cd.evolve(state, ev_)
             released = await self._release(conn, ws, state, events[0].batch_number)  # type: ignore[attr-defined]
+        self._notify_work()
         return {"batch_number": events[0].batch_number, "released": released}  # type: ignore[attr-defined]
 
     # -- stats ----------------------------------------------------------------------------------

@@ -1,0 +1,105 @@
+"""The runtime loop on APScheduler 3.11's AsyncIOScheduler.
+
+One job ticks at the next due time the engine reports (re-armed after each tick, woken early when
+a command creates earlier work), a safety job ticks on an interval in case a wake-up was missed,
+and a job polls mailboxes on an interval. It never busy-polls. Stopping waits for the tick in
+flight, so every claimed email gets its outcome recorded before the process exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+log = structlog.get_logger("campaign_engine.runtime")
+
+
+class Runtime:
+    """Drives one engine. ``await run(stop)`` returns after ``stop`` is set and work has drained."""
+
+    def __init__(self, engine: Any, *, safety_seconds: float = 300.0, poll_seconds: float = 60.0,
+                 webhook_seconds: float = 15.0) -> None:
+        self.engine = engine
+        self.safety_seconds = safety_seconds
+        self.poll_seconds = poll_seconds
+        self.webhook_seconds = webhook_seconds
+        self._lock = asyncio.Lock()
+        self._scheduler: AsyncIOScheduler | None = None
+        self.ticks = 0
+        self.last_report: Any = None
+
+    def _wall_time_for(self, due: datetime | None) -> datetime:
+        """Map an engine-clock moment to wall time (the clock may be simulated)."""
+        wall = datetime.now(UTC)
+        if due is None:
+            return wall + timedelta(seconds=self.safety_seconds)
+        return wall + max(due - self.engine.now(), timedelta(0))
+
+    def _arm(self, due: datetime | None) -> None:
+        if self._scheduler is None or not self._scheduler.running:
+            return
+        self._scheduler.add_job(self._tick, "date", run_date=self._wall_time_for(due), id="tick",
+                                replace_existing=True, misfire_grace_time=None, coalesce=True)
+
+    def wake(self) -> None:
+        """Called by commands that create work: tick as soon as possible."""
+        self._arm(self.engine.now())
+
+    async def _tick(self) -> None:
+        async with self._lock:
+            try:
+                report = await self.engine.tick()
+            except Exception:  # noqa: BLE001 - the loop must survive a failing tick
+                log.exception("tick_failed")
+                self._arm(self.engine.now() + timedelta(seconds=30))
+                return
+            self.ticks += 1
+            self.last_report = report
+            if report.sent or report.claimed:
+                log.info("tick", sent=report.sent, claimed=report.claimed, next_due_at=str(report.next_due_at))
+            self._arm(report.next_due_at)
+
+    async def _poll(self) -> None:
+        poll = getattr(self.engine, "poll_mailboxes", None)
+        if poll is None:
+            return
+        try:
+            await poll()
+        except Exception:  # noqa: BLE001
+            log.exception("poll_failed")
+
+    async def _webhooks(self) -> None:
+        deliver = getattr(self.engine, "deliver_webhooks", None)
+        if deliver is None:
+            return
+        try:
+            await deliver()
+        except Exception:  # noqa: BLE001
+            log.exception("webhooks_failed")
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        stop = stop or asyncio.Event()
+        scheduler = AsyncIOScheduler(timezone=UTC)
+        self._scheduler = scheduler
+        scheduler.start()
+        scheduler.add_job(self._tick, "interval", seconds=self.safety_seconds, id="safety", coalesce=True,
+                          max_instances=1, misfire_grace_time=None)
+        scheduler.add_job(self._poll, "interval", seconds=self.poll_seconds, id="poll", coalesce=True,
+                          max_instances=1, misfire_grace_time=None)
+        scheduler.add_job(self._webhooks, "interval", seconds=self.webhook_seconds, id="webhooks", coalesce=True,
+                          max_instances=1, misfire_grace_time=None)
+        self._arm(self.engine.now())
+        previous_wake = getattr(self.engine, "_wake", None)
+        self.engine._wake = self.wake
+        try:
+            await stop.wait()
+        finally:
+            self.engine._wake = previous_wake
+            scheduler.shutdown(wait=False)
+            async with self._lock:  # let the tick in flight record its outcomes
+                pass
+            self._scheduler = None
