@@ -96,6 +96,47 @@ def workspace_create(name: str, db: str | None = DB_OPTION,
     asyncio.run(run())
 
 
+@app.command()
+def demo() -> None:
+    """A 3-step campaign to 50 generated contacts over a simulated week, on a throwaway database
+    and a local SMTP capture server: prints sends per day next to the forecast, emails and stats."""
+    from engine.demo import main as run_demo
+
+    result = run_demo(console)
+    if not result["matches"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def forecast(campaign_id: str, db: str | None = DB_OPTION,
+             days: int = typer.Option(7, help="Local calendar days from today"),
+             workspace: str | None = typer.Option(None, help="Workspace id (default: the campaign's)")) -> None:
+    """The emails a campaign will send per day: a table and a bar chart."""
+    from rich.table import Table
+
+    async def run() -> dict[str, object]:
+        async with CampaignEngine(db) as engine:
+            ws = workspace or await engine.workspace_of_campaign(campaign_id)
+            return await engine.forecast(ws, campaign_id, days)
+
+    try:
+        result = asyncio.run(run())
+    except LookupError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    table = Table(title=f"Forecast for {campaign_id} ({result['timezone']})")
+    for col in ("date", "emails", "by step", "by sender", ""):
+        table.add_column(col)
+    days_ = result["days"]
+    peak = max([d["count"] for d in days_] + [1])  # type: ignore[index, union-attr]
+    for d in days_:  # type: ignore[union-attr]
+        bar = "█" * round(30 * d["count"] / peak)
+        table.add_row(d["date"], str(d["count"]), ", ".join(f"{k}: {v}" for k, v in d["by_step"].items()),
+                      ", ".join(f"{k}: {v}" for k, v in d["by_sender"].items()), f"[green]{bar}[/green]")
+    console.print(table)
+    console.print(f"total: {result['total']}")
+
+
 from engine.cli_audit import register as _register_audit  # noqa: E402
 
 _register_audit(app)

@@ -57,6 +57,12 @@ class CampaignService(ServiceBase):
         return await self._one(select(t.campaigns).where(c.id == cid, c.workspace_id == ws, c.deleted.is_(False)),
                                "campaign", cid)
 
+    async def workspace_of_campaign(self, cid: str) -> str:
+        """For operator tools (the CLI), which act on the whole database."""
+        c = t.campaigns.c
+        row = await self._one(select(c.workspace_id).where(c.id == cid, c.deleted.is_(False)), "campaign", cid)
+        return str(row["workspace_id"])
+
     async def get_campaign(self, ws: str, cid: str) -> dict[str, Any]:
         row = await self._campaign_row(ws, cid)
         return views.campaign_view(row, await self.campaign_stats(ws, cid))
