@@ -19,8 +19,10 @@ from engine.service.campaigns import CampaignService
 from engine.service.forecast import ForecastService
 from engine.service.management import ManagementService, Workspace
 from engine.service.preview import PreviewService
+from engine.service.reports import ReportService
 from engine.service.sending import SendingService
 from engine.service.stats import StatsService
+from engine.service.tracking import TrackingService
 from events import catalog as _catalog  # noqa: F401  (registers every event type)
 from events.store import EventStore
 from events.vault import Vault
@@ -62,7 +64,7 @@ def secret_bytes(secret_key: str | bytes) -> bytes:
 
 
 class CampaignEngine(ManagementService, CampaignService, SendingService, StatsService,
-                     ForecastService, PreviewService):
+                     ForecastService, PreviewService, TrackingService, ReportService):
     """The embeddable engine. Use as ``async with CampaignEngine(url, clock=...) as engine``."""
 
     def __init__(
@@ -84,6 +86,10 @@ class CampaignEngine(ManagementService, CampaignService, SendingService, StatsSe
         self.options = options
         self.projector = Projector([*MANAGEMENT_PROJECTIONS, send_queue])
         self.mailer = SmtpMailer()
+        from engine.delivery.mx import MxChecker
+
+        self.mx = MxChecker(nameservers=dns_nameservers, timeout=float(options.get("dns_timeout", 3.0)),
+                            clock=self.clock.now)
         self._opened = False
 
     async def open(self) -> CampaignEngine:

@@ -3,15 +3,16 @@
 Order of evidence: the RFC 3464 ``message/delivery-status`` fields when present (the same fields
 pasted in the text otherwise), completed by the human-readable notification (which often carries
 the SMTP command and the remote server's full answer); for prose-only bounces the failed addresses
-and their error lines are read from the text. Every record then gets the same treatment: status and
-reply codes from the text, the reason (format wording, remote-host rules, generic rules) and the
-hard/soft/block type.
+and their error lines are read from the text; Amazon SES JSON events and bounces forwarded inside
+another notification are recognised too. Every record then gets the same treatment
+(:mod:`engine.delivery.dsn_finalise`): codes, command and reason.
 """
 
 from __future__ import annotations
 
 import email
 import email.policy
+import re
 from dataclasses import dataclass, field
 from email.message import Message
 
@@ -40,6 +41,7 @@ _MAX_NESTING = 2
 # Notifications are short; a huge text part is a quoted message, and reading all of it would only
 # cost time (the per-line recipient matching is quadratic in the worst case).
 _MAX_TEXT = 262_144
+_PASTED_ID_RE = re.compile(r"(?im)^[ \t]*message-id[ \t]*:[ \t]*(<[^<>\s]+>)")
 
 
 @dataclass
@@ -102,7 +104,7 @@ def read_bounce(msg: Message, prose_allowed: bool = True, depth: int = 0) -> Bou
 
     findings: list[Finding] = []
     for ds_text in mime.report_parts(msg, _DS_TYPES):
-        report = parse_delivery_status(ds_text)
+        report = parse_delivery_status(ds_text, lenient=True)
         for finding in report.recipients:
             finding.lhost = finding.lhost or report.reporting_mta
         findings.extend(report.recipients)
@@ -130,14 +132,33 @@ def read_bounce(msg: Message, prose_allowed: bool = True, depth: int = 0) -> Bou
     for finding in findings:
         if filtered and not finding.reason:
             finding.reason = "filtered"
-        finalise(finding, text, families)
+        finalise(finding, families)
     reading.findings = [f for f in findings if f.recipient or f.diagnosis or f.status]
     if original is not None:
         for value in mime.headers(original, "Message-ID"):
             reading.original_ids.extend(mime.message_ids(value))
+    if not reading.original_ids:
+        reading.original_ids.extend(_pasted_message_ids(msg))
     if not reading.findings and not reading.original_ids and not _looks_like_bounce(msg, text):
         return None  # a declared report with nothing in it tells the engine nothing
     return reading
+
+
+def _pasted_message_ids(msg: Message) -> list[str]:
+    """Message-IDs of a returned message pasted without a recognisable marker or MIME part.
+
+    Any ``Message-ID:`` header line inside the body that is not the bounce's own belongs to the
+    copy of the original (or its headers) that the MTA appended.
+    """
+    own = set(mime.message_ids(mime.header(msg, "Message-ID")))
+    for part, _ctype, _inside in mime.iter_parts(msg):
+        # A part whose "MIME headers" are the original's headers (no blank line after the boundary).
+        candidates = mime.message_ids(mime.header(part, "Message-ID")) if part is not msg else []
+        candidates += _PASTED_ID_RE.findall(mime.as_text(part)[:_MAX_TEXT])
+        for found in candidates:
+            if found not in own:
+                return [found]
+    return []
 
 
 def _looks_like_bounce(msg: Message, text: str) -> bool:

@@ -46,10 +46,12 @@ def clean_address(value: str) -> str:
     return value.strip("<>\"' ")
 
 
-def _unfold(text: str) -> list[str]:
+def _unfold(text: str, lenient: bool) -> list[str]:
+    """Join folded field values; ``lenient`` also joins unindented non-field lines (broken folding)."""
     lines: list[str] = []
     for raw in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
-        if raw[:1] in (" ", "\t") and lines and lines[-1] and _FIELD_RE.match(lines[-1]):
+        folded = raw[:1] in (" ", "\t") or (lenient and raw.strip() and not _FIELD_RE.match(raw))
+        if folded and lines and lines[-1] and _FIELD_RE.match(lines[-1]):
             lines[-1] = lines[-1] + " " + raw.strip()
         else:
             lines.append(raw.rstrip())
@@ -63,16 +65,18 @@ def _value_after_type(value: str) -> tuple[str, str]:
     return "", value.strip()
 
 
-def parse_delivery_status(text: str) -> DeliveryStatus:
+def parse_delivery_status(text: str, lenient: bool = False) -> DeliveryStatus:
     """Parse delivery-status fields into per-message values and one record per recipient.
 
     A record ends at a blank line; without blank lines, a field seen twice starts the next one.
+    ``lenient`` (for a real delivery-status part, where every line is a field) treats unindented
+    lines that are no field as the continuation of the previous field.
     """
     report = DeliveryStatus()
     current: Finding | None = None
     seen: set[str] = set()
     block_ended = False
-    for line in _unfold(text):
+    for line in _unfold(text, lenient):
         if not line.strip():
             block_ended = True
             continue

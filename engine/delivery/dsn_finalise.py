@@ -36,10 +36,10 @@ def unwrap_multiline(diagnosis: str, reply: str, status: str) -> str:
     return squeeze(f"{reply} {status} {diagnosis}") if reply not in diagnosis else diagnosis
 
 
-def finalise(f: Finding, text: str, families: frozenset[str]) -> None:
+def finalise(f: Finding, families: frozenset[str]) -> None:
     """Fill codes, command and reason of ``f`` in place.
 
-    ``text`` is the notification and ``families`` the MTA families its wording revealed
+    ``families`` are the MTA families the notification's wording revealed
     (:func:`engine.delivery.dsn_mta.families_of`).
     """
     f.recipient = clean_address(f.recipient) if f.recipient else ""
@@ -61,15 +61,17 @@ def finalise(f: Finding, text: str, families: frozenset[str]) -> None:
         f.reason = "delivered"
         return
     if not f.reason:
-        f.reason = mta_reason(f, text, families)
+        f.reason = mta_reason(f, families)
     if f.reason in RETRY_REASONS:
+        # A local delivery agent's or a provider's own catalogue is final; otherwise the generic
+        # rules decide, keeping the format's guess when they find nothing better.
         specific = lda_reason(f) or rhost_reason(f)
         if specific:
             f.reason = specific
-    if f.reason in RETRY_REASONS:
-        guessed = find_reason(f)
-        if guessed not in ("", "undefined", "onhold") or not f.reason:
-            f.reason = guessed
+        else:
+            guessed = find_reason(f)
+            if guessed not in ("", "undefined", "onhold") or not f.reason:
+                f.reason = guessed
     if f.reply_code and f.status and f.reply_code[0] != f.status[0]:
         same_class = find_reply(f.diagnosis, f.status[0])
         f.reply_code = same_class if same_class.startswith(f.status[0]) else ""

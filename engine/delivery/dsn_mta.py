@@ -15,8 +15,7 @@ from engine.delivery.dsn_model import Finding
 from engine.delivery.dsn_status import status_reason
 
 _FAMILY: dict[str, re.Pattern[str]] = {
-    "exim": re.compile(r"(?im)created automatically by mail delivery software|\bexim\b|^mail delivery system\b"
-                       r"|this address has been ignored"),
+    "exim": re.compile(r"(?i)created automatically by mail delivery software|\bexim\b|this address has been ignored"),
     "qmail": re.compile(r"(?im)qmail|^failure notice$|below this line is a copy of the message"),
     "imail": re.compile(r"(?i)^undeliverable mail\b"),
     "fml": re.compile(r"(?i)\(\S+ ML\)|fml"),
@@ -163,6 +162,10 @@ def families_of(subject: str, text: str) -> frozenset[str]:
     found = {name for name, pattern in _FAMILY.items() if name != "imail" and pattern.search(context)}
     if _FAMILY["imail"].search(subject):
         found.add("imail")
+    # Google Groups' refusal to post lists exactly four possible causes as bullets.
+    if "groups.google.com" in text.lower() and sum(1 for line in text.split("\n")
+                                                   if line.lstrip().startswith("* ")) == 4:
+        found.add("googlegroups")
     return frozenset(found)
 
 
@@ -178,15 +181,7 @@ def _gmail_state(f: Finding) -> str:
     return reason
 
 
-def _google_groups(text: str) -> str:
-    """Google Groups' refusal to post lists exactly four possible causes as bullets."""
-    if "groups.google.com" not in text.lower():
-        return ""
-    bullets = sum(1 for line in text.split("\n") if line.lstrip().startswith("* "))
-    return "rejected" if bullets == 4 else ""
-
-
-def mta_reason(f: Finding, text: str, families: frozenset[str]) -> str:
+def mta_reason(f: Finding, families: frozenset[str]) -> str:
     """The reason the notifying MTA's own wording names for this recipient, or ``""``."""
     diagnosis = f.diagnosis.lower()
     if "qmail" in families and "does not like recipient." in diagnosis and \
@@ -196,7 +191,9 @@ def mta_reason(f: Finding, text: str, families: frozenset[str]) -> str:
         return "blocked"
     if "exim" in families and f.command == "MAIL" and "smtp error from remote" in diagnosis:
         return "onhold"
-    state = _gmail_state(f) or _google_groups(text)
+    if "googlegroups" in families:
+        return "rejected"
+    state = _gmail_state(f)
     if state:
         return state
     for family, reason, phrases in _RULES:

@@ -129,12 +129,6 @@ def is_status(code: str | None) -> bool:
     return bool(code) and bool(_STATUS_FULL_RE.match(code or ""))
 
 
-def is_pseudo_status(code: str) -> bool:
-    """True for the analyser-made ``X.0.9xx`` codes, which no mail server ever sends."""
-    parts = code.split(".")
-    return len(parts) == 3 and parts[1] == "0" and len(parts[2]) == 3 and parts[2].startswith("9")
-
-
 def status_reason(code: str) -> str:
     """The reason a standard status code names by itself, or ``""`` when it names none."""
     return STATUS_REASON.get(code, "")
@@ -267,7 +261,6 @@ __all__ = [
     "find_command",
     "find_reply",
     "find_status",
-    "is_pseudo_status",
     "is_status",
     "prefer_status",
     "status_reason",

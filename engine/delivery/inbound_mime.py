@@ -117,21 +117,23 @@ def decode_bytes(data: bytes, charset: str) -> str:
 
 
 def as_text(part: Message) -> str:
-    """The textual content of a leaf part (or the serialised content of a message/* part)."""
+    """The textual content of a leaf part (or the serialised content of a message/* part).
+
+    Line endings are normalised to ``\\n`` whatever the transport used (CRLF, bare CR).
+    """
     try:
         payload = part.get_payload()
         if isinstance(payload, list):
-            chunks = []
-            for sub in payload:
-                if isinstance(sub, Message):
-                    chunks.append(_message_text(sub))
-            return "\n".join(chunks)
-        data = part.get_payload(decode=True)
-        if isinstance(data, bytes):
-            return decode_bytes(data, _charset(part))
-        return payload if isinstance(payload, str) else ""
+            text = "\n".join(_message_text(sub) for sub in payload if isinstance(sub, Message))
+        else:
+            data = part.get_payload(decode=True)
+            if isinstance(data, bytes):
+                text = decode_bytes(data, _charset(part))
+            else:
+                text = payload if isinstance(payload, str) else ""
     except Exception:
         return ""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def _message_text(msg: Message) -> str:

@@ -75,10 +75,12 @@ class SendingService(ServiceBase):
         """Do everything due at ``clock.now()``. Idempotent: a second call at the same time sends nothing."""
         now = self.now()
         report = TickReport()
+        hold, report.skipped = await self._verify_mx(now)
         async with self.store.transaction() as conn:
             report.activated = await self._activate_due(conn, now)
             report.uncertain += await self._expire_leases(conn, now)
-            claims, report.skipped = await self._claim(conn, now)
+            claims, skipped = await self._claim(conn, now, hold)
+            report.skipped += skipped
         report.claimed = len(claims)
         for claim in claims:
             await self._deliver(claim, now, report)
@@ -133,8 +135,47 @@ class SendingService(ServiceBase):
             await self.store.append_many(batches, workspace_id=ws, conn=conn)
         return len(rows)
 
-    async def _claim(self, conn: AsyncConnection, now: datetime) -> tuple[list[Claim], int]:
+    async def _verify_mx(self, now: datetime) -> tuple[set[str], int]:
+        """With ``verify_mx``, check each due first step's domain before it is claimed.
+
+        Invalid (NXDOMAIN, null MX, no mail host): the enrollment is skipped as ``mx_invalid``.
+        Unknown (timeout, SERVFAIL): the email is held back this tick and checked again later.
+        Returns (email ids to hold back, enrollments skipped).
+        """
+        e, c, k = emails.c, t.campaigns.c, t.contacts.c
+        async with self.store.reading() as conn:
+            rows = (await conn.execute(
+                select(e.email_id, e.enrollment_id, e.campaign_id, e.contact_id, e.workspace_id, c.definition,
+                       k.email_domain)
+                .join(t.campaigns, c.id == e.campaign_id).join(t.contacts, k.id == e.contact_id)
+                .where(e.status == "scheduled", e.step == 1, e.due_at <= format_time(now),
+                       c.status.in_(["active", "scheduled"]), c.deleted.is_(False)))).mappings().all()
+        due = [r for r in rows if (json.loads(r["definition"]).get("settings") or {}).get("verify_mx")]
+        hold: set[str] = set()
+        by_ws: dict[str, list[AppendBatch]] = {}
+        for r in due:
+            result = await self.mx.check(r["email_domain"])  # type: ignore[attr-defined]
+            if result.status == "unknown":
+                hold.add(r["email_id"])
+            elif result.status == "invalid":
+                base = {"enrollment_id": r["enrollment_id"], "campaign_id": r["campaign_id"],
+                        "contact_id": r["contact_id"]}
+                by_ws.setdefault(r["workspace_id"], []).append(AppendBatch(f"enrollment-{r['enrollment_id']}", [
+                    em.EmailCancelled(**base, email_id=r["email_id"], step=1, reason="mx_invalid"),
+                    en.EnrollmentSkipped(**base, reason="mx_invalid")]))
+        skipped = 0
+        if by_ws:
+            async with self.store.transaction() as conn:
+                for ws, batches in by_ws.items():
+                    stored = await self.store.append_many(batches, workspace_id=ws, conn=conn)
+                    skipped += sum(1 for s in stored if s.type == "enrollment.skipped")
+        return hold, skipped
+
+    async def _claim(self, conn: AsyncConnection, now: datetime, hold: set[str] | None = None
+                     ) -> tuple[list[Claim], int]:
         inputs = await load_inputs(conn, now)
+        if hold:
+            inputs.items[:] = [i for i in inputs.items if i.email_id not in hold]
         p = plan(now, inputs.items, inputs.campaigns, inputs.senders, inputs.usage, inputs.monthly_limits)
         if not p.sends:
             return [], 0
