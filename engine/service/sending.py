@@ -251,6 +251,8 @@ class SendingService(ServiceBase):
         events = self._outcome(result, claim, definition, built, now, report)
         async with self.store.transaction() as conn:
             await self.store.append(f"enrollment-{item.enrollment_id}", events, None, workspace_id=ws, conn=conn)
+            if result.outcome == "rejected":
+                await self.check_bounce_rate(conn, ws, sender["id"])  # type: ignore[attr-defined]
             if result.outcome == "auth_failed":
                 await self.store.append(f"sender-{sender['id']}", [se.SenderDisabled(
                     sender_id=sender["id"], status="disconnected", reason=f"SMTP login failed: {result.message}")],

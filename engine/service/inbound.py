@@ -1,0 +1,250 @@
+"""``poll_mailboxes()``: read replies, bounces and complaints over IMAP and turn them into events.
+
+Each sender with IMAP settings is polled from its checkpoint (UIDVALIDITY, last UID). Every message
+is classified (``classify_message``), matched to our email by the Message-IDs it refers to (else by
+the failed recipient), and recorded once: the message's key is stored with the events in the same
+transaction, so polling twice, or a UIDVALIDITY resync, never counts a message twice. A mailbox
+that fails marks its sender ``disconnected`` and never stops the others.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from engine.delivery.classify import Classification, classify_message
+from engine.delivery.imap import Checkpoint, ImapSettings, MailboxError, MailboxReader
+from engine.delivery.mime import parse_message_id
+from engine.domain.enrollment import FREE_EMAIL_DOMAINS
+from engine.service.base import ServiceBase
+from events.catalog import contact as ce
+from events.catalog import email as em
+from events.catalog import sender as se
+from events.registry import Event, format_time
+from events.store import AppendBatch
+from projections import tables as t
+from projections.inbound import inbound_seen, mailbox_checkpoints
+from projections.sending import emails
+
+MIN_SENDS_FOR_BOUNCE_RATE = 20
+
+
+@dataclass
+class PollReport:
+    mailboxes: int = 0
+    messages: int = 0
+    replies: int = 0
+    out_of_office: int = 0
+    bounces: int = 0
+    complaints: int = 0
+    ignored: int = 0
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+class InboundService(ServiceBase):
+    async def poll_mailboxes(self) -> PollReport:
+        report = PollReport()
+        async with self.store.reading() as conn:
+            rows = (await conn.execute(select(t.senders).where(t.senders.c.removed.is_(False),
+                                                               t.senders.c.imap.is_not(None)))).mappings().all()
+        reader = MailboxReader()
+        for sender in rows:
+            report.mailboxes += 1
+            try:
+                await self._poll_one(reader, sender, report)
+            except MailboxError as exc:
+                report.errors[sender["id"]] = str(exc)
+                if sender["status"] == "active":
+                    async with self.store.transaction() as conn:
+                        await self.store.append(f"sender-{sender['id']}", [se.SenderDisabled(
+                            sender_id=sender["id"], status="disconnected", reason=f"IMAP: {exc}")], None,
+                            workspace_id=sender["workspace_id"], conn=conn)
+        return report
+
+    async def _poll_one(self, reader: MailboxReader, sender: Any, report: PollReport) -> None:
+        imap = json.loads(sender["imap"])
+        settings = ImapSettings(host=imap["host"], port=int(imap["port"]), username=imap["username"],
+                                password=self.vault.decrypt_secret(imap["password_enc"])
+                                if imap.get("password_enc") else "", security=imap.get("security", "tls"),
+                                folder=imap.get("folder") or "INBOX",
+                                timeout=float(self.options.get("imap_timeout", 30.0)))
+        m = mailbox_checkpoints.c
+        while True:
+            async with self.store.reading() as conn:
+                row = (await conn.execute(select(m.uidvalidity, m.last_uid).where(m.sender_id == sender["id"]))
+                       ).first()
+            checkpoint = Checkpoint(row[0], row[1]) if row else None
+            result = await reader.fetch_new(settings, checkpoint)
+            async with self.store.transaction() as conn:
+                for message in result.messages:
+                    report.messages += 1
+                    await self.handle_inbound(conn, sender["workspace_id"], message.raw, report)
+                await conn.execute(mailbox_checkpoints.delete().where(m.sender_id == sender["id"]))
+                await conn.execute(mailbox_checkpoints.insert().values(
+                    sender_id=sender["id"], uidvalidity=result.checkpoint.uidvalidity,
+                    last_uid=result.checkpoint.last_uid))
+            if not result.more:
+                return
+
+    async def handle_inbound(self, conn: AsyncConnection, ws: str, raw: bytes, report: PollReport) -> None:
+        """Classify one message and append what it means, once."""
+        c = classify_message(raw)
+        key = c.message_id or "sha256:" + hashlib.sha256(raw).hexdigest()
+        s = inbound_seen.c
+        if (await conn.execute(select(s.message_key).where(s.workspace_id == ws, s.message_key == key[:255]))
+                ).first():
+            return
+        await conn.execute(inbound_seen.insert().values(workspace_id=ws, message_key=key[:255], kind=c.kind,
+                                                        received_at=format_time(self.now())))
+        if c.kind == "bounce":
+            await self._bounce(conn, ws, c, report)
+        elif c.kind == "feedback":
+            await self._complaint(conn, ws, c, report)
+        elif c.kind in ("auto_reply", "message"):
+            await self._reply(conn, ws, c, report)
+        else:
+            report.ignored += 1
+
+    async def _our_email(self, conn: AsyncConnection, ws: str, refs: tuple[str, ...],
+                         recipient: str | None = None) -> Any:
+        """The email a message refers to: by our Message-IDs, else the latest sent to ``recipient``."""
+        e = emails.c
+        for ref in reversed(refs):
+            parsed = parse_message_id(ref)
+            if parsed is None:
+                continue
+            enrollment_id, step = parsed
+            row = (await conn.execute(select(emails).where(e.email_id == f"{enrollment_id}.{step}",
+                                                           e.workspace_id == ws))).mappings().first()
+            if row is not None:
+                return row
+        if recipient:
+            contact = (await conn.execute(select(t.contacts.c.id).where(
+                t.contacts.c.workspace_id == ws, t.contacts.c.email_hash == self.vault.lookup_hash(recipient),
+                t.contacts.c.erased.is_(False)))).first()
+            if contact is not None:
+                return (await conn.execute(select(emails).where(e.contact_id == contact[0], e.workspace_id == ws,
+                                                                e.sent_at.is_not(None))
+                                           .order_by(e.sent_at.desc()).limit(1))).mappings().first()
+        return None
+
+    @staticmethod
+    def _base(row: Any) -> dict[str, Any]:
+        return {"enrollment_id": row["enrollment_id"], "campaign_id": row["campaign_id"],
+                "contact_id": row["contact_id"], "email_id": row["email_id"], "step": row["step"]}
+
+    async def _open_enrollment(self, conn: AsyncConnection, enrollment_id: str) -> Any:
+        e = t.enrollments.c
+        return (await conn.execute(select(t.enrollments).where(
+            e.id == enrollment_id, e.status.in_(["pending", "in_progress"])))).mappings().first()
+
+    async def _bounce(self, conn: AsyncConnection, ws: str, c: Classification, report: PollReport) -> None:
+        for b in c.bounces:
+            row = await self._our_email(conn, ws, c.refers_to, b.recipient or None)
+            if row is None or row["status"] == "bounced":
+                report.ignored += 1
+                continue
+            report.bounces += 1
+            events: list[Event] = [em.EmailBounced(**self._base(row), sender_id=row["sender_id"], bounce_type=b.type,
+                                                   reason=b.reason, status=b.status,
+                                                   code=int(b.reply_code) if b.reply_code and
+                                                   str(b.reply_code).isdigit() else None, source="dsn")]
+            await self.store.append(f"enrollment-{row['enrollment_id']}", events, None, workspace_id=ws, conn=conn)
+            enrollment = await self._open_enrollment(conn, row["enrollment_id"])
+            if b.type in ("hard", "block") and enrollment is not None:
+                await self._stop_rows(conn, ws, [enrollment], f"bounced_{b.type}",  # type: ignore[attr-defined]
+                                      status="bounced")
+            if row["sender_id"]:
+                await self.check_bounce_rate(conn, ws, row["sender_id"])
+
+    async def check_bounce_rate(self, conn: AsyncConnection, ws: str, sender_id: str) -> bool:
+        """Disable a sender whose bounce rate (blocks included) passed its threshold after 20 sends."""
+        sender = (await conn.execute(select(t.senders).where(t.senders.c.id == sender_id))).mappings().first()
+        if sender is None or sender["status"] != "active":
+            return False
+        e = emails.c
+        sent = int((await conn.execute(select(func.count()).select_from(emails).where(
+            e.sender_id == sender_id, e.sent_at.is_not(None)))).scalar() or 0)
+        bounced = int((await conn.execute(select(func.count()).select_from(emails).where(
+            e.sender_id == sender_id, e.status == "bounced"))).scalar() or 0)
+        attempted = max(sent, bounced)
+        if attempted < MIN_SENDS_FOR_BOUNCE_RATE:
+            return False
+        rate = 100.0 * bounced / attempted
+        if rate <= float(sender["bounce_rate_threshold"]):
+            return False
+        await self.store.append(f"sender-{sender_id}", [se.SenderDisabled(
+            sender_id=sender_id, status="disabled",
+            reason=f"bounce rate {rate:.1f}% over the {sender['bounce_rate_threshold']}% threshold "
+                   f"({bounced} of {attempted})")], None, workspace_id=ws, conn=conn)
+        return True
+
+    async def _complaint(self, conn: AsyncConnection, ws: str, c: Classification, report: PollReport) -> None:
+        row = await self._our_email(conn, ws, c.refers_to, c.feedback_recipient)
+        if row is None:
+            report.ignored += 1
+            return
+        report.complaints += 1
+        await self.store.append(f"enrollment-{row['enrollment_id']}", [em.EmailComplained(
+            **self._base(row), feedback_type=c.feedback_type or "abuse")], None, workspace_id=ws, conn=conn)
+        await self.unsubscribe_contact(conn, ws, row["contact_id"], reason="complaint",
+                                       campaign_id=row["campaign_id"], email_id=row["email_id"])
+
+    async def unsubscribe_contact(self, conn: AsyncConnection, ws: str, contact_id: str, *, reason: str,
+                                  campaign_id: str | None = None, email_id: str | None = None) -> bool:
+        """Unsubscribe once: the event, every open enrollment stopped, the address suppressed."""
+        contact = (await conn.execute(select(t.contacts).where(t.contacts.c.id == contact_id))).mappings().first()
+        if contact is None or contact["erased"] or contact["unsubscribed"]:
+            return False
+        await self.store.append(f"contact-{contact_id}", [ce.ContactUnsubscribed(
+            contact_id=contact_id, reason=reason, campaign_id=campaign_id, email_id=email_id)], None,
+            workspace_id=ws, conn=conn)
+        e = t.enrollments.c
+        rows = (await conn.execute(select(t.enrollments).where(
+            e.contact_id == contact_id, e.status.in_(["pending", "in_progress"])))).mappings().all()
+        await self._stop_rows(conn, ws, rows, "unsubscribed", status="unsubscribed")  # type: ignore[attr-defined]
+        await self.store.append(f"suppressions-{ws}", [self._suppression_event(  # type: ignore[attr-defined]
+            ws, "email", contact["email"], "unsubscribed", contact_id=contact_id)], None, workspace_id=ws, conn=conn)
+        return True
+
+    async def _reply(self, conn: AsyncConnection, ws: str, c: Classification, report: PollReport) -> None:
+        row = await self._our_email(conn, ws, c.refers_to)
+        if row is None:
+            report.ignored += 1
+            return
+        ooo = c.kind == "auto_reply" or c.out_of_office
+        report.out_of_office += int(ooo)
+        report.replies += int(not ooo)
+        await self.store.append(f"enrollment-{row['enrollment_id']}", [em.EmailReplied(
+            **self._base(row), out_of_office=ooo, message_id=c.message_id, received_at=self.now())], None,
+            workspace_id=ws, conn=conn)
+        cmp = (await conn.execute(select(t.campaigns.c.definition).where(t.campaigns.c.id == row["campaign_id"]))
+               ).scalar()
+        settings = (json.loads(cmp) if cmp else {}).get("settings") or {}
+        if ooo and settings.get("ignore_out_of_office", True):
+            return
+        if settings.get("stop_on_reply", True):
+            enrollment = await self._open_enrollment(conn, row["enrollment_id"])
+            if enrollment is not None:
+                await self._stop_rows(conn, ws, [enrollment], "replied", status="replied")  # type: ignore[attr-defined]
+        if settings.get("stop_on_company_reply") and not ooo:
+            await self._stop_company(conn, ws, row)
+
+    async def _stop_company(self, conn: AsyncConnection, ws: str, row: Any) -> None:
+        """Colleagues at the same (non free-mail) domain in the same campaign stop too."""
+        k, e = t.contacts.c, t.enrollments.c
+        domain = (await conn.execute(select(k.email_domain).where(k.id == row["contact_id"]))).scalar()
+        if not domain or domain in FREE_EMAIL_DOMAINS:
+            return
+        rows = (await conn.execute(select(t.enrollments).join(t.contacts, k.id == e.contact_id).where(
+            e.campaign_id == row["campaign_id"], e.contact_id != row["contact_id"], k.email_domain == domain,
+            e.status.in_(["pending", "in_progress"])))).mappings().all()
+        await self._stop_rows(conn, ws, rows, "company_replied")  # type: ignore[attr-defined]
+
+
+__all__ = ["AppendBatch", "InboundService", "PollReport"]
