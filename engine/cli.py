@@ -63,21 +63,28 @@ async def _serve(db: str | None, host: str, port: int) -> None:
 
 
 @app.command()
-def worker(db: str | None = DB_OPTION) -> None:
+def worker(db: str | None = DB_OPTION,
+           lease_seconds: float = typer.Option(600.0, help="How long a claim may wait for its SMTP outcome"),
+           safety_seconds: float = typer.Option(300.0, help="Tick at least this often"),
+           poll_seconds: float = typer.Option(60.0, help="Mailbox polling interval"),
+           smtp_timeout: float = typer.Option(30.0, help="SMTP timeout in seconds")) -> None:
     """Run the sending loop only (add nodes on PostgreSQL). SIGTERM finishes in-flight sends first."""
-    asyncio.run(_worker(db))
+    asyncio.run(_worker(db, lease_seconds=lease_seconds, safety_seconds=safety_seconds, poll_seconds=poll_seconds,
+                        smtp_timeout=smtp_timeout))
 
 
-async def _worker(db: str | None) -> None:
+async def _worker(db: str | None, *, lease_seconds: float, safety_seconds: float, poll_seconds: float,
+                  smtp_timeout: float) -> None:
     import signal
 
-    async with CampaignEngine(db, public_url=os.environ.get("CAMPAIGN_ENGINE_PUBLIC_URL")) as engine:
+    async with CampaignEngine(db, public_url=os.environ.get("CAMPAIGN_ENGINE_PUBLIC_URL"),
+                              lease_seconds=lease_seconds, smtp_timeout=smtp_timeout) as engine:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         console.print("worker running; SIGTERM or Ctrl-C to stop")
-        await engine.run(stop)
+        await engine.run(stop, safety_seconds=safety_seconds, poll_seconds=poll_seconds)
         console.print("worker stopped")
 
 

@@ -17,20 +17,33 @@ from engine.clock import Clock, SystemClock
 from engine.delivery.smtp import SmtpMailer
 from engine.service.campaigns import CampaignService
 from engine.service.forecast import ForecastService
+from engine.service.inbound import InboundService
 from engine.service.management import ManagementService, Workspace
 from engine.service.preview import PreviewService
 from engine.service.reports import ReportService
 from engine.service.sending import SendingService
 from engine.service.stats import StatsService
 from engine.service.tracking import TrackingService
+from engine.service.webhooks import WebhookService
 from events import catalog as _catalog  # noqa: F401  (registers every event type)
 from events.store import EventStore
 from events.vault import Vault
+from projections import inbound as _inbound_tables  # noqa: F401  (mailbox checkpoints)
 from projections.base import Projector
 from projections.management import ALL as MANAGEMENT_PROJECTIONS
 from projections.sending import send_queue
 
 log = structlog.get_logger("campaign_engine")
+
+NOTIFY_CHANNEL = "campaign_engine_work"
+WORK_TYPES = frozenset({"email.scheduled", "email.deferred", "campaign.launched", "campaign.resumed",
+                        "campaign.batch_dispatched", "sender.reenabled", "campaign.schedule_changed"})
+
+
+def creates_work(events: Any) -> bool:
+    """Whether an append may have created work due earlier than a node's next planned tick."""
+    return any(e.type in WORK_TYPES for e in events)
+
 
 DEFAULT_URL = "sqlite+aiosqlite:///./campaign-engine.db"
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8080"
@@ -64,7 +77,8 @@ def secret_bytes(secret_key: str | bytes) -> bytes:
 
 
 class CampaignEngine(ManagementService, CampaignService, SendingService, StatsService,
-                     ForecastService, PreviewService, TrackingService, ReportService):
+                     ForecastService, PreviewService, InboundService, TrackingService, ReportService,
+                     WebhookService):
     """The embeddable engine. Use as ``async with CampaignEngine(url, clock=...) as engine``."""
 
     def __init__(
@@ -100,6 +114,8 @@ class CampaignEngine(ManagementService, CampaignService, SendingService, StatsSe
         if rebuilt:
             log.info("projections_rebuilt", projections=rebuilt)
         self.store.inline.append(self.projector)
+        self.store.notify_channel = NOTIFY_CHANNEL
+        self.store.notify_when = creates_work
         self._opened = True
         return self
 

@@ -81,6 +81,20 @@ class Runtime:
         except Exception:  # noqa: BLE001
             log.exception("webhooks_failed")
 
+    async def _listen(self) -> Any:
+        """On PostgreSQL, LISTEN for other nodes' new work and tick when it arrives."""
+        store = self.engine.store
+        if store.dialect != "postgresql":
+            return None
+        import asyncpg
+
+        from engine.facade import NOTIFY_CHANNEL
+
+        dsn = store.write_engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        conn = await asyncpg.connect(dsn)
+        await conn.add_listener(NOTIFY_CHANNEL, lambda *_args: self.wake())
+        return conn
+
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
         scheduler = AsyncIOScheduler(timezone=UTC)
@@ -95,9 +109,12 @@ class Runtime:
         self._arm(self.engine.now())
         previous_wake = getattr(self.engine, "_wake", None)
         self.engine._wake = self.wake
+        listener = await self._listen()
         try:
             await stop.wait()
         finally:
+            if listener is not None:
+                await listener.close()
             self.engine._wake = previous_wake
             scheduler.shutdown(wait=False)
             async with self._lock:  # let the tick in flight record its outcomes

@@ -101,6 +101,10 @@ class EventStore:
     read_engine: AsyncEngine
     inline: list[InlineProjector] = field(default_factory=list)
     after_commit: list[AfterCommit] = field(default_factory=list)
+    # PostgreSQL: NOTIFY this channel (delivered at commit) when ``notify_when`` says new work exists,
+    # so other nodes learn of it without polling the database in a loop.
+    notify_channel: str | None = None
+    notify_when: Callable[[Sequence[StoredEvent]], bool] | None = None
 
     @classmethod
     async def open(cls, url: str, vault: Vault, now: Callable[[], datetime], *, create: bool = True) -> EventStore:
@@ -137,6 +141,9 @@ class EventStore:
             pending: list[StoredEvent] = []
             conn.info["pending_events"] = pending
             yield conn
+            if (pending and self.notify_channel and self.dialect == "postgresql" and self.notify_when
+                    and self.notify_when(pending)):
+                await conn.exec_driver_sql(f"NOTIFY {self.notify_channel}")
         if pending:
             for hook in self.after_commit:
                 await hook(pending)

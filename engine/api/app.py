@@ -9,7 +9,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from engine.api import campaigns, management
+from engine.api import campaigns, management, tracking
+from engine.api import reports as report_routes
 from engine.api.support import DEFAULT_MAX_BODY, RateLimiter, error_response
 from engine.errors import EngineError
 
@@ -41,4 +42,6 @@ def create_app(engine: Any, *, max_body_bytes: int = DEFAULT_MAX_BODY, rate_limi
 
     app.include_router(management.router)
     app.include_router(campaigns.router)
+    app.include_router(report_routes.router)
+    app.include_router(tracking.router)
     return app

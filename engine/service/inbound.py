@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from engine.delivery.classify import Classification, classify_message
@@ -56,7 +58,9 @@ class InboundService(ServiceBase):
         for sender in rows:
             report.mailboxes += 1
             try:
-                await self._poll_one(reader, sender, report)
+                async with self._mailbox_lock(sender["id"]) as mine:
+                    if mine:  # on PostgreSQL, one node polls a mailbox at a time
+                        await self._poll_one(reader, sender, report)
             except MailboxError as exc:
                 report.errors[sender["id"]] = str(exc)
                 if sender["status"] == "active":
@@ -65,6 +69,21 @@ class InboundService(ServiceBase):
                             sender_id=sender["id"], status="disconnected", reason=f"IMAP: {exc}")], None,
                             workspace_id=sender["workspace_id"], conn=conn)
         return report
+
+    @asynccontextmanager
+    async def _mailbox_lock(self, sender_id: str) -> AsyncIterator[bool]:
+        if self.store.dialect != "postgresql":
+            yield True
+            return
+        async with self.store.write_engine.connect() as conn:
+            key = {"k": f"campaign-engine-mailbox:{sender_id}"}
+            got = bool((await conn.execute(text("SELECT pg_try_advisory_lock(hashtext(:k))"), key)).scalar())
+            try:
+                yield got
+            finally:
+                if got:
+                    await conn.execute(text("SELECT pg_advisory_unlock(hashtext(:k))"), key)
+                await conn.commit()
 
     async def _poll_one(self, reader: MailboxReader, sender: Any, report: PollReport) -> None:
         imap = json.loads(sender["imap"])

@@ -213,7 +213,8 @@ class SendingService(ServiceBase):
             by_ws.setdefault(ws, []).append(AppendBatch(f"enrollment-{item.enrollment_id}", [em.EmailClaimed(
                 enrollment_id=item.enrollment_id, campaign_id=item.campaign_id, contact_id=item.contact_id,
                 email_id=item.email_id, step=item.step, sender_id=a.sender_id, message_id=message_id,
-                lease_until=now + LEASE, attempt=attempt)]))
+                lease_until=now + timedelta(seconds=float(self.options.get("lease_seconds", LEASE.total_seconds()))),
+                attempt=attempt)]))
         for ws, batches in by_ws.items():
             await self.store.append_many(batches, workspace_id=ws, conn=conn)
         return claims, skipped

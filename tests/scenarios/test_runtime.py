@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
+import pytest
+
 from engine import CampaignEngine, ManualClock
 from engine.runtime import Runtime
 from tests.delivery.smtp_server import SmtpSink
@@ -39,3 +41,22 @@ async def test_runtime_ticks_and_is_woken_by_new_work(eng: CampaignEngine, clock
         stop.set()
         await asyncio.wait_for(task, 20)
         assert runtime.last_report is not None
+
+
+@pytest.mark.postgres
+async def test_other_node_learns_of_new_work_by_notify(pg_url: str, clock: ManualClock) -> None:
+    from tests.conftest import SECRET
+
+    with SmtpSink() as sink:
+        async with CampaignEngine(pg_url, clock=clock, secret_key=SECRET) as worker, \
+                CampaignEngine(pg_url, clock=clock, secret_key=SECRET) as api_node:
+            runtime = Runtime(worker, safety_seconds=3600, poll_seconds=3600, webhook_seconds=3600)
+            stop = asyncio.Event()
+            task = asyncio.create_task(runtime.run(stop))
+            await wait_for(lambda: runtime.ticks >= 1)  # idle: nothing to do yet
+            # all work is created on the other node; only NOTIFY can wake the worker before an hour passes
+            await setup(api_node, sink, contacts=1, steps=1,
+                        schedule={"timezone": "UTC", "start_time": "00:00", "end_time": "24:00"})
+            await wait_for(lambda: len(sink.messages) == 1)
+            stop.set()
+            await asyncio.wait_for(task, 20)
