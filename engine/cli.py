@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import os
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -121,7 +122,7 @@ def forecast(campaign_id: str, db: str | None = DB_OPTION,
     """The emails a campaign will send per day: a table and a bar chart."""
     from rich.table import Table
 
-    async def run() -> dict[str, object]:
+    async def run() -> dict[str, Any]:
         async with CampaignEngine(db) as engine:
             ws = workspace or await engine.workspace_of_campaign(campaign_id)
             return await engine.forecast(ws, campaign_id, days)
@@ -135,8 +136,8 @@ def forecast(campaign_id: str, db: str | None = DB_OPTION,
     for col in ("date", "emails", "by step", "by sender", ""):
         table.add_column(col)
     days_ = result["days"]
-    peak = max([d["count"] for d in days_] + [1])  # type: ignore[index, union-attr]
-    for d in days_:  # type: ignore[union-attr]
+    peak = max([d["count"] for d in days_] + [1])
+    for d in days_:
         bar = "█" * round(30 * d["count"] / peak)
         table.add_row(d["date"], str(d["count"]), ", ".join(f"{k}: {v}" for k, v in d["by_step"].items()),
                       ", ".join(f"{k}: {v}" for k, v in d["by_sender"].items()), f"[green]{bar}[/green]")

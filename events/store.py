@@ -383,9 +383,9 @@ class EventStore:
 
             cls = event_class(r["type"])
             if cls.PERSONAL:
-                key = keys.get(str(data.get(cls.SUBJECT, "")))
+                subject_key = keys.get(str(data.get(cls.SUBJECT, "")))
                 for name in cls.PERSONAL:
-                    data[name] = Vault.decrypt_field(key, data.get(name))
+                    data[name] = Vault.decrypt_field(subject_key, data.get(name))
             ev = from_data(r["type"], r["type_version"], data)
             out.append(StoredEvent(r["position"], r["stream"], r["version"], r["type"], r["type_version"], ev,
                                    json.loads(r["metadata"]), parse_time(r["recorded_at"]), r["workspace_id"],

@@ -59,6 +59,11 @@ send_queue = Projection("send_queue", 1, [emails])
 E = emails.c
 
 
+def _ev(ev: StoredEvent) -> Any:
+    """The domain event, typed loosely: each handler knows which event types it receives."""
+    return ev.event
+
+
 def _at(ev: StoredEvent) -> str:
     return format_time(ev.recorded_at)
 
@@ -77,7 +82,7 @@ async def _scheduled(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
         "message_id": None, "attempt": 0, "lease_until": None, "claimed_at": None, "sent_at": None,
         "last_code": None, "last_message": None, "bounce_type": None, "bounce_source": None, "links": None,
         "opened_at": None, "clicked_at": None, "replied_at": None, "out_of_office": False,
-        "unsubscribed_at": None, "complained_at": None, "updated_at": _at(e)} for e in evs for d in [e.event]])
+        "unsubscribed_at": None, "complained_at": None, "updated_at": _at(e)} for e in evs for d in [_ev(e)]])
 
 
 @send_queue.on("email.claimed")

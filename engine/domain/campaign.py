@@ -60,7 +60,7 @@ def evolve(state: CampaignState, e: Event) -> CampaignState:
 
 def template_problems(definition: dict[str, Any]) -> list[dict[str, str]]:
     """Unknown merge tags or broken braces in any step, as validation errors."""
-    errors = []
+    errors: list[dict[str, str]] = []
     for i, step in enumerate(definition.get("steps") or []):
         for name in ("subject", "body_html", "body_text"):
             text = step.get(name)

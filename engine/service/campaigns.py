@@ -263,7 +263,7 @@ class CampaignService(ServiceBase):
         c = t.contacts.c
         ids: list[str] = []
         if data.contact_ids:
-            found = set()
+            found: set[str] = set()
             for i in range(0, len(data.contact_ids), 400):
                 part = data.contact_ids[i:i + 400]
                 found.update(r["id"] for r in await self._all(select(c.id).where(

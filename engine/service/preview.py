@@ -53,9 +53,10 @@ class PreviewService(ServiceBase):
     async def test_send(self, ws: str, cid: str, body: dict[str, Any]) -> dict[str, Any]:
         """Every step, now, to the given addresses through the campaign's first sender; not in stats."""
         extra = set(body or {}) - {"emails", "contact_id"}
-        emails = (body or {}).get("emails")
+        emails_in = (body or {}).get("emails")
         errors = [{"field": k, "message": "unknown field"} for k in sorted(extra)]
-        if not isinstance(emails, list) or not emails or len(emails) > 20:
+        emails: list[Any] = emails_in if isinstance(emails_in, list) else []
+        if not emails or len(emails) > 20:
             errors.append({"field": "emails", "message": "give 1 to 20 email addresses"})
         else:
             for i, e in enumerate(emails):

@@ -289,7 +289,7 @@ class SendingService(ServiceBase):
                  now: datetime, report: TickReport) -> list[Event]:
         a = claim.assignment
         item = a.item
-        base = {"enrollment_id": item.enrollment_id, "campaign_id": item.campaign_id, "contact_id": item.contact_id,
+        base: dict[str, Any] = {"enrollment_id": item.enrollment_id, "campaign_id": item.campaign_id, "contact_id": item.contact_id,
                 "email_id": item.email_id, "step": item.step}
         if result.outcome == "sent":
             report.sent += 1

@@ -114,6 +114,7 @@ class EmailOpened(EmailEvent):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EmailClicked(EmailEvent):
     TYPE = "email.clicked"
+    PERSONAL = ("url",)  # a rendered link may carry merge-tag values
     url: str
     link_index: int
 
