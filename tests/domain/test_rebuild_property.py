@@ -4,18 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
 from engine import CampaignEngine, ManualClock
 from engine.errors import EngineError
+from tests.delivery.smtp_server import SmtpSink
 
 OPS = ["contact", "update_contact", "erase", "list", "list_add", "sender", "campaign", "patch", "launch", "pause",
-       "resume", "cancel", "enroll", "unenroll", "suppress", "delete_campaign", "tick_clock"]
+       "resume", "cancel", "enroll", "unenroll", "suppress", "delete_campaign", "tick_clock", "tick", "tick"]
+SINK = SmtpSink()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _sink() -> Iterator[None]:
+    with SINK:
+        yield
 
 
 async def snapshot(engine: CampaignEngine) -> dict[str, list[tuple[Any, ...]]]:
@@ -57,12 +67,14 @@ async def run(ops: list[tuple[str, int]]) -> None:
                         await e.add_list_contacts(ws, pick(lists, n), {"contact_ids": [pick(contacts, n)]})
                     elif op == "sender":
                         senders.append((await e.create_sender(ws, {"email": f"s{n}@x.io", "smtp": {
-                            "host": "127.0.0.1", "port": 25, "security": "none"}}))["id"])
+                            "host": SINK.host, "port": SINK.port, "security": "none"}}))["id"])
                     elif op == "campaign":
                         campaigns.append((await e.create_campaign(ws, {
                             "name": f"c{n}", "sender_ids": senders[-1:], "tags": [f"t{n % 2}"],
                             "settings": {"manual_batches": n % 4 == 0},
-                            "steps": [{"subject": "Hi {{first_name}}", "body_html": "b"}]}))["id"])
+                            "schedule": {"start_time": "00:00", "end_time": "24:00", "every_minutes": 1 + n % 3},
+                            "steps": [{"subject": "Hi {{first_name}}", "body_html": "b"},
+                                      {"subject": "Again", "body_html": "c", "delay": {"minutes": n}}]}))["id"])
                     elif op == "patch":
                         await e.update_campaign(ws, pick(campaigns, n), {"name": f"p{n}", "folder": "F"})
                     elif op in ("launch", "pause", "resume", "cancel"):
@@ -77,6 +89,9 @@ async def run(ops: list[tuple[str, int]]) -> None:
                         await e.delete_campaign(ws, pick(campaigns, n))
                     elif op == "tick_clock":
                         clock.advance(timedelta(minutes=n))
+                    elif op == "tick":
+                        clock.advance(timedelta(minutes=n % 4))
+                        await e.tick()
                 except EngineError:
                     pass
             inline = await snapshot(e)
@@ -88,3 +103,11 @@ async def run(ops: list[tuple[str, int]]) -> None:
 @given(st.lists(st.tuples(st.sampled_from(OPS), st.integers(0, 50)), min_size=5, max_size=40))
 def test_rebuild_equals_inline(ops: list[tuple[str, int]]) -> None:
     asyncio.run(run(ops))
+
+
+def test_the_property_exercises_sending() -> None:
+    """Guard against a vacuous property: a fixed sequence that launches and ticks must send."""
+    before = len(SINK.messages)
+    asyncio.run(run([("sender", 1), ("contact", 1), ("contact", 2), ("campaign", 1), ("enroll", 1),
+                     ("launch", 0), ("tick", 1), ("tick", 2), ("tick", 3)]))
+    assert len(SINK.messages) > before
