@@ -55,7 +55,7 @@ emails = Table(
     Index("ix_rm_emails_message_id", "message_id"),
 )
 
-send_queue = Projection("send_queue", 1, [emails])
+send_queue = Projection("send_queue", 2, [emails])
 E = emails.c
 
 
@@ -100,7 +100,8 @@ async def _sent(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
     import json
 
     await _update(conn, [{"eid": e.event.email_id, "code": e.event.smtp_code, "at": _at(e),  # type: ignore[attr-defined]
-                          "links": json.dumps(list(e.event.links))} for e in evs],  # type: ignore[attr-defined]
+                          "links": json.dumps(list(_ev(e).links)) if _ev(e).links is not None else None}
+                         for e in evs],
                   status="sent", sent_at=bindparam("at"), last_code=bindparam("code"), links=bindparam("links"),
                   lease_until=None, updated_at=bindparam("at"))
 
@@ -154,6 +155,13 @@ send_queue.on("email.opened")(_flag("opened_at"))
 send_queue.on("email.clicked")(_flag("clicked_at"))
 send_queue.on("email.replied")(_flag("replied_at"))
 send_queue.on("email.complained")(_flag("complained_at"))
+
+
+@send_queue.on("contact.erased")
+async def _erased(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
+    """Rendered links may hold merge-tag values: they go with the person."""
+    for e in evs:
+        await conn.execute(update(emails).where(E.contact_id == _ev(e).contact_id).values(links=None))
 
 
 @send_queue.on("contact.unsubscribed")
