@@ -25,13 +25,13 @@ def event_hash(
     recorded_at: str,
     workspace_id: str,
 ) -> str:
-    h = hashlib.sha256()
+    chunks = []
     for part in (prev_hash, stream, str(version), type_name, str(type_version), data, metadata,
                  recorded_at, workspace_id):
         encoded = part.encode("utf-8")
-        h.update(len(encoded).to_bytes(8, "big"))
-        h.update(encoded)
-    return h.hexdigest()
+        chunks.append(len(encoded).to_bytes(8, "big"))
+        chunks.append(encoded)
+    return hashlib.sha256(b"".join(chunks)).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

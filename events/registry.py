@@ -36,6 +36,7 @@ _BY_TYPE: dict[str, type[Event]] = {}
 _UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {}
 _DATETIME_FIELDS: dict[type[Event], frozenset[str]] = {}
 _TUPLE_FIELDS: dict[type[Event], frozenset[str]] = {}
+_FIELD_NAMES: dict[type[Event], tuple[str, ...]] = {}
 
 
 class UnknownEventType(KeyError):
@@ -53,6 +54,7 @@ def register(cls: E) -> E:
     _DATETIME_FIELDS[cls] = frozenset(
         f.name for f in dataclasses.fields(cls) if "datetime" in str(hints.get(f.name, ""))
     )
+    _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
     _TUPLE_FIELDS[cls] = frozenset(
         f.name for f in dataclasses.fields(cls) if str(hints.get(f.name, "")).startswith("tuple")
     )
@@ -82,7 +84,7 @@ def all_types() -> dict[str, type[Event]]:
 
 def format_time(value: datetime) -> str:
     """ISO 8601 in UTC with a ``Z``: the one time format of the log and the API."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def parse_time(value: str) -> datetime:
@@ -91,15 +93,16 @@ def parse_time(value: str) -> datetime:
 
 def to_data(event: Event) -> dict[str, Any]:
     """The JSON-ready payload of an event (datetimes as ISO strings)."""
-    dt_fields = _DATETIME_FIELDS[type(event)]
+    cls = type(event)
+    dt_fields = _DATETIME_FIELDS[cls]
     out: dict[str, Any] = {}
-    for f in dataclasses.fields(event):
-        value = getattr(event, f.name)
-        if f.name in dt_fields and isinstance(value, datetime):
+    for name in _FIELD_NAMES[cls]:
+        value = getattr(event, name)
+        if name in dt_fields and isinstance(value, datetime):
             value = format_time(value)
         elif isinstance(value, tuple):
             value = list(value)
-        out[f.name] = value
+        out[name] = value
     return out
 
 
@@ -122,7 +125,7 @@ def from_data(type_name: str, type_version: int, data: dict[str, Any]) -> Event:
     data = upcast(type_name, type_version, data)
     dt_fields = _DATETIME_FIELDS[cls]
     tuple_fields = _TUPLE_FIELDS[cls]
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = _FIELD_NAMES[cls]
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         if key not in names:

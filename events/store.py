@@ -18,11 +18,10 @@ from typing import Any, Protocol
 from sqlalchemy import bindparam, event, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import NullPool
 
 from events import schema
 from events.chain import GENESIS, event_hash
-from events.registry import Event, format_time, from_data, parse_time, to_data
+from events.registry import Event, event_class, format_time, from_data, parse_time, to_data
 from events.vault import Vault
 
 
@@ -68,8 +67,11 @@ AfterCommit = Callable[[Sequence[StoredEvent]], Awaitable[None]]
 _CHUNK = 400
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+
+
 def _json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+    return _ENCODER.encode(value)
 
 
 def _sqlite_pragmas(immediate: bool) -> Callable[[AsyncEngine], None]:
@@ -109,12 +111,17 @@ class EventStore:
     @classmethod
     async def open(cls, url: str, vault: Vault, now: Callable[[], datetime], *, create: bool = True) -> EventStore:
         if url.startswith("sqlite"):
-            write = create_async_engine(url, poolclass=NullPool if ":memory:" not in url else None)
-            read = create_async_engine(url, poolclass=NullPool if ":memory:" not in url else None)
+            # One pooled writer (SQLite has one writer anyway) and a few readers: opening a connection
+            # per transaction would re-read the schema and checkpoint the WAL every time.
+            write = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=300)
+            read = create_async_engine(url, pool_size=4, max_overflow=4, pool_timeout=300)
             _sqlite_pragmas(True)(write)
             _sqlite_pragmas(False)(read)
         else:
-            write = create_async_engine(url, pool_size=5, max_overflow=10, pool_pre_ping=True)
+            # Custom plans: a generic plan cached while the streams table was tiny would scan it whole
+            # for every IN-list look-up once it has grown.
+            write = create_async_engine(url, pool_size=5, max_overflow=10, pool_pre_ping=True,
+                                        connect_args={"server_settings": {"plan_cache_mode": "force_custom_plan"}})
             read = write
         store = cls(url=url, vault=vault, now=now, write_engine=write, read_engine=read)
         if create:
@@ -192,15 +199,16 @@ class EventStore:
         names = [b.stream for b in batches]
         if len(set(names)) != len(names):
             raise ValueError("one stream appears twice in an append; merge its events")
-        heads = await self._heads(conn, names)
+        # A new stream (expected version 0) needs no look-up: inserting its head row fails if it exists.
+        heads = await self._heads(conn, [b.stream for b in batches if b.expected_version != 0])
         for b in batches:
             actual = heads.get(b.stream, (0, GENESIS))[0]
             if b.expected_version is not None and b.expected_version != actual:
                 raise ConcurrencyError(b.stream, b.expected_version, actual)
         top = (await conn.execute(select(func.max(schema.events.c.position)))).scalar() or 0
         keys = await self._subject_keys(conn, [e for b in batches for e in b.events], workspace_id, create=True)
-        recorded = self.now()
-        recorded_s = format_time(recorded)
+        recorded_s = format_time(self.now())
+        recorded = parse_time(recorded_s)
         meta_s = _json(metadata)
         rows: list[dict[str, Any]] = []
         stored: list[StoredEvent] = []
@@ -220,18 +228,18 @@ class EventStore:
                              "type_version": ev.VERSION, "data": data_s, "metadata": meta_s,
                              "recorded_at": recorded_s, "workspace_id": ws, "hash": digest})
                 stored.append(StoredEvent(position, b.stream, version, ev.TYPE, ev.VERSION, ev, metadata,
-                                          parse_time(recorded_s), ws, digest))
+                                          recorded, ws, digest))
                 prev = digest
             new_heads[b.stream] = (version, prev, ws)
-        try:
-            await conn.execute(schema.events.insert(), rows)
-        except IntegrityError as exc:  # a concurrent writer got there first (no lock held)
-            raise ConcurrencyError(batches[0].stream, batches[0].expected_version, -1) from exc
         inserts = [{"stream": s, "workspace_id": w, "version": v, "last_hash": h}
                    for s, (v, h, w) in new_heads.items() if s not in heads]
         updates = [{"s": s, "v": v, "h": h} for s, (v, h, _w) in new_heads.items() if s in heads]
-        if inserts:
-            await conn.execute(schema.streams.insert(), inserts)
+        try:
+            if inserts:
+                await conn.execute(schema.streams.insert(), inserts)
+            await conn.execute(schema.events.insert(), rows)
+        except IntegrityError as exc:  # a stream expected to be new exists, or a concurrent writer won
+            raise ConcurrencyError(batches[0].stream, batches[0].expected_version, -1) from exc
         if updates:
             t = schema.streams
             await conn.execute(
@@ -364,7 +372,8 @@ class EventStore:
         for r in rows:
             data = json.loads(r["data"])
             decoded.append((r, data))
-            if any(isinstance(v, str) and v.startswith("pii:") for v in data.values()):
+            if event_class(r["type"]).PERSONAL and any(isinstance(v, str) and v.startswith("pii:")
+                                                        for v in data.values()):
                 for key in ("contact_id", "subject_id"):
                     if isinstance(data.get(key), str):
                         subjects.add(data[key])
@@ -379,8 +388,6 @@ class EventStore:
                     keys[sid] = self.vault.unwrap(sid, wrapped)
         out: list[StoredEvent] = []
         for r, data in decoded:
-            from events.registry import event_class
-
             cls = event_class(r["type"])
             if cls.PERSONAL:
                 subject_key = keys.get(str(data.get(cls.SUBJECT, "")))

@@ -39,6 +39,10 @@ class Projection:
     version: int
     tables: list[Table]
     handlers: dict[str, Handler] = field(default_factory=dict)
+    # True when every handler touches only rows of its own stream's entity (or rows keyed by the
+    # event's position): events of different streams then commute, so a batch may be regrouped by
+    # type (keeping each stream's order) into one set-based statement per type.
+    stream_local: bool = False
 
     def on(self, *types: str) -> Callable[[Handler], Handler]:
         def register(fn: Handler) -> Handler:
@@ -51,10 +55,11 @@ class Projection:
         return register
 
     async def apply(self, conn: AsyncConnection, events: Sequence[StoredEvent]) -> None:
+        mine = [ev for ev in events if ev.type in self.handlers]
+        if self.stream_local and len(mine) > 2:
+            mine = _regroup(mine)
         run: list[StoredEvent] = []
-        for ev in events:
-            if ev.type not in self.handlers:
-                continue
+        for ev in mine:
             if run and run[-1].type != ev.type:
                 await self.handlers[run[0].type](conn, run)
                 run = []
@@ -65,6 +70,19 @@ class Projection:
     async def clear(self, conn: AsyncConnection) -> None:
         for table in reversed(self.tables):
             await conn.execute(delete(table))
+
+
+def _regroup(events: list[StoredEvent]) -> list[StoredEvent]:
+    """Stable order by (rank within its stream in this batch, type): [c1, s1, c2, s2] -> [c1, c2, s1, s2]."""
+    seen: dict[str, int] = {}
+    type_rank: dict[str, int] = {}
+    keyed = []
+    for i, ev in enumerate(events):
+        rank = seen.get(ev.stream, 0)
+        seen[ev.stream] = rank + 1
+        keyed.append((rank, type_rank.setdefault(ev.type, len(type_rank)), i, ev))
+    keyed.sort(key=lambda k: k[:3])
+    return [k[3] for k in keyed]
 
 
 class Projector:

@@ -306,7 +306,7 @@ async def _cmp_deleted(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> Non
 
 
 # -- enrollments and skips --------------------------------------------------------------------
-enrollments = Projection("enrollments", 1, [t.enrollments, t.skips])
+enrollments = Projection("enrollments", 1, [t.enrollments, t.skips], stream_local=True)
 _E = t.enrollments
 
 
