@@ -130,6 +130,12 @@ class EventStore:
         return store
 
     @property
+    def _insert_sql(self) -> str:
+        marks = ", ".join(["?"] * 10) if self.dialect == "sqlite" else ", ".join(f"${i}" for i in range(1, 11))
+        return ("INSERT INTO events (position, stream, version, type, type_version, data, metadata, recorded_at, "
+                f"workspace_id, hash) VALUES ({marks})")
+
+    @property
     def dialect(self) -> str:
         return self.write_engine.dialect.name
 
@@ -210,7 +216,7 @@ class EventStore:
         recorded_s = format_time(self.now())
         recorded = parse_time(recorded_s)
         meta_s = _json(metadata)
-        rows: list[dict[str, Any]] = []
+        rows: list[tuple[Any, ...]] = []
         stored: list[StoredEvent] = []
         new_heads: dict[str, tuple[int, str, str]] = {}
         position = top
@@ -224,9 +230,8 @@ class EventStore:
                 digest = event_hash(prev, stream=b.stream, version=version, type_name=ev.TYPE,
                                     type_version=ev.VERSION, data=data_s, metadata=meta_s,
                                     recorded_at=recorded_s, workspace_id=ws)
-                rows.append({"position": position, "stream": b.stream, "version": version, "type": ev.TYPE,
-                             "type_version": ev.VERSION, "data": data_s, "metadata": meta_s,
-                             "recorded_at": recorded_s, "workspace_id": ws, "hash": digest})
+                rows.append((position, b.stream, version, ev.TYPE, ev.VERSION, data_s, meta_s, recorded_s, ws,
+                             digest))
                 stored.append(StoredEvent(position, b.stream, version, ev.TYPE, ev.VERSION, ev, metadata,
                                           recorded, ws, digest))
                 prev = digest
@@ -237,7 +242,8 @@ class EventStore:
         try:
             if inserts:
                 await conn.execute(schema.streams.insert(), inserts)
-            await conn.execute(schema.events.insert(), rows)
+            # The driver's executemany with plain tuples: the hot path of every append.
+            await conn.exec_driver_sql(self._insert_sql, rows)
         except IntegrityError as exc:  # a stream expected to be new exists, or a concurrent writer won
             raise ConcurrencyError(batches[0].stream, batches[0].expected_version, -1) from exc
         if updates:
