@@ -151,3 +151,30 @@ async def test_failing_mailbox_disconnects_only_that_sender(eng: CampaignEngine,
     assert list(report.errors) == [bad]
     assert (await eng.get_sender(ws, bad))["status"] == "disconnected"
     assert (await eng.get_sender(ws, good))["status"] == "active"
+
+
+async def test_uidvalidity_change_resyncs_without_double_counting(eng: CampaignEngine, clock: ManualClock,
+                                                                  sink: SmtpSink, imap: Dovecot) -> None:
+    ws = (await eng.create_workspace("w")).id
+    imap.create_folder("rep", "Replies")
+    sid = (await eng.create_sender(ws, {"email": "rep@sales.io", "smtp": {"host": sink.host, "port": sink.port,
+                                                                          "security": "none"},
+                                        "imap": {"host": "127.0.0.1", "port": imap.port, "username": "rep",
+                                                 "password": "imap-pass", "security": "none",
+                                                 "folder": "Replies"}}))["id"]
+    con = (await eng.create_contact(ws, {"email": "ann@corp.io"}))["id"]
+    cmp = await eng.create_campaign(ws, {"name": "c", "sender_ids": [sid], "steps": [
+        {"subject": "hello", "body_html": "one"}], "schedule": {"start_time": "00:00", "end_time": "24:00"}})
+    await eng.enroll(ws, cmp["id"], {"contact_ids": [con]})
+    await eng.launch_campaign(ws, cmp["id"])
+    await eng.tick()
+    message = reply(mid(sink, "ann@corp.io"), "ann@corp.io")
+    imap.append("rep", message, folder="Replies")
+    assert (await eng.poll_mailboxes()).replies == 1
+    before = imap.uidvalidity("rep", "Replies")
+    imap.recreate_folder("rep", "Replies")
+    imap.append("rep", message, folder="Replies")
+    assert imap.uidvalidity("rep", "Replies") != before
+    again = await eng.poll_mailboxes()
+    assert again.messages == 1 and again.replies == 0  # re-read after the resync, counted once
+    assert (await eng.campaign_stats(ws, cmp["id"]))["engagement"]["replied"] == 1
