@@ -4,6 +4,13 @@ One job ticks at the next due time the engine reports (re-armed after each tick,
 a command creates earlier work), a safety job ticks on an interval in case a wake-up was missed,
 and a job polls mailboxes on an interval. It never busy-polls. Stopping waits for the tick in
 flight, so every claimed email gets its outcome recorded before the process exits.
+
+The tick jobs only *start* a tick, as a task of the runtime's own (at most one running and one
+queued). Two APScheduler behaviours make running the tick inside the job unsafe: a job re-armed
+while its previous run is still going is skipped ("maximum number of running instances reached"),
+so a tick that found more work already due, or a wake-up arriving mid-tick, was lost until the
+safety interval; and ``shutdown()`` cancels running coroutine jobs, which would cut a tick between
+its claims and their SMTP outcomes (leaving them to expire as uncertain) on every SIGTERM.
 """
 
 from __future__ import annotations
@@ -31,6 +38,9 @@ class Runtime:
         self._scheduler: AsyncIOScheduler | None = None
         self.ticks = 0
         self.last_report: Any = None
+        self._queued = False  # a tick task is waiting for the lock: further kicks add nothing
+        self._stopping = False
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def _wall_time_for(self, due: datetime | None) -> datetime:
         """Map an engine-clock moment to wall time (the clock may be simulated)."""
@@ -42,15 +52,27 @@ class Runtime:
     def _arm(self, due: datetime | None) -> None:
         if self._scheduler is None or not self._scheduler.running:
             return
-        self._scheduler.add_job(self._tick, "date", run_date=self._wall_time_for(due), id="tick",
+        self._scheduler.add_job(self._kick, "date", run_date=self._wall_time_for(due), id="tick",
                                 replace_existing=True, misfire_grace_time=None, coalesce=True)
 
     def wake(self) -> None:
         """Called by commands that create work: tick as soon as possible."""
         self._arm(self.engine.now())
 
+    async def _kick(self) -> None:
+        """Job body: start a tick in a task the scheduler does not own, unless one is already queued."""
+        if self._queued or self._stopping:
+            return
+        self._queued = True
+        task = asyncio.create_task(self._tick())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def _tick(self) -> None:
         async with self._lock:
+            self._queued = False
+            if self._stopping:
+                return
             try:
                 report = await self.engine.tick()
             except Exception:  # noqa: BLE001 - the loop must survive a failing tick
@@ -100,7 +122,7 @@ class Runtime:
         scheduler = AsyncIOScheduler(timezone=UTC)
         self._scheduler = scheduler
         scheduler.start()
-        scheduler.add_job(self._tick, "interval", seconds=self.safety_seconds, id="safety", coalesce=True,
+        scheduler.add_job(self._kick, "interval", seconds=self.safety_seconds, id="safety", coalesce=True,
                           max_instances=1, misfire_grace_time=None)
         scheduler.add_job(self._poll, "interval", seconds=self.poll_seconds, id="poll", coalesce=True,
                           max_instances=1, misfire_grace_time=None)
@@ -116,7 +138,10 @@ class Runtime:
             if listener is not None:
                 await listener.close()
             self.engine._wake = previous_wake
+            self._stopping = True  # a queued tick returns without claiming
             scheduler.shutdown(wait=False)
-            async with self._lock:  # let the tick in flight record its outcomes
+            # let the tick in flight record its outcomes (its task is not the scheduler's to cancel)
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            async with self._lock:
                 pass
             self._scheduler = None

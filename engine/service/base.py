@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -12,6 +13,8 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from engine.clock import Clock
+from engine.delivery.imap import ImapSettings
+from engine.delivery.smtp import SmtpSettings
 from engine.domain import campaign as campaign_domain
 from engine.errors import NotFound, ValidationFailed
 from events.store import ConcurrencyError, EventStore
@@ -70,6 +73,23 @@ class ServiceBase:
         wake = getattr(self, "_wake", None)
         if wake is not None:
             wake()
+
+    def _smtp_settings(self, sender: Any) -> SmtpSettings:
+        """A sender row's SMTP settings, password decrypted only here, at the edge."""
+        smtp = json.loads(sender["smtp"])
+        return SmtpSettings(host=smtp["host"], port=int(smtp["port"]), username=smtp.get("username"),
+                            password=self.vault.decrypt_secret(smtp["password_enc"])
+                            if smtp.get("password_enc") else None, security=smtp.get("security", "starttls"),
+                            timeout=float(self.options.get("smtp_timeout", 30.0)),
+                            validate_certs=bool(self.options.get("smtp_validate_certs", True)))
+
+    def _imap_settings(self, sender: Any) -> ImapSettings:
+        imap = json.loads(sender["imap"])
+        return ImapSettings(host=imap["host"], port=int(imap["port"]), username=imap["username"],
+                            password=self.vault.decrypt_secret(imap["password_enc"])
+                            if imap.get("password_enc") else "", security=imap.get("security", "tls"),
+                            folder=imap.get("folder") or "INBOX",
+                            timeout=float(self.options.get("imap_timeout", 30.0)))
 
     async def _retry(self, fn: Callable[[], Awaitable[T]], attempts: int = 8) -> T:
         """Run a load -> decide -> append cycle again when another writer got there first."""

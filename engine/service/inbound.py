@@ -20,7 +20,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from engine.delivery.classify import Classification, classify_message
-from engine.delivery.imap import Checkpoint, ImapSettings, MailboxError, MailboxReader
+from engine.delivery.imap import Checkpoint, MailboxError, MailboxReader
 from engine.delivery.mime import parse_message_id
 from engine.domain.enrollment import FREE_EMAIL_DOMAINS
 from engine.service.base import ServiceBase
@@ -86,12 +86,7 @@ class InboundService(ServiceBase):
                 await conn.commit()
 
     async def _poll_one(self, reader: MailboxReader, sender: Any, report: PollReport) -> None:
-        imap = json.loads(sender["imap"])
-        settings = ImapSettings(host=imap["host"], port=int(imap["port"]), username=imap["username"],
-                                password=self.vault.decrypt_secret(imap["password_enc"])
-                                if imap.get("password_enc") else "", security=imap.get("security", "tls"),
-                                folder=imap.get("folder") or "INBOX",
-                                timeout=float(self.options.get("imap_timeout", 30.0)))
+        settings = self._imap_settings(sender)
         m = mailbox_checkpoints.c
         while True:
             async with self.store.reading() as conn:

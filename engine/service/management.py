@@ -163,25 +163,14 @@ class ManagementService(ServiceBase):
 
     async def check_sender(self, ws: str, sid: str) -> dict[str, Any]:
         """A real SMTP login (and IMAP when configured): ``{smtp_ok, imap_ok, error}``."""
-        from engine.delivery.imap import ImapSettings, MailboxReader
-        from engine.delivery.smtp import SmtpSettings
+        from engine.delivery.imap import MailboxReader
 
         row = await self._sender_row(ws, sid)
-        smtp = json.loads(row["smtp"])
-        timeout = float(self.options.get("smtp_timeout", 30.0))
-        settings = SmtpSettings(host=smtp["host"], port=int(smtp["port"]), username=smtp.get("username"),
-                                password=self.vault.decrypt_secret(smtp["password_enc"])
-                                if smtp.get("password_enc") else None, security=smtp.get("security", "starttls"),
-                                timeout=timeout, validate_certs=bool(self.options.get("smtp_validate_certs", True)))
-        smtp_ok, smtp_error = await self.mailer.check_login(settings)  # type: ignore[attr-defined]
+        smtp_ok, smtp_error = await self.mailer.check_login(self._smtp_settings(row))  # type: ignore[attr-defined]
         imap_ok: bool | None = None
         imap_error = None
         if row["imap"]:
-            imap = json.loads(row["imap"])
-            imap_ok, imap_error = await MailboxReader().check_login(ImapSettings(
-                host=imap["host"], port=int(imap["port"]), username=imap["username"],
-                password=self.vault.decrypt_secret(imap["password_enc"]) if imap.get("password_enc") else "",
-                security=imap.get("security", "tls"), folder=imap.get("folder", "INBOX"), timeout=timeout))
+            imap_ok, imap_error = await MailboxReader().check_login(self._imap_settings(row))
         errors = [f"smtp: {smtp_error}" if smtp_error else "", f"imap: {imap_error}" if imap_error else ""]
         return {"smtp_ok": smtp_ok, "imap_ok": imap_ok, "error": "; ".join(e for e in errors if e) or None}
 

@@ -9,7 +9,6 @@ from typing import Any
 from sqlalchemy import select
 
 from engine.delivery import mime
-from engine.delivery.smtp import SmtpSettings
 from engine.delivery.templates import render, render_header
 from engine.domain.models import check_email
 from engine.errors import CampaignInvalid, NotFound, PlanLimitReached, ValidationFailed
@@ -81,12 +80,7 @@ class PreviewService(ServiceBase):
         if not rows:
             raise NotFound("sender", sender_ids[0])
         sender = rows[0]
-        smtp = json.loads(sender["smtp"])
-        settings = SmtpSettings(host=smtp["host"], port=int(smtp["port"]), username=smtp.get("username"),
-                                password=self.vault.decrypt_secret(smtp["password_enc"])
-                                if smtp.get("password_enc") else None, security=smtp.get("security", "starttls"),
-                                timeout=float(self.options.get("smtp_timeout", 30.0)),
-                                validate_certs=bool(self.options.get("smtp_validate_certs", True)))
+        settings = self._smtp_settings(sender)
         preview = await self.preview(ws, cid, (body or {}).get("contact_id"))
         results: dict[str, Any] = {}
         domain = sender["email"].rsplit("@", 1)[1]

@@ -16,11 +16,11 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from engine.delivery import mime
-from engine.delivery.smtp import SendResult, SmtpMailer, SmtpSettings
+from engine.delivery.smtp import SendResult, SmtpMailer
 from engine.delivery.templates import render, render_header
 from engine.domain import campaign as cd
 from engine.domain.enrollment import schedule_step
-from engine.schedule import Assignment, follow_up, next_due_at, plan
+from engine.schedule import Assignment, QueueItem, follow_up, next_due_at, plan
 from engine.service.base import ServiceBase
 from engine.service.planning import load_inputs
 from events.catalog import email as em
@@ -121,16 +121,37 @@ class SendingService(ServiceBase):
         return n
 
     async def _expire_leases(self, conn: AsyncConnection, now: datetime) -> int:
+        """Claims whose lease ran out without an outcome (their worker died) become uncertain.
+
+        As after an uncertain SMTP outcome, the email is never sent again but the sequence goes on
+        from the claim's time (next step scheduled, or the enrollment completes) unless the
+        enrollment was stopped meanwhile; otherwise it would stay open forever and its campaign
+        would never complete.
+        """
         e = emails.c
         rows = (await conn.execute(select(emails).where(e.status == "claimed",
                                                         e.lease_until < format_time(now)))).mappings().all()
+        if not rows:
+            return 0
+        c, en_ = t.campaigns.c, t.enrollments.c
+        definitions = {r[0]: json.loads(r[1]) for r in (await conn.execute(select(c.id, c.definition).where(
+            c.id.in_(list({r["campaign_id"] for r in rows}))))).all()}
+        open_ = {r[0] for r in (await conn.execute(select(en_.id).where(
+            en_.id.in_([r["enrollment_id"] for r in rows]), en_.status.in_(["pending", "in_progress"])))).all()}
         by_ws: dict[str, list[AppendBatch]] = {}
         for r in rows:
-            by_ws.setdefault(r["workspace_id"], []).append(AppendBatch(f"enrollment-{r['enrollment_id']}", [
+            events: list[Event] = [
                 em.EmailUncertain(enrollment_id=r["enrollment_id"], campaign_id=r["campaign_id"],
                                   contact_id=r["contact_id"], email_id=r["email_id"], step=r["step"],
-                                  sender_id=r["sender_id"], message="claim expired without an SMTP outcome"),
-            ]))
+                                  sender_id=r["sender_id"], message="claim expired without an SMTP outcome")]
+            if r["enrollment_id"] in open_ and r["campaign_id"] in definitions:
+                item = QueueItem(email_id=r["email_id"], enrollment_id=r["enrollment_id"],
+                                 campaign_id=r["campaign_id"], contact_id=r["contact_id"], step=r["step"],
+                                 due_at=parse_time(r["due_at"]), priority=r["priority"], sender_id=r["sender_id"],
+                                 seq=r["seq"])
+                events += self._next_step(Assignment(item, r["sender_id"], parse_time(r["claimed_at"])),
+                                          definitions[r["campaign_id"]])
+            by_ws.setdefault(r["workspace_id"], []).append(AppendBatch(f"enrollment-{r['enrollment_id']}", events))
         for ws, batches in by_ws.items():
             await self.store.append_many(batches, workspace_id=ws, conn=conn)
         return len(rows)
@@ -241,14 +262,8 @@ class SendingService(ServiceBase):
         definition = json.loads(cmp_row["definition"])
         ws = cmp_row["workspace_id"]
         built = self._build(definition, contact, sender, item, claim, now, ws)
-        smtp = json.loads(sender["smtp"])
-        settings = SmtpSettings(host=smtp["host"], port=int(smtp["port"]), username=smtp.get("username"),
-                                password=self.vault.decrypt_secret(smtp["password_enc"])
-                                if smtp.get("password_enc") else None,
-                                security=smtp.get("security", "starttls"),
-                                timeout=float(self.options.get("smtp_timeout", 30.0)),
-                                validate_certs=bool(self.options.get("smtp_validate_certs", True)))
-        result = await self.mailer.send(sender["id"], settings, sender["email"], [contact["email"]], built.raw)
+        result = await self.mailer.send(sender["id"], self._smtp_settings(sender), sender["email"],
+                                        [contact["email"]], built.raw)
         events = self._outcome(result, claim, definition, built, now, report)
         async with self.store.transaction() as conn:
             await self.store.append(f"enrollment-{item.enrollment_id}", events, None, workspace_id=ws, conn=conn)
@@ -289,8 +304,8 @@ class SendingService(ServiceBase):
                  now: datetime, report: TickReport) -> list[Event]:
         a = claim.assignment
         item = a.item
-        base: dict[str, Any] = {"enrollment_id": item.enrollment_id, "campaign_id": item.campaign_id, "contact_id": item.contact_id,
-                "email_id": item.email_id, "step": item.step}
+        base: dict[str, Any] = {"enrollment_id": item.enrollment_id, "campaign_id": item.campaign_id,
+                                "contact_id": item.contact_id, "email_id": item.email_id, "step": item.step}
         if result.outcome == "sent":
             report.sent += 1
             report.message_ids.append(claim.message_id)
