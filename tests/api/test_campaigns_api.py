@@ -42,7 +42,8 @@ async def test_schedule_validation(api: Api, engine: CampaignEngine) -> None:
     for schedule in bad:
         r = await api.post("/v1/campaigns", json={"name": "x", "schedule": schedule})
         assert r.status_code == 422, schedule
-    ok = await api.post("/v1/campaigns", json={"name": "x", "schedule": {"end_time": "24:00", "cron": "*/15 9-17 * * 1-5"}})
+    ok = await api.post("/v1/campaigns", json={"name": "x", "schedule": {"end_time": "24:00",
+                                                                          "cron": "*/15 9-17 * * 1-5"}})
     assert ok.status_code == 201
     assert await event_count(engine) == before + 1
 
@@ -94,7 +95,8 @@ async def test_lifecycle_transitions_and_invalid_state(api: Api) -> None:
     assert (await api.post(f"/v1/campaigns/{cid}/launch")).status_code == 409
     r = await api.patch(f"/v1/campaigns/{cid}", json={"steps": [STEP, STEP]})
     assert r.status_code == 409
-    assert (await api.patch(f"/v1/campaigns/{cid}", json={"name": "Renamed", "tags": ["a"]})).json()["name"] == "Renamed"
+    renamed = await api.patch(f"/v1/campaigns/{cid}", json={"name": "Renamed", "tags": ["a"]})
+    assert renamed.json()["name"] == "Renamed"
     assert (await api.put(f"/v1/campaigns/{cid}/schedule", json={"timezone": "Europe/Paris"})).status_code == 409
     assert (await api.post(f"/v1/campaigns/{cid}/pause")).json()["status"] == "paused"
     r = await api.put(f"/v1/campaigns/{cid}/schedule", json={"timezone": "Europe/Paris", "start_time": "08:00"})

@@ -11,8 +11,10 @@ import pytest
 from sqlalchemy import select, text
 
 from engine.clock import ManualClock
-from events import catalog  # noqa: F401
-from events import schema
+from events import (
+    catalog,  # noqa: F401
+    schema,
+)
 from events.catalog.contact import ContactCreated, ListCreated
 from events.chain import verify_rows
 from events.registry import Event, from_data, register, upcaster
