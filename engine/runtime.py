@@ -11,6 +11,9 @@ while its previous run is still going is skipped ("maximum number of running ins
 so a tick that found more work already due, or a wake-up arriving mid-tick, was lost until the
 safety interval; and ``shutdown()`` cancels running coroutine jobs, which would cut a tick between
 its claims and their SMTP outcomes (leaving them to expire as uncertain) on every SIGTERM.
+
+A failing tick (say the database restarted) is retried after 1 s, doubling to 30 s; on PostgreSQL
+the LISTEN connection for other nodes' NOTIFYs is re-established when it dies.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ class Runtime:
         self._queued = False  # a tick task is waiting for the lock: further kicks add nothing
         self._stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._failures = 0  # ticks failed in a row: the retry backs off from 1 s to 30 s
 
     def _wall_time_for(self, due: datetime | None) -> datetime:
         """Map an engine-clock moment to wall time (the clock may be simulated)."""
@@ -76,9 +80,12 @@ class Runtime:
             try:
                 report = await self.engine.tick()
             except Exception:  # noqa: BLE001 - the loop must survive a failing tick
-                log.exception("tick_failed")
-                self._arm(self.engine.now() + timedelta(seconds=30))
+                self._failures += 1
+                retry = min(30.0, 2.0 ** (self._failures - 1))  # a database blip costs a second, not 30
+                log.exception("tick_failed", retry_in=retry)
+                self._arm(self.engine.now() + timedelta(seconds=retry))
                 return
+            self._failures = 0
             self.ticks += 1
             self.last_report = report
             if report.sent or report.claimed:
@@ -103,19 +110,42 @@ class Runtime:
         except Exception:  # noqa: BLE001
             log.exception("webhooks_failed")
 
-    async def _listen(self) -> Any:
-        """On PostgreSQL, LISTEN for other nodes' new work and tick when it arrives."""
-        store = self.engine.store
-        if store.dialect != "postgresql":
-            return None
+    async def _listen(self) -> tuple[Any, asyncio.Event]:
+        """LISTEN for other nodes' new work and tick when it arrives; the event is set if the connection dies."""
         import asyncpg
 
         from engine.facade import NOTIFY_CHANNEL
 
-        dsn = store.write_engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        dsn = self.engine.store.write_engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         conn = await asyncpg.connect(dsn)
+        lost = asyncio.Event()
+        conn.add_termination_listener(lambda _conn: lost.set())
         await conn.add_listener(NOTIFY_CHANNEL, lambda *_args: self.wake())
-        return conn
+        return conn, lost
+
+    async def _keep_listening(self, conn: Any, lost: asyncio.Event) -> None:
+        """When the LISTEN connection dies (database restart, killed backend), connect again with backoff
+        and tick once: NOTIFYs sent meanwhile are lost, and without this only the safety job would see them."""
+        delay = 0.5
+        try:
+            while not self._stopping:
+                await lost.wait()
+                await conn.close(timeout=5)
+                try:
+                    conn, lost = await self._listen()
+                except Exception as exc:  # noqa: BLE001 - keep trying while the database is away
+                    log.warning("listen_failed", error=str(exc).splitlines()[0][:200] if str(exc) else repr(exc),
+                                retry_in=delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 30.0)
+                    lost = asyncio.Event()
+                    lost.set()
+                    continue
+                delay = 0.5
+                log.info("listening_again")
+                self.wake()
+        finally:
+            await conn.close(timeout=5)
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
@@ -131,12 +161,15 @@ class Runtime:
         self._arm(self.engine.now())
         previous_wake = getattr(self.engine, "_wake", None)
         self.engine._wake = self.wake
-        listener = await self._listen()
+        listener = None
+        if self.engine.store.dialect == "postgresql":
+            listener = asyncio.create_task(self._keep_listening(*await self._listen()))
         try:
             await stop.wait()
         finally:
             if listener is not None:
-                await listener.close()
+                listener.cancel()
+                await asyncio.gather(listener, return_exceptions=True)
             self.engine._wake = previous_wake
             self._stopping = True  # a queued tick returns without claiming
             scheduler.shutdown(wait=False)

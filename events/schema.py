@@ -87,8 +87,18 @@ _PG_TRIGGERS = [
 ]
 
 
+SCHEMA_LOCK = 7_401_226_001  # pg_advisory_xact_lock key: nodes starting together create the schema in turn
+
+
 async def create_log_schema(conn: AsyncConnection) -> None:
-    """Create the log's tables and append-only triggers if missing."""
+    """Create the log's tables and append-only triggers if missing.
+
+    On PostgreSQL, under a transaction-level advisory lock: workers started at the same moment
+    otherwise race on ``CREATE OR REPLACE FUNCTION`` ("tuple concurrently updated") or on
+    ``CREATE TABLE`` and one of them dies at start-up.
+    """
+    if conn.dialect.name == "postgresql":
+        await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK})")
     await conn.run_sync(metadata.create_all)
     statements = _PG_TRIGGERS if conn.dialect.name == "postgresql" else _SQLITE_TRIGGERS
     for sql in statements:

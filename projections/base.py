@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import Column, Integer, MetaData, String, Table, delete, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from events.schema import SCHEMA_LOCK
 from events.store import EventStore, StoredEvent
 
 metadata = MetaData()
@@ -160,6 +161,8 @@ class Projector:
     async def start(self, store: EventStore, progress: Progress | None = None) -> list[str]:
         """Create tables; rebuild every projection whose version changed. Returns their names."""
         async with store.write_engine.begin() as conn:
+            if store.dialect == "postgresql":  # nodes starting together create the tables in turn
+                await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK})")
             await self.create_schema(conn)
             stale = await self.stale(conn)
         if stale:

@@ -7,12 +7,16 @@ its lease runs out and is never sent again. So nothing is sent twice and nothing
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
+import structlog
 from sqlalchemy import func, select
+from sqlalchemy.exc import DBAPIError, InterfaceError, InternalError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from engine.delivery import mime
@@ -34,6 +38,32 @@ from projections.sending import emails
 LEASE = timedelta(minutes=10)
 RETRY_BACKOFF = (timedelta(minutes=5), timedelta(minutes=15), timedelta(minutes=45), timedelta(hours=2),
                  timedelta(hours=6))
+# Waits (seconds) before retrying a delivery's database work after a lost connection: about 30 s in
+# all, enough for a restart or a killed backend. Past that the claim is left to expire as uncertain.
+DB_RETRY_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
+T = TypeVar("T")
+log = structlog.get_logger("campaign_engine.sending")
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` is the database connection failing (restart, killed backend), not the statement."""
+    if isinstance(exc, DBAPIError):
+        return bool(exc.connection_invalidated) or isinstance(exc, InterfaceError | OperationalError | InternalError)
+    return isinstance(exc, OSError)
+
+
+async def with_db_retries(what: str, work: Callable[[int], Awaitable[T]]) -> T:
+    """Run ``work(try_number)``, again after a lost connection (with backoff), at most len(delays)+1 times."""
+    for number, delay in enumerate((0.0, *DB_RETRY_DELAYS)):
+        if delay:
+            await asyncio.sleep(delay)
+        try:
+            return await work(number)
+        except Exception as exc:
+            if number == len(DB_RETRY_DELAYS) or not connection_lost(exc):
+                raise
+            log.warning("database_retry", what=what, attempt=number + 1, error=str(exc).splitlines()[0][:200])
+    raise AssertionError("unreachable")
 
 
 @dataclass
@@ -251,28 +281,53 @@ class SendingService(ServiceBase):
 
     # -- delivery -------------------------------------------------------------------------------
     async def _deliver(self, claim: Claim, now: datetime, report: TickReport) -> None:
+        """Send one claimed email and record its outcome.
+
+        The database work on either side of SMTP is retried after a lost connection: before SMTP
+        so that one blip does not abandon the tick's other claims (they would expire as uncertain,
+        never sent), after it so that a known outcome is not turned into uncertain. A retried
+        outcome is appended only while the email is still claimed by this attempt, so a commit
+        that succeeded just before the connection dropped is not recorded twice.
+        """
         item = claim.assignment.item
-        async with self.store.reading() as conn:
-            cmp_row = (await conn.execute(select(t.campaigns).where(t.campaigns.c.id == item.campaign_id))
-                       ).mappings().one()
-            contact = (await conn.execute(select(t.contacts).where(t.contacts.c.id == item.contact_id))
-                       ).mappings().one()
-            sender = (await conn.execute(select(t.senders).where(t.senders.c.id == claim.assignment.sender_id))
-                      ).mappings().one()
+
+        async def load(_try: int) -> tuple[Any, Any, Any]:
+            async with self.store.reading() as conn:
+                cmp_row = (await conn.execute(select(t.campaigns).where(t.campaigns.c.id == item.campaign_id))
+                           ).mappings().one()
+                contact = (await conn.execute(select(t.contacts).where(t.contacts.c.id == item.contact_id))
+                           ).mappings().one()
+                sender = (await conn.execute(select(t.senders).where(
+                    t.senders.c.id == claim.assignment.sender_id))).mappings().one()
+            return cmp_row, contact, sender
+
+        cmp_row, contact, sender = await with_db_retries("load", load)
         definition = json.loads(cmp_row["definition"])
         ws = cmp_row["workspace_id"]
         built = self._build(definition, contact, sender, item, claim, now, ws)
         result = await self.mailer.send(sender["id"], self._smtp_settings(sender), sender["email"],
                                         [contact["email"]], built.raw)
         events = self._outcome(result, claim, definition, built, now, report)
-        async with self.store.transaction() as conn:
-            await self.store.append(f"enrollment-{item.enrollment_id}", events, None, workspace_id=ws, conn=conn)
-            if result.outcome == "rejected":
-                await self.check_bounce_rate(conn, ws, sender["id"])  # type: ignore[attr-defined]
-            if result.outcome == "auth_failed":
-                await self.store.append(f"sender-{sender['id']}", [se.SenderDisabled(
-                    sender_id=sender["id"], status="disconnected", reason=f"SMTP login failed: {result.message}")],
-                    None, workspace_id=ws, conn=conn)
+
+        async def record(number: int) -> None:
+            async with self.store.transaction() as conn:
+                if number and not await self._still_claimed(conn, item.email_id, claim.attempt):
+                    return  # the earlier try did commit, or the lease ran out and it is uncertain now
+                await self.store.append(f"enrollment-{item.enrollment_id}", events, None, workspace_id=ws,
+                                        conn=conn)
+                if result.outcome == "rejected":
+                    await self.check_bounce_rate(conn, ws, sender["id"])  # type: ignore[attr-defined]
+                if result.outcome == "auth_failed":
+                    await self.store.append(f"sender-{sender['id']}", [se.SenderDisabled(
+                        sender_id=sender["id"], status="disconnected",
+                        reason=f"SMTP login failed: {result.message}")], None, workspace_id=ws, conn=conn)
+
+        await with_db_retries("record outcome", record)
+
+    async def _still_claimed(self, conn: AsyncConnection, email_id: str, attempt: int) -> bool:
+        row = (await conn.execute(select(emails.c.status, emails.c.attempt).where(emails.c.email_id == email_id))
+               ).first()
+        return row is not None and row[0] == "claimed" and row[1] == attempt
 
     def _build(self, definition: dict[str, Any], contact: Any, sender: Any, item: Any, claim: Claim, now: datetime,
                ws: str) -> mime.BuiltMessage:

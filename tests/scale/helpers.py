@@ -56,7 +56,7 @@ def cli_env() -> dict[str, str]:
 class Worker:
     """One ``campaign-engine worker`` process; its output goes to a file (a pipe could fill and block it)."""
 
-    def __init__(self, db_url: str, log_path: Path, *, lease_seconds: float = 600.0, safety_seconds: float = 2.0,
+    def __init__(self, db_url: str, log_path: Path, *, lease_seconds: float = 600.0, safety_seconds: float = 300.0,
                  poll_seconds: float = 3600.0, smtp_timeout: float = 10.0) -> None:
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in wait()
@@ -234,10 +234,9 @@ async def read_log(engine: CampaignEngine, received_ids: Sequence[str | None]) -
                 facts.problems.append(f"position {expected} missing (next is {ev.position})")
             expected = ev.position + 1
             facts.by_type[ev.type] += 1
-            if ev.type.startswith("email."):
-                email_id = getattr(ev.event, "email_id", None)
-                if email_id:
-                    history[email_id].append((ev.position, ev.type))
+            email_id = getattr(ev.event, "email_id", None) if ev.type.startswith("email.") else None
+            if email_id:
+                history[email_id].append((ev.position, ev.type))
                 if ev.type == "email.claimed":
                     message_ids[email_id] = bare(ev.event.message_id)  # type: ignore[attr-defined]
         after = batch[-1].position

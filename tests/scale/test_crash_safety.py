@@ -75,7 +75,7 @@ async def test_sigkill_and_sigterm_at_random_moments(tmp_path: Path) -> None:
                     # SIGKILL: the claims of the tick in flight never get an outcome from this worker;
                     # the next worker finds their leases (1 s) expired and records them as uncertain.
                     for trial in range(SIGKILL_TRIALS):
-                        w = Worker(url, tmp_path / f"kill{trial}.log", lease_seconds=1, safety_seconds=1)
+                        w = Worker(url, tmp_path / f"kill{trial}.log", lease_seconds=1)
                         workers.append(w)
                         await start_sending(w, engine, await claims_made(engine))
                         await asyncio.sleep(rng.uniform(0.05, 0.6))  # a random moment of sending
@@ -87,7 +87,7 @@ async def test_sigkill_and_sigterm_at_random_moments(tmp_path: Path) -> None:
                     # outcome and none of them can expire into uncertain.
                     for trial in range(SIGTERM_TRIALS):
                         start = await engine.store.last_position()
-                        w = Worker(url, tmp_path / f"term{trial}.log", lease_seconds=1, safety_seconds=1)
+                        w = Worker(url, tmp_path / f"term{trial}.log", lease_seconds=1)
                         workers.append(w)
                         await start_sending(w, engine, await claims_made(engine))
                         await asyncio.sleep(rng.uniform(0.05, 0.6))
@@ -101,7 +101,7 @@ async def test_sigkill_and_sigterm_at_random_moments(tmp_path: Path) -> None:
                                     and e.event.email_id in claimed_here]  # type: ignore[attr-defined]
 
                     # one last worker sends the rest
-                    w = Worker(url, tmp_path / "drain.log", lease_seconds=1, safety_seconds=1)
+                    w = Worker(url, tmp_path / "drain.log", lease_seconds=1)
                     workers.append(w)
                     await wait_until(lambda: finished(engine), limit=180, what="every email to have an outcome",
                                      workers=[w])
@@ -144,6 +144,12 @@ async def terminate_backends(database: str) -> int:
 
 
 async def test_database_connections_killed_while_sending(tmp_path: Path) -> None:
+    """The worker's connections are terminated mid-send, six times, and once more while it idles.
+
+    Its safety interval is an hour, so it must get going again by itself: a failed tick is retried
+    within seconds, a delivery's database work is retried on a fresh connection, and the LISTEN
+    connection is re-established (new work from another node still wakes it).
+    """
     rng = random.Random(7)
     workers: list[Worker] = []
     async with pg_database() as url:
@@ -152,7 +158,7 @@ async def test_database_connections_killed_while_sending(tmp_path: Path) -> None
             async with CampaignEngine(url, secret_key=SECRET) as engine:
                 fleet = await build(engine, sink.host, sink.port, contacts=500, senders=3, campaigns=3, steps=1)
                 try:
-                    w = Worker(url, tmp_path / "worker.log", lease_seconds=60, safety_seconds=1)
+                    w = Worker(url, tmp_path / "worker.log", lease_seconds=60, safety_seconds=3600)
                     workers.append(w)
                     terminated = 0
                     for _ in range(6):
@@ -161,7 +167,21 @@ async def test_database_connections_killed_while_sending(tmp_path: Path) -> None
                         terminated += await terminate_backends(database)
                         assert w.running(), w.output()[-3000:]
                     assert terminated >= 6
-                    await wait_until(lambda: finished(engine), limit=180, what="every email to have an outcome",
+                    await wait_until(lambda: finished(engine), limit=120, what="every email to have an outcome",
+                                     workers=[w])
+                    # idle now; kill its connections again, then create work from this process (another node)
+                    await terminate_backends(database)
+                    late = await engine.import_contacts(fleet.workspace_id, [{"email": f"late{i}@corp.io"}
+                                                                             for i in range(20)])
+                    assert late["created"] == 20
+                    ids = [c["id"] for c in (await engine.list_contacts(fleet.workspace_id, q="late",
+                                                                        per_page=100))["data"]]
+                    late_cmp = await engine.create_campaign(fleet.workspace_id, {
+                        "name": "late", "sender_ids": fleet.sender_ids, "schedule": ALWAYS_OPEN,
+                        "steps": [{"subject": "Late", "body_html": "<p>late</p>"}]})
+                    await engine.enroll(fleet.workspace_id, late_cmp["id"], {"contact_ids": ids})
+                    await engine.launch_campaign(fleet.workspace_id, late_cmp["id"])
+                    await wait_until(lambda: finished(engine), limit=60, what="the late contacts' emails",
                                      workers=[w])
                     assert w.running()
                     w.signal(signal.SIGTERM)
@@ -172,8 +192,11 @@ async def test_database_connections_killed_while_sending(tmp_path: Path) -> None
                 facts = await read_log(engine, received)
                 assert facts.problems == []
                 # nothing lost: every email was sent, exactly once, none left uncertain
-                assert facts.by_type["email.sent"] == fleet.emails_total == len(received) == len(set(received))
+                total = fleet.emails_total + 20
+                assert facts.by_type["email.sent"] == total == len(received) == len(set(received))
                 assert not facts.by_type["email.uncertain"]
+                out = w.output()
+                assert "database_retry" in out or "tick_failed" in out  # the kills did hit the worker
             result = audit_verify(url)
             assert result.returncode == 0, result.stdout + result.stderr
 
@@ -184,8 +207,8 @@ async def test_smtp_faults_in_a_worker_process(tmp_path: Path) -> None:
         "refuses": SinkBehaviour(connect_reply="421 4.3.2 too busy"),
         "stalls": SinkBehaviour(stall_at="data", stall_seconds=20),  # past --smtp-timeout 1
         "drops": SinkBehaviour(drop_after_data=True),
-        "picky": SinkBehaviour(rcpt_replies={"c0@corp0.io": "550 5.1.1 no such user",
-                                             "c3@corp3.io": "451 4.3.0 try later"}),
+        "picky": SinkBehaviour(rcpt_replies={"c9@corp9.io": "550 5.1.1 no such user",
+                                             "c10@corp10.io": "451 4.3.0 try later"}),
     }
     sinks = {name: SmtpSink(behaviour=b).start() for name, b in behaviours.items()}
     workers: list[Worker] = []
@@ -206,7 +229,7 @@ async def test_smtp_faults_in_a_worker_process(tmp_path: Path) -> None:
                     mine = [contacts[f"c{i}@corp{i}.io"] for i in range(k * 3, k * 3 + 3)]
                     await engine.enroll(ws, cmp["id"], {"contact_ids": mine})
                     await engine.launch_campaign(ws, cmp["id"])
-                w = Worker(url, tmp_path / "worker.log", lease_seconds=60, safety_seconds=1, smtp_timeout=1)
+                w = Worker(url, tmp_path / "worker.log", lease_seconds=60, smtp_timeout=1)
                 workers.append(w)
 
                 async def settled() -> bool:
@@ -222,7 +245,7 @@ async def test_smtp_faults_in_a_worker_process(tmp_path: Path) -> None:
                 finals = Counter(facts.final.values())
                 assert finals == {"email.deferred": 4, "email.uncertain": 6, "email.bounced": 1, "email.sent": 1}
                 assert len(sinks["drops"].messages) == 3 and not sinks["stalls"].messages
-                assert [m.rcpt_tos for m in sinks["picky"].messages] == [("c2@corp2.io",)]
+                assert [m.rcpt_tos for m in sinks["picky"].messages] == [("c11@corp11.io",)]
             assert audit_verify(url).returncode == 0
     finally:
         stop_all(workers)
