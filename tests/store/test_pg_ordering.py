@@ -31,11 +31,12 @@ async def test_follower_sees_every_event_once_in_order(pg_url: str) -> None:
     async def follower() -> None:
         after = 0
         while True:
+            finished = done.is_set()  # read before the query: a read that began earlier may miss the last commit
             batch = await store.read_all(after, 200)
             seen.extend(e.position for e in batch)
             if batch:
                 after = batch[-1].position
-            elif done.is_set():
+            elif finished:
                 return
             else:
                 await asyncio.sleep(0)
