@@ -59,16 +59,21 @@ async def test_tick_sends_exactly_the_forecast(eng: CampaignEngine, clock: Manua
     assert len(msgs) == 36 and len({m.message_id for m in msgs}) == 36  # never twice
     actual: Counter[str] = Counter()
     by_step: Counter[tuple[str, str]] = Counter()
+    by_sender: Counter[tuple[str, str]] = Counter()
     events = (await eng.list_events(ws, limit=1000, type="email.sent"))["data"]
     for e in events:
         day = datetime.fromisoformat(e["recorded_at"].replace("Z", "+00:00")).astimezone(tz)
         assert day.weekday() < 5 and 9 <= day.hour < 17  # never outside the window
         actual[day.date().isoformat()] += 1
         by_step[(day.date().isoformat(), str(e["data"]["step"]))] += 1
+        by_sender[(day.date().isoformat(), e["data"]["sender_id"])] += 1
     for d in forecast["days"]:
         assert actual.get(d["date"], 0) == d["count"], d
         for step, n in d["by_step"].items():
             assert by_step[(d["date"], step)] == n
+        for sender, n in d["by_sender"].items():
+            assert by_sender[(d["date"], sender)] == n
+    assert sum(by_sender.values()) == sum(sum(d["by_sender"].values()) for d in forecast["days"])
     stats = await eng.campaign_stats(ws, cid)
     assert stats["emails"]["sent"] == 36 and stats["contacts"]["completed"] == 12
     assert (await eng.get_campaign(ws, cid))["status"] == "completed"
