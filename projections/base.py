@@ -44,6 +44,9 @@ class Projection:
     # event's position): events of different streams then commute, so a batch may be regrouped by
     # type (keeping each stream's order) into one set-based statement per type.
     stream_local: bool = False
+    # With stream_local: the types whose handlers reach other streams' rows. They keep their place
+    # in the log order; only the runs between them are regrouped.
+    barriers: frozenset[str] = frozenset()
 
     def on(self, *types: str) -> Callable[[Handler], Handler]:
         def register(fn: Handler) -> Handler:
@@ -58,7 +61,17 @@ class Projection:
     async def apply(self, conn: AsyncConnection, events: Sequence[StoredEvent]) -> None:
         mine = [ev for ev in events if ev.type in self.handlers]
         if self.stream_local and len(mine) > 2:
-            mine = _regroup(mine)
+            regrouped: list[StoredEvent] = []
+            segment: list[StoredEvent] = []
+            for ev in mine:
+                if ev.type in self.barriers:
+                    regrouped.extend(_regroup(segment))
+                    regrouped.append(ev)
+                    segment = []
+                else:
+                    segment.append(ev)
+            regrouped.extend(_regroup(segment))
+            mine = regrouped
         run: list[StoredEvent] = []
         for ev in mine:
             if run and run[-1].type != ev.type:

@@ -55,7 +55,10 @@ emails = Table(
     Index("ix_rm_emails_message_id", "message_id"),
 )
 
-send_queue = Projection("send_queue", 2, [emails])
+# Every handler updates the rows of its own enrollment's emails, except the two contact events,
+# which reach across streams and so keep their place in the log order.
+send_queue = Projection("send_queue", 2, [emails], stream_local=True,
+                        barriers=frozenset({"contact.erased", "contact.unsubscribed"}))
 E = emails.c
 
 
