@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from engine.api.support import idempotent, json_body, workspace_of
+from engine.api.support import idempotent, json_body, post_json, workspace_of
 
 router = APIRouter(prefix="/v1/campaigns")
 Ws = Depends(workspace_of)
@@ -19,12 +19,7 @@ def _engine(request: Request) -> Any:
 
 @router.post("", status_code=201)
 async def create_campaign(request: Request, ws: str = Ws) -> JSONResponse:
-    body = await json_body(request)
-
-    async def run() -> tuple[int, Any]:
-        return 201, await _engine(request).create_campaign(ws, body)
-
-    return await idempotent(request, ws, body, run)
+    return await post_json(request, ws, 201, lambda body: _engine(request).create_campaign(ws, body))
 
 
 @router.get("")
@@ -37,12 +32,7 @@ async def list_campaigns(request: Request, page: int = 1, per_page: int = 50, st
 
 @router.post("/bulk_delete")
 async def bulk_delete(request: Request, ws: str = Ws) -> JSONResponse:
-    body = await json_body(request)
-
-    async def run() -> tuple[int, Any]:
-        return 200, await _engine(request).bulk_delete_campaigns(ws, body)
-
-    return await idempotent(request, ws, body, run)
+    return await post_json(request, ws, 200, lambda body: _engine(request).bulk_delete_campaigns(ws, body))
 
 
 @router.get("/{campaign_id}")
@@ -99,12 +89,7 @@ async def stats(request: Request, campaign_id: str, ws: str = Ws) -> Any:
 # -- enrollments ------------------------------------------------------------------------------
 @router.post("/{campaign_id}/enrollments")
 async def enroll(request: Request, campaign_id: str, ws: str = Ws) -> JSONResponse:
-    body = await json_body(request)
-
-    async def run() -> tuple[int, Any]:
-        return 200, await _engine(request).enroll(ws, campaign_id, body)
-
-    return await idempotent(request, ws, body, run)
+    return await post_json(request, ws, 200, lambda body: _engine(request).enroll(ws, campaign_id, body))
 
 
 @router.get("/{campaign_id}/enrollments")
@@ -121,23 +106,14 @@ async def remove_enrollments(request: Request, campaign_id: str, ws: str = Ws) -
 
 @router.post("/{campaign_id}/dispatch")
 async def dispatch(request: Request, campaign_id: str, ws: str = Ws) -> JSONResponse:
-    body = await json_body(request, allow_empty=True)
-
-    async def run() -> tuple[int, Any]:
-        return 200, await _engine(request).dispatch(ws, campaign_id, body)
-
-    return await idempotent(request, ws, body, run)
+    return await post_json(request, ws, 200, lambda body: _engine(request).dispatch(ws, campaign_id, body),
+                           allow_empty=True)
 
 
 # -- sending helpers and forecast ---------------------------------------------------------------
 @router.post("/{campaign_id}/test_send")
 async def test_send(request: Request, campaign_id: str, ws: str = Ws) -> JSONResponse:
-    body = await json_body(request)
-
-    async def run() -> tuple[int, Any]:
-        return 200, await _engine(request).test_send(ws, campaign_id, body)
-
-    return await idempotent(request, ws, body, run)
+    return await post_json(request, ws, 200, lambda body: _engine(request).test_send(ws, campaign_id, body))
 
 
 @router.get("/{campaign_id}/preview")

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from engine.api.support import idempotent, json_body, read_body, workspace_of
+from engine.api.support import idempotent, json_body, post_json, read_body, workspace_of
 from engine.errors import BadRequest
 
 router = APIRouter(prefix="/v1")
@@ -31,12 +31,7 @@ async def workspace_forecast(request: Request, days: int = 7, ws: str = Ws) -> A
 # -- senders ----------------------------------------------------------------------------------
 @router.post("/senders", status_code=201)
 async def create_sender(request: Request, ws: str = Ws) -> JSONResponse:
-    body = await json_body(request)
-
-    async def run() -> tuple[int, Any]:
-        return 201, await _engine(request).create_sender(ws, body)
-
-    return await idempotent(request, ws, body, run)
+    return await post_json(request, ws, 201, lambda body: _engine(request).create_sender(ws, body))
 
 
 @router.get("/senders")
@@ -75,12 +70,7 @@ async def check_sender(request: Request, sender_id: str, ws: str = Ws) -> Any:
 # -- contacts ---------------------------------------------------------------------------------
 @router.post("/contacts", status_code=201)
 async def create_contact(request: Request, ws: str = Ws) -> JSONResponse:
-    body = await json_body(request)
-
-    async def run() -> tuple[int, Any]:
-        return 201, await _engine(request).create_contact(ws, body)
-
-    return await idempotent(request, ws, body, run)
+    return await post_json(request, ws, 201, lambda body: _engine(request).create_contact(ws, body))
 
 
 @router.post("/contacts/import")
@@ -133,12 +123,7 @@ async def erase_contact(request: Request, contact_id: str, ws: str = Ws) -> Any:
 # -- lists ------------------------------------------------------------------------------------
 @router.post("/lists", status_code=201)
 async def create_list(request: Request, ws: str = Ws) -> JSONResponse:
-    body = await json_body(request)
-
-    async def run() -> tuple[int, Any]:
-        return 201, await _engine(request).create_list(ws, body)
-
-    return await idempotent(request, ws, body, run)
+    return await post_json(request, ws, 201, lambda body: _engine(request).create_list(ws, body))
 
 
 @router.get("/lists")
@@ -148,12 +133,7 @@ async def list_lists(request: Request, page: int = 1, per_page: int = 50, ws: st
 
 @router.post("/lists/{list_id}/contacts")
 async def add_list_contacts(request: Request, list_id: str, ws: str = Ws) -> JSONResponse:
-    body = await json_body(request)
-
-    async def run() -> tuple[int, Any]:
-        return 200, await _engine(request).add_list_contacts(ws, list_id, body)
-
-    return await idempotent(request, ws, body, run)
+    return await post_json(request, ws, 200, lambda body: _engine(request).add_list_contacts(ws, list_id, body))
 
 
 @router.delete("/lists/{list_id}/contacts")
@@ -169,12 +149,7 @@ async def list_suppressions(request: Request, page: int = 1, per_page: int = 50,
 
 @router.post("/suppressions", status_code=201)
 async def add_suppression(request: Request, ws: str = Ws) -> JSONResponse:
-    body = await json_body(request)
-
-    async def run() -> tuple[int, Any]:
-        return 201, await _engine(request).add_suppression(ws, body)
-
-    return await idempotent(request, ws, body, run)
+    return await post_json(request, ws, 201, lambda body: _engine(request).add_suppression(ws, body))
 
 
 @router.delete("/suppressions/{value}")
@@ -185,12 +160,7 @@ async def delete_suppression(request: Request, value: str, ws: str = Ws) -> Any:
 # -- webhooks ---------------------------------------------------------------------------------
 @router.post("/webhooks", status_code=201)
 async def create_webhook(request: Request, ws: str = Ws) -> JSONResponse:
-    body = await json_body(request)
-
-    async def run() -> tuple[int, Any]:
-        return 201, await _engine(request).create_webhook(ws, body)
-
-    return await idempotent(request, ws, body, run)
+    return await post_json(request, ws, 201, lambda body: _engine(request).create_webhook(ws, body))
 
 
 @router.get("/webhooks")

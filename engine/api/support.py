@@ -105,3 +105,14 @@ async def idempotent(request: Request, ws: str, body: Any, run: Callable[[], Awa
         status, payload = exc.status, {"error": {"code": exc.code, "message": exc.message, "details": exc.details}}
     await engine.store.save_idempotent_response(ws, key, digest, status, json.dumps(payload))
     return JSONResponse(payload, status_code=status)
+
+
+async def post_json(request: Request, ws: str, status: int, call: Callable[[Any], Awaitable[Any]],
+                    allow_empty: bool = False) -> JSONResponse:
+    """The shape of every JSON POST: read the body, run the engine call, honour Idempotency-Key."""
+    body = await json_body(request, allow_empty=allow_empty)
+
+    async def run() -> tuple[int, Any]:
+        return status, await call(body)
+
+    return await idempotent(request, ws, body, run)
