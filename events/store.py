@@ -364,6 +364,10 @@ class EventStore:
         async with self.reading() as c:
             return int((await c.execute(q)).scalar() or 0)
 
+    async def query(self, q: Any, conn: AsyncConnection | None = None) -> list[StoredEvent]:
+        """Run a SELECT over the events table built by the caller; decode and decrypt like read_all."""
+        return await self._rows(q, conn)
+
     async def _rows(self, q: Any, conn: AsyncConnection | None) -> list[StoredEvent]:
         if conn is None:
             async with self.reading() as c:

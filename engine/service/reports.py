@@ -280,7 +280,7 @@ class ReportService(ServiceBase):
         if end is not None:
             q = q.where(EV.recorded_at < format_time(end))
         async with self.store.reading() as conn:
-            evs = await self.store._rows(q, conn)  # decodes and decrypts like read_all
+            evs = await self.store.query(q, conn)
             page, more = evs[:n], len(evs) > n
             addresses = await self._contact_emails(ws, [_field(e, "contact_id") for e in page], conn)
         return {"data": [_activity_item(e, addresses) for e in page],
@@ -329,7 +329,7 @@ class ReportService(ServiceBase):
              .order_by(EV.position))
         async with self.store.reading() as conn:
             first: dict[tuple[str, bool], StoredEvent] = {}
-            for e in await self.store._rows(q, conn):
+            for e in await self.store.query(q, conn):
                 first.setdefault((e.event.email_id, bool(e.event.out_of_office)), e)  # type: ignore[attr-defined]
             ids = sorted({eid for eid, _ in first})
             sent: dict[str, str | None] = {}

@@ -195,13 +195,16 @@ class SendingService(ServiceBase):
         """
         e, c, k = emails.c, t.campaigns.c, t.contacts.c
         async with self.store.reading() as conn:
-            rows = (await conn.execute(
-                select(e.email_id, e.enrollment_id, e.campaign_id, e.contact_id, e.workspace_id, c.definition,
-                       k.email_domain)
-                .join(t.campaigns, c.id == e.campaign_id).join(t.contacts, k.id == e.contact_id)
+            campaigns = (await conn.execute(select(c.id, c.definition).where(
+                c.status.in_(["active", "scheduled"]), c.deleted.is_(False)))).all()
+            checked = [cid for cid, d in campaigns if (json.loads(d).get("settings") or {}).get("verify_mx")]
+            if not checked:
+                return set(), 0
+            due = (await conn.execute(
+                select(e.email_id, e.enrollment_id, e.campaign_id, e.contact_id, e.workspace_id, k.email_domain)
+                .join(t.contacts, k.id == e.contact_id)
                 .where(e.status == "scheduled", e.step == 1, e.due_at <= format_time(now),
-                       c.status.in_(["active", "scheduled"]), c.deleted.is_(False)))).mappings().all()
-        due = [r for r in rows if (json.loads(r["definition"]).get("settings") or {}).get("verify_mx")]
+                       e.campaign_id.in_(checked)))).mappings().all()
         hold: set[str] = set()
         by_ws: dict[str, list[AppendBatch]] = {}
         for r in due:
