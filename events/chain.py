@@ -7,6 +7,7 @@ event, which :func:`verify_rows` reports.
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -24,14 +25,20 @@ def event_hash(
     metadata: str,
     recorded_at: str,
     workspace_id: str,
+    key: bytes | None = None,
 ) -> str:
+    """SHA-256 over the length-prefixed parts; with ``key`` an HMAC, so that someone who can write
+    to the database but does not hold the secret key cannot forge a consistent chain."""
     chunks = []
     for part in (prev_hash, stream, str(version), type_name, str(type_version), data, metadata,
                  recorded_at, workspace_id):
         encoded = part.encode("utf-8")
         chunks.append(len(encoded).to_bytes(8, "big"))
         chunks.append(encoded)
-    return hashlib.sha256(b"".join(chunks)).hexdigest()
+    payload = b"".join(chunks)
+    if key is not None:
+        return hmac.new(key, payload, hashlib.sha256).hexdigest()
+    return hashlib.sha256(payload).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +51,8 @@ class ChainProblem:
     problem: str
 
 
-def verify_rows(rows: Iterable[dict[str, object]], stream_heads: dict[str, tuple[int, str]]) -> ChainProblem | None:
+def verify_rows(rows: Iterable[dict[str, object]], stream_heads: dict[str, tuple[int, str]],
+                key: bytes | None = None) -> ChainProblem | None:
     """Check rows ordered by (stream, version): versions 1..n without gaps, and every hash.
 
     ``stream_heads`` maps stream -> (version, last hash) from the streams table, so a deleted last
@@ -73,7 +81,7 @@ def verify_rows(rows: Iterable[dict[str, object]], stream_heads: dict[str, tuple
             prev, stream=stream, version=version, type_name=str(row["type"]),
             type_version=int(row["type_version"]),  # type: ignore[call-overload]
             data=str(row["data"]), metadata=str(row["metadata"]), recorded_at=str(row["recorded_at"]),
-            workspace_id=str(row["workspace_id"]),
+            workspace_id=str(row["workspace_id"]), key=key,
         )
         if computed != row["hash"]:
             return ChainProblem(position, stream, version, "hash mismatch: the event was altered")

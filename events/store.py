@@ -213,6 +213,7 @@ class EventStore:
                 raise ConcurrencyError(b.stream, b.expected_version, actual)
         top = (await conn.execute(select(func.max(schema.events.c.position)))).scalar() or 0
         keys = await self._subject_keys(conn, [e for b in batches for e in b.events], workspace_id, create=True)
+        chain_key = self.vault.chain_key
         recorded_s = format_time(self.now())
         recorded = parse_time(recorded_s)
         meta_s = _json(metadata)
@@ -229,7 +230,7 @@ class EventStore:
                 data_s = _json(self._encrypt(ev, keys))
                 digest = event_hash(prev, stream=b.stream, version=version, type_name=ev.TYPE,
                                     type_version=ev.VERSION, data=data_s, metadata=meta_s,
-                                    recorded_at=recorded_s, workspace_id=ws)
+                                    recorded_at=recorded_s, workspace_id=ws, key=chain_key)
                 rows.append((position, b.stream, version, ev.TYPE, ev.VERSION, data_s, meta_s, recorded_s, ws,
                              digest))
                 stored.append(StoredEvent(position, b.stream, version, ev.TYPE, ev.VERSION, ev, metadata,

@@ -37,6 +37,7 @@ class Vault:
         self._secrets = AESGCM(_derive(secret, b"secrets"))
         self._hash_key = _derive(secret, b"lookup-hash")
         self.token_key = _derive(secret, b"tracking-tokens")
+        self.chain_key = _derive(secret, b"hash-chain")
 
     # -- subject keys -------------------------------------------------------------------------
     @staticmethod

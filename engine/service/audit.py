@@ -22,7 +22,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from engine.errors import EngineError
-from engine.facade import CampaignEngine, _key_file_for
+from engine.facade import CampaignEngine, _key_file_for, secret_bytes
 from events import schema
 from events.chain import GENESIS, ChainProblem, event_hash
 from events.registry import format_time, to_data
@@ -108,12 +108,26 @@ def _no_clock() -> datetime:
     raise RuntimeError("the audit tools never append")
 
 
+def _secret_for(url: str) -> bytes:
+    """The engine's secret key, from the environment or the key file beside the database; never new."""
+    env = os.environ.get("CAMPAIGN_ENGINE_SECRET_KEY")
+    if env:
+        return secret_bytes(env)
+    path = _key_file_for(url)
+    if path.exists():
+        return bytes.fromhex(path.read_text().strip())
+    raise AuditError(f"no secret key for {url}: set CAMPAIGN_ENGINE_SECRET_KEY or run beside the key file ({path})")
+
+
 @asynccontextmanager
 async def open_log(url: str) -> AsyncIterator[EventStore]:
-    """The raw log without keys or projections: what ``verify`` needs, and nothing that could write."""
+    """The raw log without projections: what ``verify`` needs, and nothing that could write.
+
+    It needs the secret key: the hash chain is an HMAC under a key derived from it.
+    """
     url = normalize_url(url)
     _require_database(url)
-    store = await EventStore.open(url, Vault(os.urandom(32)), _no_clock, create=False)
+    store = await EventStore.open(url, Vault(_secret_for(url)), _no_clock, create=False)
     try:
         yield store
     finally:
@@ -313,7 +327,8 @@ class _ChainScan:
     from the stored hash, so every altered event is named rather than only the first.
     """
 
-    def __init__(self, report: VerifyReport) -> None:
+    def __init__(self, report: VerifyReport, key: bytes | None = None) -> None:
+        self.key = key
         self.report, self.gaps = report, list[_Gap]()
         self.stream: str | None = None
         self.version = self.position = 0
@@ -340,7 +355,7 @@ class _ChainScan:
         else:
             computed = event_hash(self.prev, stream=r.stream, version=r.version, type_name=r.type,
                                   type_version=r.type_version, data=r.data, metadata=r.metadata,
-                                  recorded_at=r.recorded_at, workspace_id=r.workspace_id)
+                                  recorded_at=r.recorded_at, workspace_id=r.workspace_id, key=self.key)
             if computed != r.hash:
                 before = "" if r.version == 1 else " (or the hash of the one before it)"
                 self._problem(r.position, r.version, f"hash mismatch: this event{before} was altered after it "
@@ -389,7 +404,7 @@ async def verify_log(store: EventStore, batch_size: int = 2000) -> VerifyReport:
     position, so ``report.first`` is the earliest bad event (problems without a position last).
     """
     report = VerifyReport()
-    scan = _ChainScan(report)
+    scan = _ChainScan(report, store.vault.chain_key)
     e, s = schema.events, schema.streams
     rows_q = (select(e.c.position, e.c.stream, e.c.version, e.c.type, e.c.type_version, e.c.data, e.c.metadata,
                      e.c.recorded_at, e.c.workspace_id, e.c.hash, s.c.version.label("head_version"),

@@ -33,6 +33,12 @@ from tests.conftest import SECRET
 ENV = {"CAMPAIGN_ENGINE_SECRET_KEY": SECRET, "COLUMNS": "400", "CAMPAIGN_ENGINE_DB": None}
 
 
+@pytest.fixture(autouse=True)
+def _secret_in_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The audit tools read the key as an operator's shell would: from the environment."""
+    monkeypatch.setenv("CAMPAIGN_ENGINE_SECRET_KEY", SECRET)
+
+
 def make_app() -> typer.Typer:
     app = typer.Typer()
     register(app)
@@ -254,7 +260,8 @@ async def test_verify_agrees_with_chain_verify_rows(engine: CampaignEngine, cloc
         heads = {r["stream"]: (r["version"], r["last_hash"]) for r in con.execute("SELECT * FROM streams")}
         con.close()
         async with audit.open_log(sqlite_url) as store:
-            return verify_rows(rows, heads), await audit.verify_log(store, batch_size=2)
+            chain_key = store.vault.chain_key
+            return verify_rows(rows, heads, key=chain_key), await audit.verify_log(store, batch_size=2)
 
     expected, report = await both()
     assert expected is None and report.ok
@@ -281,9 +288,11 @@ async def test_verify_reports_subtler_tampering(engine: CampaignEngine, clock: M
     r = dict(con.execute("SELECT * FROM events WHERE position = ?", (sender.position,)).fetchone())
     con.close()
     forged = r["data"].replace("out@acme.io", "evil@acme.io")
+    # an attacker who even holds the secret key (the chain is an HMAC under it) recomputes the hash
     forged_hash = event_hash(GENESIS, stream=r["stream"], version=1, type_name=r["type"],
                              type_version=r["type_version"], data=forged, metadata=r["metadata"],
-                             recorded_at=r["recorded_at"], workspace_id=r["workspace_id"])
+                             recorded_at=r["recorded_at"], workspace_id=r["workspace_id"],
+                             key=engine.vault.chain_key)
     tamper(sqlite_url,
            f"DELETE FROM events WHERE stream = 'contact-{s.bob}'",
            f"DELETE FROM streams WHERE stream = 'contact-{s.bob}'",
@@ -424,3 +433,38 @@ async def test_history_tells_a_contacts_story_in_order(engine: CampaignEngine, c
         assert result.exit_code == 1 and "no " in result.output
     both = await cli("history", "--db", sqlite_url)
     assert both.exit_code == 2 and "exactly one" in both.output
+
+
+async def test_a_rewrite_without_the_secret_key_is_caught(engine: CampaignEngine, clock: ManualClock,
+                                                          sqlite_url: str) -> None:
+    """The chain is an HMAC under the secret key: recomputing plain SHA-256 hashes, even over the whole
+    stream and its head, does not make an edit pass."""
+    s = await populate(engine, clock)
+    sender = (await engine.store.read_stream(f"sender-{s.sender}"))[0]
+    con = sqlite3.connect(db_path(sqlite_url))
+    con.row_factory = sqlite3.Row
+    rows = [dict(r) for r in con.execute("SELECT * FROM events WHERE stream = ? ORDER BY version",
+                                         (f"sender-{s.sender}",))]
+    con.close()
+    prev, statements = GENESIS, []
+    for r in rows:
+        data = r["data"].replace("out@acme.io", "evil@acme.io")
+        prev = event_hash(prev, stream=r["stream"], version=r["version"], type_name=r["type"],
+                          type_version=r["type_version"], data=data, metadata=r["metadata"],
+                          recorded_at=r["recorded_at"], workspace_id=r["workspace_id"])
+        statements.append(f"UPDATE events SET data = '{data}', hash = '{prev}' WHERE position = {r['position']}")
+    statements.append(f"UPDATE streams SET last_hash = '{prev}' WHERE stream = 'sender-{s.sender}'")
+    tamper(sqlite_url, *statements)
+    async with audit.open_log(sqlite_url) as store:
+        report = await audit.verify_log(store)
+    assert not report.ok and report.first is not None
+    assert report.first.position == sender.position and "altered" in report.first.problem
+
+
+async def test_verify_needs_the_secret_key(engine: CampaignEngine, clock: ManualClock, sqlite_url: str,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    await populate(engine, clock)
+    monkeypatch.delenv("CAMPAIGN_ENGINE_SECRET_KEY")
+    result = await asyncio.to_thread(CliRunner().invoke, make_app(), ["audit", "verify", "--db", sqlite_url],
+                                     env={"COLUMNS": "400"})
+    assert result.exit_code != 0 and "secret key" in result.output

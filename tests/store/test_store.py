@@ -122,7 +122,7 @@ async def test_hash_chain_verifies_and_detects_tampering(store: EventStore) -> N
                                                                       schema.events.c.version))).mappings().all()
             heads = {r[0]: (r[1], r[2]) for r in await conn.execute(
                 select(schema.streams.c.stream, schema.streams.c.version, schema.streams.c.last_hash))}
-        return verify_rows([dict(r) for r in rows], heads)
+        return verify_rows([dict(r) for r in rows], heads, key=store.vault.chain_key)
 
     assert await check() is None
     async with store.write_engine.begin() as conn:  # an attacker who can drop the triggers
