@@ -115,3 +115,16 @@ async def api(engine: CampaignEngine, http: httpx.AsyncClient) -> Api:
 async def other_api(engine: CampaignEngine, http: httpx.AsyncClient) -> Api:
     ws = await engine.create_workspace("rival")
     return Api(http, ws.id, ws.api_key)
+
+
+async def snapshot(engine: CampaignEngine) -> dict[str, list[tuple[Any, ...]]]:
+    """Every projection table, ordered by primary key: to compare inline read models with a rebuild."""
+    from sqlalchemy import select
+
+    out = {}
+    async with engine.store.reading() as conn:
+        for p in engine.projector.projections:
+            for table in p.tables:
+                rows = (await conn.execute(select(table).order_by(*table.primary_key.columns))).all()
+                out[table.name] = [tuple(r) for r in rows]
+    return out

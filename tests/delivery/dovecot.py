@@ -18,10 +18,8 @@ removed on :meth:`Dovecot.stop`. Traps handled here:
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import grp
 import imaplib
-import ipaddress
 import os
 import pwd
 import re
@@ -402,37 +400,10 @@ def _check_traversable(folder: Path) -> None:
 
 
 def _write_certificate(root: Path) -> None:
-    """A self-signed certificate for localhost and 127.0.0.1, valid for a day."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
+    """A self-signed certificate for localhost and 127.0.0.1, valid for a day (the sink's maker)."""
+    from tests.delivery.smtp_server import make_self_signed_cert
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    (root / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path = root / "key.pem"
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    key_path.chmod(0o600)
+    cert, key = make_self_signed_cert(root)
+    cert.rename(root / "cert.pem")
+    key.rename(root / "key.pem")
+    (root / "key.pem").chmod(0o600)

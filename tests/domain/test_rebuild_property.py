@@ -6,15 +6,14 @@ import asyncio
 import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select
 
 from engine import CampaignEngine, ManualClock
 from engine.errors import EngineError
+from tests.conftest import snapshot
 from tests.delivery.smtp_server import SmtpSink
 
 OPS = ["contact", "update_contact", "erase", "list", "list_add", "sender", "campaign", "patch", "launch", "pause",
@@ -26,16 +25,6 @@ SINK = SmtpSink()
 def _sink() -> Iterator[None]:
     with SINK:
         yield
-
-
-async def snapshot(engine: CampaignEngine) -> dict[str, list[tuple[Any, ...]]]:
-    out = {}
-    async with engine.store.reading() as conn:
-        for p in engine.projector.projections:
-            for table in p.tables:
-                rows = (await conn.execute(select(table).order_by(*table.primary_key.columns))).all()
-                out[table.name] = [tuple(r) for r in rows]
-    return out
 
 
 async def run(ops: list[tuple[str, int]]) -> None:

@@ -185,15 +185,6 @@ async def claims_made(engine: CampaignEngine) -> int:
                                        .where(schema.events.c.type == "email.claimed"))).scalar() or 0)
 
 
-async def snapshot(engine: CampaignEngine) -> dict[str, list[tuple[Any, ...]]]:
-    """Every projection table, ordered by primary key (as tests/domain/test_rebuild_property.py)."""
-    out = {}
-    async with engine.store.reading() as conn:
-        for p in engine.projector.projections:
-            for table in p.tables:
-                rows = (await conn.execute(select(table).order_by(*table.primary_key.columns))).all()
-                out[table.name] = [tuple(r) for r in rows]
-    return out
 
 
 def bare(message_id: str | None) -> str:
