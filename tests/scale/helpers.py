@@ -28,6 +28,7 @@ from engine import CampaignEngine
 from events import schema
 from projections import tables as t
 from projections.sending import emails
+from tests.conftest import snapshot  # noqa: F401  (re-exported for the scale tests)
 
 SECRET = "test-secret-key-0123456789abcdef"  # the same as tests/conftest.py's SECRET
 ROOT = Path(__file__).resolve().parents[2]
