@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,7 +27,15 @@ MAX_PER_PAGE = 200
 
 
 def new_id(prefix: str) -> str:
-    return f"{prefix}_{secrets.token_hex(10)}"
+    """``prefix_`` + the creation millisecond (12 hex digits) + 64 random bits (16 hex digits).
+
+    Ids stay opaque to clients, but ids created one after another sort together: the streams
+    named after them land at the end of the log's (stream, version) index and of the read models'
+    primary keys instead of at random pages, which is most of an append's database cost. The time
+    is the wall clock's on purpose: it only orders ids for the index and nothing reads it back, so
+    it must keep moving even under a test's ManualClock. Uniqueness comes from the random bits.
+    """
+    return f"{prefix}_{time.time_ns() // 1_000_000:012x}{secrets.token_hex(8)}"
 
 
 @dataclass(frozen=True, slots=True)
