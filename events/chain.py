@@ -41,6 +41,50 @@ def event_hash(
     return hashlib.sha256(payload).hexdigest()
 
 
+_LEN64 = (64).to_bytes(8, "big")
+
+
+def _chunk(part: str) -> bytes:
+    encoded = part.encode("utf-8")
+    return len(encoded).to_bytes(8, "big") + encoded
+
+
+class ChainHasher:
+    """:func:`event_hash` for the append's hot path, byte for byte the same digest.
+
+    The parts one append shares (metadata, time, workspace) and those one stream or one type
+    shares are encoded once instead of once per event, and the HMAC runs as OpenSSL's one-shot
+    ``hmac.digest``: an append of 1,000 events spends a fraction of what 1,000 calls cost.
+    """
+
+    __slots__ = ("_key", "_tail", "_types")
+
+    def __init__(self, *, metadata: str, recorded_at: str, workspace_id: str, key: bytes | None) -> None:
+        self._key = key
+        self._tail = _chunk(metadata) + _chunk(recorded_at) + _chunk(workspace_id)
+        self._types: dict[tuple[str, int], bytes] = {}
+
+    def stream_part(self, stream: str) -> bytes:
+        return _chunk(stream)
+
+    def __call__(self, prev_hash: str, stream_part: bytes, version: int, type_name: str, type_version: int,
+                 data: str, tail: bytes | None = None) -> str:
+        type_part = self._types.get((type_name, type_version))
+        if type_part is None:
+            type_part = self._types[(type_name, type_version)] = _chunk(type_name) + _chunk(str(type_version))
+        prev = prev_hash.encode("utf-8")
+        head = _LEN64 + prev if len(prev) == 64 else _chunk(prev_hash)
+        payload = b"".join((head, stream_part, _chunk(str(version)), type_part, _chunk(data),
+                            self._tail if tail is None else tail))
+        if self._key is not None:
+            return hmac.digest(self._key, payload, "sha256").hex()
+        return hashlib.sha256(payload).hexdigest()
+
+    def tail_for(self, *, metadata: str, recorded_at: str, workspace_id: str) -> bytes:
+        """The shared tail for another workspace (an append may carry events of several)."""
+        return _chunk(metadata) + _chunk(recorded_at) + _chunk(workspace_id)
+
+
 @dataclass(frozen=True, slots=True)
 class ChainProblem:
     """The first bad event found: where and why."""

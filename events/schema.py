@@ -37,7 +37,8 @@ events = Table(
 )
 
 # One row per stream: its current version and the hash of its last event. It lets an append check
-# the expected version and extend the hash chain without scanning the events table.
+# the expected version and extend the hash chain without scanning the events table. Triggers on
+# the events table keep it (see below): no writer maintains it by hand.
 streams = Table(
     "streams",
     metadata,
@@ -73,6 +74,18 @@ _SQLITE_TRIGGERS = [
        BEGIN SELECT RAISE(ABORT, 'events are append-only: UPDATE refused'); END""",
     """CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
        BEGIN SELECT RAISE(ABORT, 'events are append-only: DELETE refused'); END""",
+    # The database, not only the writer, keeps each stream gap-free: an event must be the next
+    # version of its stream's head (a constraint failure, which the store turns into a conflict).
+    """CREATE TRIGGER IF NOT EXISTS events_next_version BEFORE INSERT ON events
+       WHEN NEW.version <> COALESCE((SELECT version FROM streams WHERE stream = NEW.stream), 0) + 1
+       BEGIN SELECT RAISE(ABORT, 'stream version conflict: not the next version of the stream'); END""",
+    # ... and moves the head (version, last hash) in the same statement as the insert.
+    """CREATE TRIGGER IF NOT EXISTS events_stream_head AFTER INSERT ON events
+       BEGIN
+         INSERT INTO streams (stream, workspace_id, version, last_hash)
+         VALUES (NEW.stream, NEW.workspace_id, NEW.version, NEW.hash)
+         ON CONFLICT (stream) DO UPDATE SET version = excluded.version, last_hash = excluded.last_hash;
+       END""",
 ]
 
 _PG_TRIGGERS = [
@@ -84,6 +97,28 @@ _PG_TRIGGERS = [
     "DROP TRIGGER IF EXISTS events_no_truncate ON events",
     """CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON events
        FOR EACH STATEMENT EXECUTE FUNCTION events_append_only()""",
+    # Once per INSERT statement, over all its rows (a transition table): every stream's new events
+    # must continue its head without a gap, and the heads move in one set-based upsert.
+    """CREATE OR REPLACE FUNCTION events_stream_heads() RETURNS trigger AS $$
+       BEGIN
+         IF EXISTS (
+           SELECT 1 FROM (SELECT stream, min(version) AS lo, max(version) AS hi, count(*) AS n
+                          FROM new_events GROUP BY stream) g
+           LEFT JOIN streams s ON s.stream = g.stream
+           WHERE g.lo <> COALESCE(s.version, 0) + 1 OR g.hi - g.lo + 1 <> g.n
+         ) THEN
+           RAISE EXCEPTION 'stream version conflict: not the next version of the stream'
+             USING ERRCODE = 'unique_violation';
+         END IF;
+         INSERT INTO streams (stream, workspace_id, version, last_hash)
+         SELECT DISTINCT ON (stream) stream, workspace_id, version, hash FROM new_events
+         ORDER BY stream, version DESC
+         ON CONFLICT (stream) DO UPDATE SET version = EXCLUDED.version, last_hash = EXCLUDED.last_hash;
+         RETURN NULL;
+       END; $$ LANGUAGE plpgsql""",
+    "DROP TRIGGER IF EXISTS events_stream_heads ON events",
+    """CREATE TRIGGER events_stream_heads AFTER INSERT ON events REFERENCING NEW TABLE AS new_events
+       FOR EACH STATEMENT EXECUTE FUNCTION events_stream_heads()""",
 ]
 
 

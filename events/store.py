@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import bindparam, event, func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from events import schema
-from events.chain import GENESIS, event_hash
-from events.registry import Event, event_class, format_time, from_data, parse_time, to_data
+from events.chain import GENESIS, ChainHasher
+from events.registry import Event, encode_data, event_class, format_time, from_data, parse_time, to_data
 from events.vault import Vault
 
 
@@ -65,6 +65,11 @@ class InlineProjector(Protocol):
 
 AfterCommit = Callable[[Sequence[StoredEvent]], Awaitable[None]]
 _CHUNK = 400
+_SQLITE_CHUNK = 5000  # bound parameters per look-up (SQLite allows 32,766)
+_COLUMNS = "position, stream, version, type, type_version, data, metadata, recorded_at, workspace_id, hash"
+_SQLITE_INSERT = f"INSERT INTO events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_PG_INSERT = (f"INSERT INTO events ({_COLUMNS}) SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], "
+              "$4::text[], $5::int[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])")
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=False)
@@ -128,12 +133,6 @@ class EventStore:
             async with write.begin() as conn:
                 await schema.create_log_schema(conn)
         return store
-
-    @property
-    def _insert_sql(self) -> str:
-        marks = ", ".join(["?"] * 10) if self.dialect == "sqlite" else ", ".join(f"${i}" for i in range(1, 11))
-        return ("INSERT INTO events (position, stream, version, type, type_version, data, metadata, recorded_at, "
-                f"workspace_id, hash) VALUES ({marks})")
 
     @property
     def dialect(self) -> str:
@@ -205,55 +204,40 @@ class EventStore:
         names = [b.stream for b in batches]
         if len(set(names)) != len(names):
             raise ValueError("one stream appears twice in an append; merge its events")
-        # A new stream (expected version 0) needs no look-up: inserting its head row fails if it exists.
-        heads = await self._heads(conn, [b.stream for b in batches if b.expected_version != 0])
+        # One round trip: every stream's head and the log's last position, read under the write lock.
+        heads, top = await self._heads_and_top(conn, names)
         for b in batches:
-            actual = heads.get(b.stream, (0, GENESIS))[0]
+            actual = heads[b.stream][0] if b.stream in heads else 0
             if b.expected_version is not None and b.expected_version != actual:
                 raise ConcurrencyError(b.stream, b.expected_version, actual)
-        top = (await conn.execute(select(func.max(schema.events.c.position)))).scalar() or 0
-        keys = await self._subject_keys(conn, [e for b in batches for e in b.events], workspace_id, create=True)
-        chain_key = self.vault.chain_key
+        personal = [e for b in batches for e in b.events if e.PERSONAL]
+        keys = await self._subject_keys(conn, personal, workspace_id, create=True) if personal else {}
         recorded_s = format_time(self.now())
         recorded = parse_time(recorded_s)
         meta_s = _json(metadata)
+        hasher = ChainHasher(metadata=meta_s, recorded_at=recorded_s, workspace_id=workspace_id,
+                             key=self.vault.chain_key)
         rows: list[tuple[Any, ...]] = []
         stored: list[StoredEvent] = []
-        new_heads: dict[str, tuple[int, str, str]] = {}
         position = top
         for b in batches:
             ws = b.workspace_id or workspace_id
+            tail = None if ws == workspace_id else hasher.tail_for(metadata=meta_s, recorded_at=recorded_s,
+                                                                   workspace_id=ws)
             version, prev = heads.get(b.stream, (0, GENESIS))
+            stream_part = hasher.stream_part(b.stream)
             for ev in b.events:
                 version += 1
                 position += 1
-                data_s = _json(self._encrypt(ev, keys))
-                digest = event_hash(prev, stream=b.stream, version=version, type_name=ev.TYPE,
-                                    type_version=ev.VERSION, data=data_s, metadata=meta_s,
-                                    recorded_at=recorded_s, workspace_id=ws, key=chain_key)
-                rows.append((position, b.stream, version, ev.TYPE, ev.VERSION, data_s, meta_s, recorded_s, ws,
-                             digest))
+                data_s = _json(self._encrypt(ev, keys)) if ev.PERSONAL else encode_data(ev)
+                prev = hasher(prev, stream_part, version, ev.TYPE, ev.VERSION, data_s, tail)
+                rows.append((position, b.stream, version, ev.TYPE, ev.VERSION, data_s, meta_s, recorded_s, ws, prev))
                 stored.append(StoredEvent(position, b.stream, version, ev.TYPE, ev.VERSION, ev, metadata,
-                                          recorded, ws, digest))
-                prev = digest
-            new_heads[b.stream] = (version, prev, ws)
-        inserts = [{"stream": s, "workspace_id": w, "version": v, "last_hash": h}
-                   for s, (v, h, w) in new_heads.items() if s not in heads]
-        updates = [{"s": s, "v": v, "h": h} for s, (v, h, _w) in new_heads.items() if s in heads]
+                                          recorded, ws, prev))
         try:
-            if inserts:
-                await conn.execute(schema.streams.insert(), inserts)
-            # The driver's executemany with plain tuples: the hot path of every append.
-            await conn.exec_driver_sql(self._insert_sql, rows)
-        except IntegrityError as exc:  # a stream expected to be new exists, or a concurrent writer won
+            await self._insert_rows(conn, rows)
+        except IntegrityError as exc:  # the database's own version check: another writer got there first
             raise ConcurrencyError(batches[0].stream, batches[0].expected_version, -1) from exc
-        if updates:
-            t = schema.streams
-            await conn.execute(
-                t.update().where(t.c.stream == bindparam("s")).values(version=bindparam("v"),
-                                                                      last_hash=bindparam("h")),
-                updates,
-            )
         for projector in self.inline:
             await projector.apply(conn, stored)
         pending = conn.info.get("pending_events")
@@ -261,15 +245,45 @@ class EventStore:
             pending.extend(stored)
         return stored
 
-    async def _heads(self, conn: AsyncConnection, names: Sequence[str]) -> dict[str, tuple[int, str]]:
-        t = schema.streams
-        out: dict[str, tuple[int, str]] = {}
-        for i in range(0, len(names), _CHUNK):
-            res = await conn.execute(select(t.c.stream, t.c.version, t.c.last_hash)
-                                     .where(t.c.stream.in_(names[i:i + _CHUNK])))
-            for s, v, h in res:
-                out[s] = (v, h)
-        return out
+    async def _insert_rows(self, conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> None:
+        """The events' rows in one statement; the triggers check versions and move the stream heads.
+
+        SQLite: the driver's executemany with plain tuples. PostgreSQL: one ``INSERT ... SELECT
+        FROM unnest(arrays)``, a single statement however many rows (and one firing of the
+        statement-level heads trigger), instead of one execution per row.
+        """
+        if self.dialect != "postgresql":
+            await conn.exec_driver_sql(_SQLITE_INSERT, rows)
+            return
+        columns = tuple(map(list, zip(*rows, strict=True)))
+        await conn.exec_driver_sql(_PG_INSERT, columns)
+
+    async def _heads_and_top(self, conn: AsyncConnection,
+                             names: Sequence[str]) -> tuple[dict[str, tuple[int, str]], int]:
+        """(stream -> (version, last hash)) for the streams that exist, and the last position."""
+        heads: dict[str, tuple[int, str]] = {}
+        top = 0
+        if self.dialect == "postgresql":
+            res = await conn.exec_driver_sql(
+                "SELECT stream, version, last_hash FROM streams WHERE stream = ANY($1::text[]) "
+                "UNION ALL SELECT NULL, COALESCE(MAX(position), 0), NULL FROM events", (list(names),))
+            chunks: list[Any] = [res]
+        else:
+            chunks = []
+            for i in range(0, len(names), _SQLITE_CHUNK):
+                part = names[i:i + _SQLITE_CHUNK]
+                marks = ",".join("?" * len(part))
+                sql = f"SELECT stream, version, last_hash FROM streams WHERE stream IN ({marks})"
+                if i == 0:
+                    sql += " UNION ALL SELECT NULL, COALESCE(MAX(position), 0), NULL FROM events"
+                chunks.append(await conn.exec_driver_sql(sql, tuple(part)))
+        for res in chunks:
+            for stream, version, last_hash in res:
+                if stream is None:
+                    top = int(version)
+                else:
+                    heads[stream] = (int(version), last_hash)
+        return heads, top
 
     # -- personal data ------------------------------------------------------------------------
     async def _subject_keys(
@@ -372,19 +386,29 @@ class EventStore:
     async def _rows(self, q: Any, conn: AsyncConnection | None) -> list[StoredEvent]:
         if conn is None:
             async with self.reading() as c:
-                rows = (await c.execute(q)).mappings().all()
-                return await self._decode(c, rows)
-        rows = (await conn.execute(q)).mappings().all()
-        return await self._decode(conn, rows)
+                res = await c.execute(q)
+                return await self._decode(c, list(res.keys()), res.all())
+        res = await conn.execute(q)
+        return await self._decode(conn, list(res.keys()), res.all())
 
-    async def _decode(self, conn: AsyncConnection, rows: Sequence[Any]) -> list[StoredEvent]:
-        decoded: list[tuple[Any, dict[str, Any]]] = []
+    async def _decode(self, conn: AsyncConnection, columns: list[str], rows: Sequence[Any]) -> list[StoredEvent]:
+        """Rows of the events table (all columns, any order) to stored events, personal fields decrypted.
+
+        One append shares one ``recorded_at`` and usually one metadata text, so both are parsed once
+        per distinct value rather than once per row.
+        """
+        ix = {name: i for i, name in enumerate(columns)}
+        i_pos, i_stream, i_ver, i_type = ix["position"], ix["stream"], ix["version"], ix["type"]
+        i_tv, i_data, i_meta, i_at = ix["type_version"], ix["data"], ix["metadata"], ix["recorded_at"]
+        i_ws, i_hash = ix["workspace_id"], ix["hash"]
+        loads = json.loads
+        decoded: list[tuple[Any, dict[str, Any], type[Event]]] = []
         subjects: set[str] = set()
         for r in rows:
-            data = json.loads(r["data"])
-            decoded.append((r, data))
-            if event_class(r["type"]).PERSONAL and any(isinstance(v, str) and v.startswith("pii:")
-                                                        for v in data.values()):
+            data = loads(r[i_data])
+            cls = event_class(r[i_type])
+            decoded.append((r, data, cls))
+            if cls.PERSONAL and any(isinstance(v, str) and v.startswith("pii:") for v in data.values()):
                 for key in ("contact_id", "subject_id"):
                     if isinstance(data.get(key), str):
                         subjects.add(data[key])
@@ -397,17 +421,25 @@ class EventStore:
                                          .where(t.c.subject_id.in_(ordered[i:i + _CHUNK])))
                 for sid, wrapped in res:
                     keys[sid] = self.vault.unwrap(sid, wrapped)
+        times: dict[str, datetime] = {}
+        metas: dict[str, dict[str, Any]] = {}
         out: list[StoredEvent] = []
-        for r, data in decoded:
-            cls = event_class(r["type"])
+        for r, data, cls in decoded:
             if cls.PERSONAL:
                 subject_key = keys.get(str(data.get(cls.SUBJECT, "")))
                 for name in cls.PERSONAL:
                     data[name] = Vault.decrypt_field(subject_key, data.get(name))
-            ev = from_data(r["type"], r["type_version"], data)
-            out.append(StoredEvent(r["position"], r["stream"], r["version"], r["type"], r["type_version"], ev,
-                                   json.loads(r["metadata"]), parse_time(r["recorded_at"]), r["workspace_id"],
-                                   r["hash"]))
+            at_s = r[i_at]
+            at = times.get(at_s)
+            if at is None:
+                at = times[at_s] = parse_time(at_s)
+            meta_s = r[i_meta]
+            meta = metas.get(meta_s)
+            if meta is None:
+                meta = metas[meta_s] = loads(meta_s)
+            out.append(StoredEvent(r[i_pos], r[i_stream], r[i_ver], r[i_type], r[i_tv],
+                                   from_data(r[i_type], r[i_tv], data), dict(meta) if meta else {}, at, r[i_ws],
+                                   r[i_hash]))
         return out
 
     # -- idempotency --------------------------------------------------------------------------

@@ -35,7 +35,6 @@ import dataclasses
 import importlib.metadata
 import os
 import platform
-import random
 import secrets
 import sqlite3
 import sys
@@ -57,6 +56,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from engine.service.base import new_id  # noqa: E402
 from events import catalog as _catalog  # noqa: E402,F401  (registers every event type)
 from events.catalog.contact import ListCreated  # noqa: E402
 from events.catalog.email import EmailScheduled  # noqa: E402
@@ -110,10 +110,9 @@ class Workload:
         return sum(len(evs) for b in self.batches for _, evs, _ in b)
 
 
-def build_workload(n_events: int, batch_size: int, n_single: int, seed: int = 7) -> Workload:
+def build_workload(n_events: int, batch_size: int, n_single: int) -> Workload:
     """Batches of ~``batch_size`` events the way the engine writes them, then single events."""
-    rng = random.Random(seed)
-    campaigns = [f"cmp_{rng.getrandbits(80):020x}" for _ in range(20)]
+    campaigns = [new_id("cmp") for _ in range(20)]
     base = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
     pending: list[tuple[str, str, str, int]] = []  # enrollments holding step 1 only
     taken = 0
@@ -121,7 +120,7 @@ def build_workload(n_events: int, batch_size: int, n_single: int, seed: int = 7)
     lists = 0
 
     def hexid(prefix: str) -> str:
-        return f"{prefix}_{rng.getrandbits(80):020x}"
+        return new_id(prefix)  # the engine's own ids (time-ordered), as its streams are named
 
     def new_list() -> Item:
         nonlocal lists
@@ -314,12 +313,22 @@ if HAVE_ES:
         transcoder.register(DatetimeAsISO())
         return Mapper(transcoder=transcoder)
 
+    def es_uuid(stream: str) -> uuid.UUID:
+        """The stream's id as a UUID that sorts like it (one hex digit per stream kind, then the id's
+        28 time-ordered hex digits): the library's (originator_id, version) key gets the same index
+        locality as our (stream, version), so neither side is favoured by the ids."""
+        kind, _, ident = stream.partition("-")
+        digits = ident.partition("_")[2]
+        return uuid.UUID(hex=f"{KINDS.index(kind):x}{digits}{'0' * (31 - len(digits))}")
+
+    KINDS = ["list", "enrollment"]
+
     def es_events(items: Sequence[Item]) -> list[Any]:
         """The library's domain events for our items: one aggregate (UUID) per stream."""
         stamp = now_utc()
         evs: list[Any] = []
         for stream, events, expected in items:
-            oid = uuid.uuid5(uuid.NAMESPACE_URL, stream)
+            oid = es_uuid(stream)
             for i, ev in enumerate(events):
                 data = {f.name: getattr(ev, f.name) for f in dataclasses.fields(ev)}
                 evs.append(_ES_CLASSES[ev.TYPE](originator_id=oid, originator_version=expected + i + 1,

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import select, text
+from sqlalchemy.exc import IntegrityError
 
 from engine.clock import ManualClock
 from events import (
@@ -161,3 +162,55 @@ def test_upcaster_brings_v1_payload_to_current_version() -> None:
     ev = from_data("test.renamed", 1, {"first": "Ada", "last": "Lovelace"})
     assert ev == _Renamed(full_name="Ada Lovelace")
     assert from_data("test.renamed", 2, {"full_name": "X"}) == _Renamed(full_name="X")
+
+
+async def test_existing_stream_appended_as_new_reports_its_version(store: EventStore) -> None:
+    await store.append("list-1", [lst(1), lst(2)], 0, workspace_id=WS)
+    with pytest.raises(ConcurrencyError) as caught:
+        await store.append("list-1", [lst(3)], 0, workspace_id=WS)
+    assert (caught.value.expected, caught.value.actual) == (0, 2)
+
+
+def _raw_row(position: int, stream: str, version: int) -> dict[str, object]:
+    return {"position": position, "stream": stream, "version": version, "type": "list.created", "type_version": 1,
+            "data": "{}", "metadata": "{}", "recorded_at": "2026-01-05T08:00:00.000000Z", "workspace_id": WS,
+            "hash": "f" * 64}
+
+
+async def test_database_keeps_streams_gap_free_and_moves_heads(store: EventStore) -> None:
+    """A writer that bypasses the store still cannot skip or repeat a version, and the head follows
+    every insert: the triggers, not the store's Python, own the streams table."""
+    await store.append("list-1", [lst(1)], 0, workspace_id=WS)
+    for bad in (3, 1):  # a gap, then a repeated version
+        with pytest.raises(IntegrityError):
+            async with store.write_engine.begin() as conn:
+                await conn.execute(schema.events.insert(), [_raw_row(10, "list-1", bad)])
+    with pytest.raises(IntegrityError):  # a new stream must start at version 1
+        async with store.write_engine.begin() as conn:
+            await conn.execute(schema.events.insert(), [_raw_row(10, "list-9", 2)])
+    async with store.write_engine.begin() as conn:  # several rows of one stream in one statement
+        await conn.execute(schema.events.insert(), [_raw_row(2, "list-1", 2), _raw_row(3, "list-1", 3),
+                                                    _raw_row(4, "list-2", 1)])
+    async with store.reading() as conn:
+        heads = {r[0]: (r[1], r[2]) for r in await conn.execute(
+            select(schema.streams.c.stream, schema.streams.c.version, schema.streams.c.last_hash))}
+    assert heads == {"list-1": (3, "f" * 64), "list-2": (1, "f" * 64)}
+    assert await store.stream_version("list-1") == 3
+
+
+async def test_batched_append_with_many_streams_and_workspaces(store: EventStore) -> None:
+    """One append over more streams than one look-up chunk, two workspaces, new and old streams."""
+    await store.append_many([AppendBatch(f"list-{i}", [lst(i)], 0) for i in range(0, 6000, 2)], workspace_id=WS)
+    batch = [AppendBatch(f"list-{i}", [lst(i), lst(i + 1)], 1 if i % 2 == 0 else 0,
+                         workspace_id=None if i % 3 else "ws_other") for i in range(6000)]
+    stored = await store.append_many(batch, workspace_id=WS)
+    assert len(stored) == 12000 and stored[-1].position == 15000
+    assert await store.stream_version("list-5998") == 3 and await store.stream_version("list-5999") == 2
+    assert [e.event for e in await store.read_stream("list-4")] == [lst(4), lst(4), lst(5)]
+    async with store.reading() as conn:
+        rows = (await conn.execute(select(schema.events).order_by(schema.events.c.stream,
+                                                                  schema.events.c.version))).mappings().all()
+        heads = {r[0]: (r[1], r[2]) for r in await conn.execute(
+            select(schema.streams.c.stream, schema.streams.c.version, schema.streams.c.last_hash))}
+    assert verify_rows([dict(r) for r in rows], heads, key=store.vault.chain_key) is None
+    assert {e.workspace_id for e in stored if e.stream == "list-3"} == {"ws_other"}

@@ -1,0 +1,71 @@
+"""The append's fast encoders give exactly what the plain definitions give."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime, timedelta, timezone
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from engine.service.base import new_id
+from events import catalog  # noqa: F401
+from events.catalog.contact import ContactCreated
+from events.catalog.email import EmailScheduled
+from events.chain import GENESIS, ChainHasher, event_hash
+from events.registry import encode_data, format_time, from_data, parse_time, to_data
+
+text = st.text(max_size=40)
+
+
+@given(prev=st.one_of(st.just(GENESIS), st.text(min_size=0, max_size=70)), stream=text, version=st.integers(1, 10**9),
+       type_name=text, type_version=st.integers(1, 99), data=st.text(max_size=300), metadata=text,
+       recorded_at=text, workspace=text, other_ws=text, key=st.one_of(st.none(), st.binary(min_size=32, max_size=32)))
+def test_chain_hasher_equals_event_hash(prev: str, stream: str, version: int, type_name: str, type_version: int,
+                                        data: str, metadata: str, recorded_at: str, workspace: str, other_ws: str,
+                                        key: bytes | None) -> None:
+    hasher = ChainHasher(metadata=metadata, recorded_at=recorded_at, workspace_id=workspace, key=key)
+    common = dict(stream=stream, version=version, type_name=type_name, type_version=type_version, data=data,
+                  metadata=metadata, recorded_at=recorded_at, key=key)
+    fast = hasher(prev, hasher.stream_part(stream), version, type_name, type_version, data)
+    assert fast == event_hash(prev, workspace_id=workspace, **common)  # type: ignore[arg-type]
+    tail = hasher.tail_for(metadata=metadata, recorded_at=recorded_at, workspace_id=other_ws)
+    fast_other = hasher(prev, hasher.stream_part(stream), version, type_name, type_version, data, tail)
+    assert fast_other == event_hash(prev, workspace_id=other_ws, **common)  # type: ignore[arg-type]
+
+
+def _plain(ev: object) -> str:
+    return json.dumps(to_data(ev), separators=(",", ":"), sort_keys=True, ensure_ascii=False)  # type: ignore[arg-type]
+
+
+@given(due=st.datetimes(timezones=st.sampled_from([UTC, timezone(timedelta(hours=-5))])),
+       sender=st.one_of(st.none(), text), seq=st.integers(0, 2**40))
+def test_encode_data_equals_json_of_to_data_and_round_trips(due: datetime, sender: str | None, seq: int) -> None:
+    ev = EmailScheduled(enrollment_id="enr_1", campaign_id="cmp_1", contact_id="con_1", email_id="enr_1.1", step=1,
+                        due_at=due, sender_id=sender, priority=0, seq=seq)
+    encoded = encode_data(ev)
+    assert encoded == _plain(ev)
+    back = from_data(ev.TYPE, ev.VERSION, json.loads(encoded))
+    assert back == EmailScheduled(**{**to_data(ev), "due_at": due.astimezone(UTC)})  # type: ignore[arg-type]
+
+
+def test_encode_data_sorts_nested_keys_and_keeps_unicode() -> None:
+    ev = ContactCreated(contact_id="con_1", email="zoë@example.com", email_hash="h", email_domain="example.com",
+                        first_name="Zoë", last_name=None, company=None, timezone=None,
+                        custom_fields={"b": 1, "a": {"y": 2, "x": [3]}})
+    assert encode_data(ev) == _plain(ev)
+    assert '"a":{"x":[3],"y":2},"b":1' in encode_data(ev) and "Zoë" in encode_data(ev)
+
+
+def test_time_format_round_trips_and_normalises_offsets() -> None:
+    t = datetime(2026, 3, 29, 1, 30, 0, 5, tzinfo=timezone(timedelta(hours=2)))
+    assert format_time(t) == "2026-03-28T23:30:00.000005Z"
+    assert parse_time(format_time(t)) == t and parse_time(format_time(t)).tzinfo is UTC
+    assert parse_time("2026-03-29T01:30:00.000005+02:00") == t
+
+
+def test_new_ids_are_prefixed_time_ordered_and_unique() -> None:
+    ids = [new_id("enr") for _ in range(5000)]
+    assert all(re.fullmatch(r"enr_[0-9a-f]{28}", i) for i in ids)
+    assert len(set(ids)) == len(ids)
