@@ -152,7 +152,7 @@ def from_data(type_name: str, type_version: int, data: dict[str, Any]) -> Event:
     names = _FIELD_SET[cls]
     # Usually the payload has exactly the class's fields: take it as is (it is the caller's fresh
     # dict from json.loads); a payload with extra keys (written by newer code) is filtered.
-    kwargs = dict(data) if names.issuperset(data) else {key: value for key, value in data.items() if key in names}
+    kwargs = dict(data) if data.keys() <= names else {key: value for key, value in data.items() if key in names}
     for key in _DATETIME_FIELDS[cls]:
         value = kwargs.get(key)
         if isinstance(value, str):
