@@ -8,7 +8,6 @@ same transaction. Positions therefore commit in order on both backends, so a rea
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -23,7 +22,7 @@ from sqlalchemy.util import await_only
 
 from events import schema
 from events.chain import GENESIS, ChainHasher
-from events.registry import Event, encode_data, event_class, format_time, from_data, parse_time, to_data
+from events.registry import Event, dumps, encode_data, event_class, format_time, from_data, loads, parse_time, to_data
 from events.vault import Vault
 
 
@@ -74,11 +73,8 @@ _PG_INSERT = (f"INSERT INTO events ({_COLUMNS}) SELECT * FROM unnest($1::bigint[
               "$4::text[], $5::int[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])")
 
 
-_ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=False)
-
-
 def _json(value: Any) -> str:
-    return _ENCODER.encode(value)
+    return dumps(value)
 
 
 def _sqlite_pragmas(immediate: bool) -> Callable[[AsyncEngine], None]:
@@ -426,7 +422,6 @@ class EventStore:
         i_pos, i_stream, i_ver, i_type = ix["position"], ix["stream"], ix["version"], ix["type"]
         i_tv, i_data, i_meta, i_at = ix["type_version"], ix["data"], ix["metadata"], ix["recorded_at"]
         i_ws, i_hash = ix["workspace_id"], ix["hash"]
-        loads = json.loads
         decoded: list[tuple[Any, dict[str, Any], type[Event]]] = []
         subjects: set[str] = set()
         for r in rows:

@@ -11,10 +11,10 @@ from hypothesis import strategies as st
 
 from engine.service.base import new_id
 from events import catalog  # noqa: F401
-from events.catalog.contact import ContactCreated
+from events.catalog.contact import ContactCreated, ListCreated
 from events.catalog.email import EmailScheduled
 from events.chain import GENESIS, ChainHasher, event_hash
-from events.registry import encode_data, format_time, from_data, parse_time, to_data
+from events.registry import dumps, encode_data, format_time, from_data, loads, parse_time, to_data
 
 text = st.text(max_size=40)
 
@@ -69,3 +69,20 @@ def test_new_ids_are_prefixed_time_ordered_and_unique() -> None:
     ids = [new_id("enr") for _ in range(5000)]
     assert all(re.fullmatch(r"enr_[0-9a-f]{28}", i) for i in ids)
     assert len(set(ids)) == len(ids)
+
+
+@given(st.text(), st.integers(), st.one_of(st.none(), st.text()))
+def test_plain_events_encode_like_the_standard_library(name: str, seq: int, sender: str | None) -> None:
+    """Plain events go through orjson: any text, any integer (beyond 64 bits too), the same text."""
+    for ev in (ListCreated(list_id="lst_1", name=name),
+               EmailScheduled(enrollment_id="enr_1", campaign_id="cmp_1", contact_id="con_1", email_id=name, step=1,
+                              due_at=datetime(2026, 1, 5, tzinfo=UTC), sender_id=sender, priority=0, seq=seq)):
+        assert encode_data(ev) == _plain(ev)
+        assert from_data(ev.TYPE, ev.VERSION, loads(encode_data(ev))) == ev
+
+
+def test_non_finite_floats_survive_the_log_json() -> None:
+    """The standard library writes ``Infinity`` where orjson would write ``null``: such a value is
+    written and read back by the standard library, never silently turned into null."""
+    text = dumps({"rate": float("inf"), "n": 1})
+    assert text == '{"n":1,"rate":Infinity}' and loads(text) == {"n": 1, "rate": float("inf")}
