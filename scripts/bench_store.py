@@ -114,7 +114,8 @@ class Workload:
 
 def build_workload(n_events: int, batch_size: int, n_single: int) -> Workload:
     """Batches of ~``batch_size`` events the way the engine writes them, then single events."""
-    campaigns = [new_id("cmp") for _ in range(20)]
+    minted = now_utc()
+    campaigns = [new_id("cmp", minted) for _ in range(20)]
     base = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
     pending: list[tuple[str, str, str, int]] = []  # enrollments holding step 1 only
     taken = 0
@@ -122,7 +123,7 @@ def build_workload(n_events: int, batch_size: int, n_single: int) -> Workload:
     lists = 0
 
     def hexid(prefix: str) -> str:
-        return new_id(prefix)  # the engine's own ids (time-ordered), as its streams are named
+        return new_id(prefix, minted)  # the engine's own ids, as its streams are named
 
     def new_list() -> Item:
         nonlocal lists

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import secrets
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,16 +26,22 @@ T = TypeVar("T")
 MAX_PER_PAGE = 200
 
 
-def new_id(prefix: str) -> str:
-    """``prefix_`` + the creation millisecond (12 hex digits) + 64 random bits (16 hex digits).
+_SEQUENCE = itertools.count(secrets.randbelow(1 << 24))
+
+
+def new_id(prefix: str, now: datetime) -> str:
+    """``prefix_`` + 28 hex digits: the engine clock's millisecond (12), a per-process sequence (6)
+    and 40 random bits (10).
 
     Ids stay opaque to clients, but ids created one after another sort together: the streams
     named after them land at the end of the log's (stream, version) index and of the read models'
     primary keys instead of at random pages, which is most of an append's database cost. The time
-    is the wall clock's on purpose: it only orders ids for the index and nothing reads it back, so
-    it must keep moving even under a test's ManualClock. Uniqueness comes from the random bits.
+    is the engine clock's (under a ManualClock the sequence alone keeps them in order). Ids of one
+    process never repeat (time and sequence); other processes start their sequence at random and
+    add 40 random bits.
     """
-    return f"{prefix}_{time.time_ns() // 1_000_000:012x}{secrets.token_hex(8)}"
+    ms = int(now.timestamp() * 1000) & 0xFFFF_FFFF_FFFF
+    return f"{prefix}_{ms:012x}{next(_SEQUENCE) & 0xFF_FFFF:06x}{secrets.token_hex(5)}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,7 +38,7 @@ class CampaignService(ServiceBase):
         data: m.CampaignIn = m.parse(m.CampaignIn, body)
         definition = _definition(data)
         await self._check_senders(ws, definition.get("sender_ids") or [])
-        cid = new_id("cmp")
+        cid = new_id("cmp", self.now())
         await self.store.append(f"campaign-{cid}", cd.decide_create(cid, definition), 0, workspace_id=ws)
         return await self.get_campaign(ws, cid)
 
@@ -144,7 +144,7 @@ class CampaignService(ServiceBase):
         definition = dict(state.definition)
         definition["schedule"] = {**(definition.get("schedule") or {}), "launch_at": None}
         definition["name"] = f"{definition['name']} (copy)"[:255]
-        new = new_id("cmp")
+        new = new_id("cmp", self.now())
         await self.store.append(f"campaign-{new}", cd.decide_create(new, definition, copied_from=cid), 0,
                                 workspace_id=ws)
         return await self.get_campaign(ws, new)
@@ -243,7 +243,8 @@ class CampaignService(ServiceBase):
                     state, version = await self._campaign(ws, cid, conn)
                     facts = await self._contact_facts(conn, ws, state, chunk)
                     seq = await self._next_seq(conn, cid)
-                    decision = ed.decide_enroll(state, facts, new_ids=[new_id("enr") for _ in facts], now=self.now(),
+                    now = self.now()
+                    decision = ed.decide_enroll(state, facts, new_ids=[new_id("enr", now) for _ in facts], now=now,
                                                 batch_number=data.batch_number, priority=data.priority,
                                                 first_seq=seq)
                     batches = [AppendBatch(s, evs, 0 if s.startswith("enrollment-") else version)

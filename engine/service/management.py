@@ -48,12 +48,13 @@ class ManagementService(ServiceBase):
             raise ValidationFailed([{"field": "name", "message": "name must be 1-255 characters"}])
         if monthly_limit is not None and monthly_limit < 0:
             raise ValidationFailed([{"field": "monthly_limit", "message": "must be >= 0"}])
-        ws_id = new_id("ws")
+        ws_id = new_id("ws", self.now())
         key = "ce_" + secrets.token_urlsafe(32)
         await self.store.append(f"workspace-{ws_id}", [
             we.WorkspaceCreated(workspace_id=ws_id, name=name, monthly_limit=monthly_limit,
                                 require_approval=require_approval),
-            we.ApiKeyCreated(workspace_id=ws_id, key_id=new_id("key"), key_hash=hash_api_key(key), prefix=key[:7]),
+            we.ApiKeyCreated(workspace_id=ws_id, key_id=new_id("key", self.now()), key_hash=hash_api_key(key),
+                             prefix=key[:7]),
         ], 0, workspace_id=ws_id, metadata={"actor": "system"})
         return Workspace(ws_id, name, key, monthly_limit, require_approval)
 
@@ -90,7 +91,7 @@ class ManagementService(ServiceBase):
 
     async def create_sender(self, ws: str, body: dict[str, Any]) -> dict[str, Any]:
         s: m.SenderIn = m.parse(m.SenderIn, body)
-        sid = new_id("snd")
+        sid = new_id("snd", self.now())
         await self.store.append(f"sender-{sid}", [se.SenderAdded(
             sender_id=sid, email=s.email, from_name=s.from_name, smtp=self._secret_settings(s.smtp.model_dump()) or {},
             imap=self._secret_settings(s.imap.model_dump()) if s.imap else None, daily_limit=s.daily_limit,
@@ -198,7 +199,7 @@ class ManagementService(ServiceBase):
                 existing = await self._existing_contact(ws, self._email_hash(data.email), conn)
                 if existing:
                     raise Conflict("contact_exists", "a contact with this email exists", {"id": existing})
-                cid = new_id("con")
+                cid = new_id("con", self.now())
                 await self.store.append(f"contact-{cid}", [self._contact_created(cid, data)], 0, workspace_id=ws,
                                         conn=conn)
                 return cid
@@ -242,7 +243,7 @@ class ManagementService(ServiceBase):
                                 contact_id=old["id"], changes=changes)]))
                             updated += 1
                     else:
-                        cid = new_id("con")
+                        cid = new_id("con", self.now())
                         batches.append(AppendBatch(f"contact-{cid}", [self._contact_created(cid, item)], 0))
                         created += 1
                 await self.store.append_many(batches, workspace_id=ws, conn=conn)
@@ -321,7 +322,7 @@ class ManagementService(ServiceBase):
     # -- lists ----------------------------------------------------------------------------------
     async def create_list(self, ws: str, body: dict[str, Any]) -> dict[str, Any]:
         data: m.ListIn = m.parse(m.ListIn, body)
-        lid = new_id("lst")
+        lid = new_id("lst", self.now())
         await self.store.append(f"list-{lid}", [ce.ListCreated(list_id=lid, name=data.name)], 0, workspace_id=ws)
         return views.list_view(await self._list_row(ws, lid), 0)
 
@@ -412,7 +413,7 @@ class ManagementService(ServiceBase):
         unknown = [e for e in data.events if e not in all_types() and e != "*"]
         if unknown:
             raise ValidationFailed([{"field": "events", "message": f"unknown event type {u}"} for u in unknown])
-        wid = new_id("whk")
+        wid = new_id("whk", self.now())
         secret = data.secret or secrets.token_urlsafe(24)
         await self.store.append(f"webhook-{wid}", [we.WebhookCreated(
             webhook_id=wid, url=data.url, event_types=tuple(data.events),

@@ -65,10 +65,16 @@ def test_time_format_round_trips_and_normalises_offsets() -> None:
     assert parse_time("2026-03-29T01:30:00.000005+02:00") == t
 
 
-def test_new_ids_are_prefixed_time_ordered_and_unique() -> None:
-    ids = [new_id("enr") for _ in range(5000)]
+def test_new_ids_are_prefixed_ordered_by_engine_time_and_unique() -> None:
+    now = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
+    ids = [new_id("enr", now) for _ in range(5000)]  # one frozen ManualClock moment
     assert all(re.fullmatch(r"enr_[0-9a-f]{28}", i) for i in ids)
     assert len(set(ids)) == len(ids)
+    assert {i[4:16] for i in ids} == {f"{int(now.timestamp() * 1000):012x}"}  # the engine clock's millisecond
+    descents = sum(a > b for a, b in zip(ids, ids[1:], strict=False))
+    assert descents <= 1  # in creation order (the 24-bit sequence may wrap once)
+    later = new_id("enr", now + timedelta(milliseconds=1))
+    assert later[4:16] > ids[0][4:16]
 
 
 @given(st.text(), st.integers(), st.one_of(st.none(), st.text()))
