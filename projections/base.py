@@ -1,7 +1,7 @@
 """The projection framework: read models built only from events, inline or by rebuild.
 
 A projection is a set of tables plus handlers keyed by event type. Handlers receive runs of
-consecutive events of one type, so hot paths (thousands of ``enrollment.created`` in one append)
+consecutive events they handle, so hot paths (thousands of ``enrollment.created`` in one append)
 become one set-based statement instead of one per row. Handlers use event data and event times
 only, never now(), so a rebuild from position 0 gives byte-for-byte the inline read models.
 """
@@ -9,12 +9,20 @@ only, never now(), so a rebuild from position 0 gives byte-for-byte the inline r
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Column, Integer, MetaData, String, Table, delete, select
+from sqlalchemy import Column, Integer, MetaData, String, Table, delete, false, func, literal_column, null, select, true
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql import ColumnElement
+from sqlalchemy.sql.dml import UpdateBase
+from sqlalchemy.sql.expression import bindparam
 
+from events import schema
+from events.registry import all_types, format_time
 from events.schema import SCHEMA_LOCK
 from events.store import EventStore, StoredEvent
 
@@ -47,6 +55,10 @@ class Projection:
     # With stream_local: the types whose handlers reach other streams' rows. They keep their place
     # in the log order; only the runs between them are regrouped.
     barriers: frozenset[str] = frozenset()
+    # True when the tables' non-unique indexes serve readers only (no handler finds rows through
+    # them): a rebuild on SQLite then drops them, loads, and builds each once at the end (one sort)
+    # instead of inserting into it row by row. Unique indexes stay, so a rebuild fails as before.
+    defer_indexes: bool = False
 
     def on(self, *types: str) -> Callable[[Handler], Handler]:
         def register(fn: Handler) -> Handler:
@@ -58,45 +70,185 @@ class Projection:
 
         return register
 
-    async def apply(self, conn: AsyncConnection, events: Sequence[StoredEvent]) -> None:
-        mine = [ev for ev in events if ev.type in self.handlers]
-        if self.stream_local and len(mine) > 2:
-            regrouped: list[StoredEvent] = []
-            segment: list[StoredEvent] = []
-            for ev in mine:
-                if ev.type in self.barriers:
-                    regrouped.extend(_regroup(segment))
-                    regrouped.append(ev)
-                    segment = []
-                else:
-                    segment.append(ev)
-            regrouped.extend(_regroup(segment))
-            mine = regrouped
-        run: list[StoredEvent] = []
-        for ev in mine:
-            if run and run[-1].type != ev.type:
-                await self.handlers[run[0].type](conn, run)
-                run = []
-            run.append(ev)
-        if run:
-            await self.handlers[run[0].type](conn, run)
+    async def apply(self, conn: AsyncConnection, events: Sequence[StoredEvent],
+                    types: AbstractSet[str] | None = None) -> None:
+        """Call each handler once per run of consecutive events it handles.
+
+        A run may mix the types one handler is registered for (each handler applies its events in
+        order, so a run is the same as one call per event). Stream-local projections regroup the
+        batch first, but only when a handler appears in more than one run: when every handler
+        already has a single run (the common case), regrouping could not save a statement.
+        ``types``, the set of the events' types when the caller has it, spares a pass per projection.
+        """
+        handlers = self.handlers
+        if types is None:
+            types = {ev.type for ev in events}
+        mine_types = [t for t in types if t in handlers]
+        if not mine_types:
+            return
+        mine = events if len(mine_types) == len(types) else [ev for ev in events if ev.type in handlers]
+        if len({handlers[t] for t in mine_types}) == 1:  # one handler: the whole batch is one run
+            await handlers[mine_types[0]](conn, mine)
+            return
+        runs = _runs(mine, handlers)
+        if self.stream_local and len(runs) > len({h for h, _, _ in runs}):
+            if self.barriers:
+                regrouped: list[StoredEvent] = []
+                start = 0
+                for i, ev in enumerate(mine):
+                    if ev.type in self.barriers:
+                        regrouped.extend(_regroup(mine[start:i]))
+                        regrouped.append(ev)
+                        start = i + 1
+                regrouped.extend(_regroup(mine[start:]))
+                mine = regrouped
+            else:
+                mine = _regroup(mine)
+            runs = _runs(mine, handlers)
+        for handler, start, end in runs:
+            await handler(conn, mine[start:end] if start or end < len(mine) else mine)
 
     async def clear(self, conn: AsyncConnection) -> None:
         for table in reversed(self.tables):
             await conn.execute(delete(table))
 
 
-def _regroup(events: list[StoredEvent]) -> list[StoredEvent]:
-    """Stable order by (rank within its stream in this batch, type): [c1, s1, c2, s2] -> [c1, c2, s1, s2]."""
-    seen: dict[str, int] = {}
-    type_rank: dict[str, int] = {}
-    keyed = []
+def _runs(events: Sequence[StoredEvent], handlers: dict[str, Handler]) -> list[tuple[Handler, int, int]]:
+    """(handler, start, end) of each run of consecutive events that one handler takes."""
+    runs: list[tuple[Handler, int, int]] = []
+    current: Handler | None = None
+    start = 0
     for i, ev in enumerate(events):
-        rank = seen.get(ev.stream, 0)
-        seen[ev.stream] = rank + 1
-        keyed.append((rank, type_rank.setdefault(ev.type, len(type_rank)), i, ev))
-    keyed.sort(key=lambda k: k[:3])
-    return [k[3] for k in keyed]
+        h = handlers[ev.type]
+        if h is not current:
+            if current is not None:
+                runs.append((current, start, i))
+            current, start = h, i
+    if current is not None:
+        runs.append((current, start, len(events)))
+    return runs
+
+
+def _regroup(events: Sequence[StoredEvent]) -> list[StoredEvent]:
+    """Stable order by (rank within its stream in this batch, type): [c1, s1, c2, s2] -> [c1, c2, s1, s2].
+
+    Types rank by their first appearance. Events go into one bucket per (rank, type), in log
+    order, and the buckets are concatenated in (rank, type rank) order: the same order as a stable
+    sort on that key, without a key tuple per event.
+    """
+    if len(events) < 3:
+        return list(events)
+    seen: dict[str, int] = {}
+    buckets: dict[tuple[int, str], list[StoredEvent]] = {}
+    for ev in events:
+        stream = ev.stream
+        rank = seen.get(stream, 0)
+        seen[stream] = rank + 1
+        key = (rank, ev.type)
+        bucket = buckets.get(key)
+        if bucket is None:
+            buckets[key] = [ev]
+        else:
+            bucket.append(ev)
+    if len(buckets) == 1:
+        return list(events)
+    type_rank: dict[str, int] = {}
+    for _, type_ in buckets:  # a type's first bucket is created at its first event
+        type_rank.setdefault(type_, len(type_rank))
+    out: list[StoredEvent] = []
+    for key in sorted(buckets, key=lambda k: (k[0], type_rank[k[1]])):
+        out.extend(buckets[key])
+    return out
+
+
+class TimeTexts(dict[datetime, str]):
+    """``format_time`` memoised for one handler call: ``texts[dt]``.
+
+    Formatting a time is the costliest per-row step of the hot handlers, and their values repeat:
+    the events of one append share one ``recorded_at``, and many emails share a due time. Equal
+    datetimes are the same instant, so they format to the same text.
+    """
+
+    def __missing__(self, value: datetime) -> str:
+        text = self[value] = format_time(value)
+        return text
+
+
+def lit(value: str | int | bool | None) -> ColumnElement[Any]:
+    """A constant rendered into the SQL of a :class:`Statement` (so that rows need not bind it)."""
+    if value is None:
+        return null()
+    if isinstance(value, bool):
+        return true() if value else false()
+    if isinstance(value, int):
+        return literal_column(str(value))
+    return literal_column("'" + value.replace("'", "''") + "'")
+
+
+class Statement:
+    """A statement compiled once per dialect and run with one positional tuple per row.
+
+    Hot handlers write thousands of rows per call; ``conn.execute(stmt, [dict, ...])`` costs a dict
+    per row and SQLAlchemy's per-row parameter processing, which dominated projection time. Here
+    the driver's executemany receives the tuples as they are, with the dialect's placeholders
+    (``?`` on SQLite, ``$n`` on asyncpg). ``params`` names the bound parameters in the order the
+    compiled statement wants them (checked at compile time); constants are written with
+    :func:`lit`. No type processing runs: values must be what the column stores (str, int, bool,
+    None), which is also what SQLAlchemy would have bound for them.
+    """
+
+    def __init__(self, build: Callable[[], UpdateBase], params: Sequence[str]) -> None:
+        self._build = build
+        self.params = tuple(params)
+        self._sql: dict[tuple[str, str], str] = {}
+
+    def sql(self, dialect: Dialect) -> str:
+        key = (dialect.name, dialect.paramstyle)
+        text = self._sql.get(key)
+        if text is None:
+            compiled = self._build().compile(dialect=dialect)
+            order = tuple(compiled.positiontup or ())
+            if order != self.params:
+                raise ValueError(f"statement binds {order}, not {self.params}: {compiled.string}")
+            text = self._sql[key] = compiled.string
+        return text
+
+    async def run(self, conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
+        if conn.dialect.positional:
+            await conn.exec_driver_sql(self.sql(conn.dialect), rows)
+        else:  # a driver with named parameters: through SQLAlchemy, same values
+            await conn.execute(self._build(), [dict(zip(self.params, row, strict=True)) for row in rows])
+
+
+def insert_statement(table: Table, **constants: str | int | bool | None) -> Statement:
+    """INSERT of every column of ``table``: ``constants`` written into the SQL, the others bound,
+    in the table's column order."""
+    names = [c.name for c in table.columns if c.name not in constants]
+    unknown = set(constants) - {c.name for c in table.columns}
+    if unknown:
+        raise ValueError(f"{table.name} has no column {sorted(unknown)}")
+
+    def build() -> UpdateBase:
+        return table.insert().values({c.name: lit(constants[c.name]) if c.name in constants
+                                      else bindparam(f"p_{c.name}") for c in table.columns})
+
+    return Statement(build, [f"p_{n}" for n in names])
+
+
+async def _covered(store: EventStore, conn: AsyncConnection | None, end: int | None) -> tuple[int, int]:
+    """(number of events, last position) of the log up to ``end``."""
+    ev = schema.events
+    q = select(func.count(), func.coalesce(func.max(ev.c.position), 0))
+    if end is not None:
+        q = q.where(ev.c.position <= end)
+    if conn is None:
+        async with store.reading() as c:
+            count, last = (await c.execute(q)).one()
+    else:
+        count, last = (await conn.execute(q)).one()
+    return int(count), int(last)
 
 
 class Projector:
@@ -109,8 +261,9 @@ class Projector:
             raise ValueError("two projections share a name")
 
     async def apply(self, conn: AsyncConnection, events: Sequence[StoredEvent]) -> None:
+        types = {ev.type for ev in events}
         for p in self.projections:
-            await p.apply(conn, events)
+            await p.apply(conn, events, types)
         if events:
             await conn.execute(projection_state.update().values(position=events[-1].position))
 
@@ -144,24 +297,47 @@ class Projector:
         chosen = list(only) if only is not None else self.projections
         engine = target if target is not None else store.write_engine
         total = until_position if until_position is not None else await store.last_position()
+        # Read only the types some chosen projection handles: the others would be decoded (and
+        # decrypted) for nothing. Not with ``event_filter``: it is shown every event of the log.
+        handled = {t for p in chosen for t in p.handlers}
+        types = sorted(handled) if event_filter is None and not handled.issuperset(all_types()) else None
         done = 0
         async with engine.begin() as conn:
             if target is None and store.dialect == "postgresql":
                 await conn.exec_driver_sql("LOCK TABLE events IN EXCLUSIVE MODE")
+            end = until_position
+            if types is not None and end is None:  # the log's end, read under the write lock
+                end = await store.last_position(conn if target is None else None)
+            # Dropped before the clear, which then has fewer b-trees to empty. Only on SQLite: the
+            # DDL is transactional there and readers keep their snapshot, where PostgreSQL would
+            # lock the tables against readers for the whole rebuild.
+            deferred = [ix for p in chosen if p.defer_indexes for table in p.tables for ix in table.indexes
+                        if not ix.unique] if conn.dialect.name == "sqlite" else []
+            for ix in deferred:
+                await conn.run_sync(ix.drop, checkfirst=True)
             for p in chosen:
                 await p.clear(conn)
             after = 0
             while True:
-                batch = await store.read_all(after, batch_size, until_position=until_position)
+                batch = await store.read_all(after, batch_size, types=types, until_position=end)
                 if not batch:
                     break
                 events = [e for e in batch if event_filter(e)] if event_filter else batch
+                present = {e.type for e in events}
                 for p in chosen:
-                    await p.apply(conn, events)
+                    await p.apply(conn, events, present)
                 after = batch[-1].position
                 done += len(batch)
                 if progress:
                     progress("rebuild", after, total)
+            if types is not None:  # every event up to ``end`` was covered, the skipped types too
+                done, last = await _covered(store, conn if target is None else None, end)
+                if last > after:
+                    after = last
+                    if progress:
+                        progress("rebuild", after, total)
+            for ix in deferred:
+                await conn.run_sync(ix.create)
             for p in chosen:
                 await self._set_state(conn, p, after)
         return done

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from events.registry import format_time
 from events.store import StoredEvent
 from projections import tables as t
-from projections.base import Projection
+from projections.base import Projection, Statement, TimeTexts, insert_statement, lit
 
 
 def _j(value: Any) -> str:
@@ -48,8 +48,8 @@ async def _key_created(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> Non
 
 @workspaces.on("api_key.revoked")
 async def _key_revoked(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
-    for e in evs:
-        await conn.execute(update(t.api_keys).where(t.api_keys.c.key_id == _d(e).key_id).values(revoked=True))
+    await conn.execute(update(t.api_keys).where(t.api_keys.c.key_id == bindparam("k")).values(revoked=True),
+                       [{"k": _d(e).key_id} for e in evs])
 
 
 @workspaces.on("webhook.created")
@@ -62,8 +62,8 @@ async def _wh_created(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None
 
 @workspaces.on("webhook.deleted")
 async def _wh_deleted(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
-    for e in evs:
-        await conn.execute(delete(t.webhooks).where(t.webhooks.c.id == _d(e).webhook_id))
+    await conn.execute(delete(t.webhooks).where(t.webhooks.c.id == bindparam("i")), [{"i": _d(e).webhook_id}
+                                                                                       for e in evs])
 
 
 # -- senders ----------------------------------------------------------------------------------
@@ -94,26 +94,27 @@ async def _sender_updated(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> 
         await conn.execute(update(t.senders).where(t.senders.c.id == d.sender_id).values(**values))
 
 
+_S = t.senders
+
+
 @senders.on("sender.disabled")
 async def _sender_disabled(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
-    for e in evs:
-        d = _d(e)
-        await conn.execute(update(t.senders).where(t.senders.c.id == d.sender_id).values(
-            status=d.status, disabled_reason=d.reason, disabled_at=_at(e), updated_at=_at(e)))
+    await conn.execute(update(_S).where(_S.c.id == bindparam("i")).values(
+        status=bindparam("st"), disabled_reason=bindparam("r"), disabled_at=bindparam("at"), updated_at=bindparam("u")),
+        [{"i": d.sender_id, "st": d.status, "r": d.reason, "at": _at(e), "u": _at(e)} for e in evs for d in [_d(e)]])
 
 
 @senders.on("sender.reenabled")
 async def _sender_reenabled(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
-    for e in evs:
-        await conn.execute(update(t.senders).where(t.senders.c.id == _d(e).sender_id).values(
-            status="active", disabled_reason=None, disabled_at=None, updated_at=_at(e)))
+    await conn.execute(update(_S).where(_S.c.id == bindparam("i")).values(
+        status="active", disabled_reason=None, disabled_at=None, updated_at=bindparam("u")),
+        [{"i": _d(e).sender_id, "u": _at(e)} for e in evs])
 
 
 @senders.on("sender.removed")
 async def _sender_removed(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
-    for e in evs:
-        await conn.execute(update(t.senders).where(t.senders.c.id == _d(e).sender_id).values(
-            removed=True, updated_at=_at(e)))
+    await conn.execute(update(_S).where(_S.c.id == bindparam("i")).values(removed=True, updated_at=bindparam("u")),
+                       [{"i": _d(e).sender_id, "u": _at(e)} for e in evs])
 
 
 # -- contacts, lists, suppressions ------------------------------------------------------------
@@ -122,20 +123,21 @@ contacts = Projection("contacts", 1, [t.contacts, t.lists, t.list_members, t.sup
 _CONTACT_FIELDS = ("email", "first_name", "last_name", "company", "timezone")
 
 
+_CONTACT_INSERT = insert_statement(t.contacts, bounced=False, replied=False, unsubscribed=False)
+
+
 @contacts.on("contact.created")
 async def _contact_created(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
+    texts = TimeTexts()
     rows = []
     for e in evs:
-        d = _d(e)
+        d: Any = e.event
         erased = d.email is None  # the key was destroyed before this rebuild
-        rows.append({
-            "id": d.contact_id, "workspace_id": e.workspace_id, "email": d.email, "email_hash": d.email_hash,
-            "email_domain": d.email_domain, "first_name": d.first_name, "last_name": d.last_name,
-            "company": d.company, "timezone": d.timezone,
-            "custom_fields": _j(d.custom_fields) if d.custom_fields is not None else None,
-            "status": "erased" if erased else "active", "bounced": False, "replied": False,
-            "unsubscribed": False, "erased": erased, "created_at": _at(e), "updated_at": _at(e)})
-    await conn.execute(t.contacts.insert(), rows)
+        at = texts[e.recorded_at]
+        rows.append((d.contact_id, e.workspace_id, d.email, d.email_hash, d.email_domain, d.first_name, d.last_name,
+                     d.company, d.timezone, _j(d.custom_fields) if d.custom_fields is not None else None,
+                     "erased" if erased else "active", erased, at, at))
+    await _CONTACT_INSERT.run(conn, rows)
 
 
 @contacts.on("contact.updated")
@@ -167,34 +169,40 @@ async def _contact_erased(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> 
             ).values(value=None))
 
 
+_C = t.contacts
+
+
 @contacts.on("contact.unsubscribed", "email.complained")
 async def _contact_unsubscribed(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
-    for e in evs:
-        await conn.execute(update(t.contacts).where(t.contacts.c.id == _d(e).contact_id).values(
-            unsubscribed=True, status="unsubscribed", updated_at=_at(e)))
+    await conn.execute(update(_C).where(_C.c.id == bindparam("i")).values(
+        unsubscribed=True, status="unsubscribed", updated_at=bindparam("u")),
+        [{"i": _d(e).contact_id, "u": _at(e)} for e in evs])
 
 
 @contacts.on("email.bounced")
 async def _contact_bounced(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
-    for e in evs:
-        if _d(e).bounce_type == "hard":
-            await conn.execute(update(t.contacts).where(t.contacts.c.id == _d(e).contact_id).values(
-                bounced=True, updated_at=_at(e)))
+    rows = [{"i": _d(e).contact_id, "u": _at(e)} for e in evs if _d(e).bounce_type == "hard"]
+    if rows:
+        await conn.execute(update(_C).where(_C.c.id == bindparam("i")).values(bounced=True, updated_at=bindparam("u")),
+                           rows)
 
 
 @contacts.on("email.replied")
 async def _contact_replied(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
-    for e in evs:
-        if not _d(e).out_of_office:
-            await conn.execute(update(t.contacts).where(t.contacts.c.id == _d(e).contact_id).values(
-                replied=True, updated_at=_at(e)))
+    rows = [{"i": _d(e).contact_id, "u": _at(e)} for e in evs if not _d(e).out_of_office]
+    if rows:
+        await conn.execute(update(_C).where(_C.c.id == bindparam("i")).values(replied=True, updated_at=bindparam("u")),
+                           rows)
+
+
+_LIST_INSERT = insert_statement(t.lists)
 
 
 @contacts.on("list.created")
 async def _list_created(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
-    await conn.execute(t.lists.insert(), [
-        {"id": _d(e).list_id, "workspace_id": e.workspace_id, "name": _d(e).name, "created_at": _at(e)}
-        for e in evs])
+    texts = TimeTexts()
+    await _LIST_INSERT.run(conn, [(d.list_id, e.workspace_id, d.name, texts[e.recorded_at])
+                                  for e in evs for d in [_d(e)]])
 
 
 @contacts.on("list.contacts_added")
@@ -230,10 +238,10 @@ async def _supp_added(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None
 
 @contacts.on("suppression.removed")
 async def _supp_removed(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
-    for e in evs:
-        s = t.suppressions
-        await conn.execute(delete(s).where(s.c.workspace_id == e.workspace_id, s.c.kind == _d(e).kind,
-                                           s.c.value_hash == _d(e).value_hash))
+    s = t.suppressions
+    await conn.execute(delete(s).where(s.c.workspace_id == bindparam("w"), s.c.kind == bindparam("k"),
+                                       s.c.value_hash == bindparam("h")),
+                       [{"w": e.workspace_id, "k": _d(e).kind, "h": _d(e).value_hash} for e in evs])
 
 
 # -- campaigns --------------------------------------------------------------------------------
@@ -284,84 +292,118 @@ async def _cmp_status(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None
         await conn.execute(update(t.campaigns).where(t.campaigns.c.id == _d(e).campaign_id).values(**values))
 
 
+_CMP = t.campaigns
+
+
 @campaigns.on("campaign.launched")
 async def _cmp_launched(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
-    for e in evs:
-        await conn.execute(update(t.campaigns).where(t.campaigns.c.id == _d(e).campaign_id).values(
-            status=_d(e).status, launched_at=_at(e), updated_at=_at(e)))
+    await conn.execute(update(_CMP).where(_CMP.c.id == bindparam("i")).values(
+        status=bindparam("st"), launched_at=bindparam("at"), updated_at=bindparam("u")),
+        [{"i": _d(e).campaign_id, "st": _d(e).status, "at": _at(e), "u": _at(e)} for e in evs])
 
 
 @campaigns.on("campaign.approved")
 async def _cmp_approved(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
-    for e in evs:
-        await conn.execute(update(t.campaigns).where(t.campaigns.c.id == _d(e).campaign_id).values(
-            approved_at=_at(e), updated_at=_at(e)))
+    await conn.execute(update(_CMP).where(_CMP.c.id == bindparam("i")).values(
+        approved_at=bindparam("at"), updated_at=bindparam("u")),
+        [{"i": _d(e).campaign_id, "at": _at(e), "u": _at(e)} for e in evs])
 
 
 @campaigns.on("campaign.deleted")
 async def _cmp_deleted(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
-    for e in evs:
-        await conn.execute(update(t.campaigns).where(t.campaigns.c.id == _d(e).campaign_id).values(
-            deleted=True, updated_at=_at(e)))
+    await conn.execute(update(_CMP).where(_CMP.c.id == bindparam("i")).values(deleted=True, updated_at=bindparam("u")),
+                       [{"i": _d(e).campaign_id, "u": _at(e)} for e in evs])
 
 
 # -- enrollments and skips --------------------------------------------------------------------
-enrollments = Projection("enrollments", 1, [t.enrollments, t.skips], stream_local=True)
+# Handlers find enrollments by id and skips by position (the primary keys): the indexes serve readers.
+enrollments = Projection("enrollments", 1, [t.enrollments, t.skips], stream_local=True, defer_indexes=True)
 _E = t.enrollments
 
 
-@enrollments.on("enrollment.created")
-async def _enr_created(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
-    await conn.execute(_E.insert(), [
-        {"id": d.enrollment_id, "workspace_id": e.workspace_id, "campaign_id": d.campaign_id,
-         "contact_id": d.contact_id, "status": "pending", "current_step": 0, "next_send_at": None,
-         "batch_number": d.batch_number, "priority": d.priority, "seq": d.seq, "sender_id": None,
-         "stop_reason": None, "enrolled_at": _at(e), "updated_at": _at(e)}
-        for e in evs for d in [_d(e)]])
+_ENR_INSERT = insert_statement(_E, status="pending", current_step=0, sender_id=None, stop_reason=None)
+_ENR_SCHEDULE = Statement(lambda: update(_E).where(_E.c.id == bindparam("p_id")).values(
+    next_send_at=bindparam("p_next"), updated_at=bindparam("p_at")), ["p_next", "p_at", "p_id"])
+
+
+@enrollments.on("enrollment.created", "email.scheduled")
+async def _enr_created_or_scheduled(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
+    """Both types in one run, because the engine appends each new enrollment with its first email.
+
+    An ``email.scheduled`` whose enrollment was created earlier in the run is folded into the new
+    row: its UPDATE would set ``next_send_at`` and ``updated_at`` of the row just inserted, so the
+    row is inserted with those values (one INSERT per enrollment instead of an INSERT and an
+    UPDATE). The other ``email.scheduled`` run first, in log order: no row they can reach is
+    inserted by this run before them, so running them before the INSERTs changes nothing.
+    """
+    texts = TimeTexts()
+    created: list[list[Any]] = []  # [event, workspace_id, enrolled_at, next_send_at, updated_at]
+    by_id: dict[str, list[Any]] = {}
+    scheduled: list[tuple[Any, ...]] = []
+    for e in evs:
+        d: Any = e.event
+        if e.type == "enrollment.created":
+            at = texts[e.recorded_at]
+            row = [d, e.workspace_id, at, None, at]
+            created.append(row)
+            by_id[d.enrollment_id] = row
+        else:
+            new = by_id.get(d.enrollment_id)
+            if new is None:
+                scheduled.append((texts[d.due_at], texts[e.recorded_at], d.enrollment_id))
+            else:
+                new[3] = texts[d.due_at]
+                new[4] = texts[e.recorded_at]
+    await _ENR_SCHEDULE.run(conn, scheduled)
+    await _ENR_INSERT.run(conn, [(d.enrollment_id, ws, d.campaign_id, d.contact_id, due, d.batch_number, d.priority,
+                                  d.seq, enrolled, updated) for d, ws, enrolled, due, updated in created])
+
+
+_SKIP_INSERT = insert_statement(t.skips)
+_ENR_SKIP = Statement(lambda: update(_E).where(_E.c.id == bindparam("p_id")).values(
+    status=lit("skipped"), next_send_at=lit(None), stop_reason=bindparam("p_reason"), updated_at=bindparam("p_at")),
+    ["p_reason", "p_at", "p_id"])
 
 
 @enrollments.on("enrollment.skipped")
 async def _enr_skipped(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
-    await conn.execute(t.skips.insert(), [
-        {"position": e.position, "workspace_id": e.workspace_id, "campaign_id": _d(e).campaign_id,
-         "contact_id": _d(e).contact_id, "reason": _d(e).reason, "at": _at(e)} for e in evs])
-    later = [{"i": _d(e).enrollment_id, "u": _at(e), "r": _d(e).reason} for e in evs if _d(e).enrollment_id]
-    if later:
-        await conn.execute(update(_E).where(_E.c.id == bindparam("i")).values(
-            status="skipped", next_send_at=None, stop_reason=bindparam("r"), updated_at=bindparam("u")), later)
+    texts = TimeTexts()
+    await _SKIP_INSERT.run(conn, [(e.position, e.workspace_id, d.campaign_id, d.contact_id, d.reason,
+                                   texts[e.recorded_at]) for e in evs for d in [_d(e)]])
+    await _ENR_SKIP.run(conn, [(d.reason, texts[e.recorded_at], d.enrollment_id)
+                               for e in evs for d in [_d(e)] if d.enrollment_id])
 
 
-@enrollments.on("email.scheduled")
-async def _enr_scheduled(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
-    await conn.execute(update(_E).where(_E.c.id == bindparam("i")).values(
-        next_send_at=bindparam("n"), updated_at=bindparam("u")),
-        [{"i": _d(e).enrollment_id, "n": format_time(_d(e).due_at), "u": _at(e)} for e in evs])
+_ENR_SENT = Statement(lambda: update(_E).where(_E.c.id == bindparam("p_id")).values(
+    status=lit("in_progress"), current_step=bindparam("p_step"), next_send_at=lit(None),
+    sender_id=bindparam("p_sender"), updated_at=bindparam("p_at")), ["p_step", "p_sender", "p_at", "p_id"])
 
 
 @enrollments.on("email.sent")
 async def _enr_sent(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
-    await conn.execute(update(_E).where(_E.c.id == bindparam("i")).values(
-        status="in_progress", current_step=bindparam("s"), sender_id=bindparam("snd"), next_send_at=None,
-        updated_at=bindparam("u")),
-        [{"i": _d(e).enrollment_id, "s": _d(e).step, "snd": _d(e).sender_id, "u": _at(e)} for e in evs])
+    texts = TimeTexts()
+    await _ENR_SENT.run(conn, [(d.step, d.sender_id, texts[e.recorded_at], d.enrollment_id)
+                               for e in evs for d in [_d(e)]])
 
 
 _FINAL = {"enrollment.completed": "completed", "enrollment.removed": "stopped"}
+_ENR_STOP = Statement(lambda: update(_E).where(_E.c.id == bindparam("p_id")).values(
+    status=bindparam("p_status"), next_send_at=lit(None), stop_reason=bindparam("p_reason"),
+    updated_at=bindparam("p_at")), ["p_status", "p_reason", "p_at", "p_id"])
 
 
 @enrollments.on("enrollment.completed", "enrollment.removed")
 async def _enr_final(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
-    await conn.execute(update(_E).where(_E.c.id == bindparam("i")).values(
-        status=bindparam("st"), next_send_at=None, stop_reason=bindparam("r"), updated_at=bindparam("u")),
-        [{"i": _d(e).enrollment_id, "st": _FINAL[e.type], "u": _at(e),
-          "r": "removed" if e.type == "enrollment.removed" else None} for e in evs])
+    texts = TimeTexts()
+    await _ENR_STOP.run(conn, [(_FINAL[e.type], "removed" if e.type == "enrollment.removed" else None,
+                                texts[e.recorded_at], _d(e).enrollment_id) for e in evs])
 
 
 @enrollments.on("enrollment.stopped")
 async def _enr_stopped(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
-    await conn.execute(update(_E).where(_E.c.id == bindparam("i")).values(
-        status=bindparam("st"), next_send_at=None, stop_reason=bindparam("r"), updated_at=bindparam("u")),
-        [{"i": _d(e).enrollment_id, "st": _d(e).status, "r": _d(e).reason, "u": _at(e)} for e in evs])
+    texts = TimeTexts()
+    await _ENR_STOP.run(conn, [(d.status, d.reason, texts[e.recorded_at], d.enrollment_id)
+                               for e in evs for d in [_d(e)]])
 
 
 ALL = [workspaces, senders, contacts, campaigns, enrollments]

@@ -8,15 +8,15 @@ email opened twice counts once.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Boolean, Column, Index, Integer, String, Table, Text, bindparam, case, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from events.registry import format_time
 from events.store import StoredEvent
-from projections.base import Projection, metadata
+from projections.base import Handler, Projection, Statement, TimeTexts, insert_statement, lit, metadata
 
 emails = Table(
     "rm_emails", metadata,
@@ -56,9 +56,10 @@ emails = Table(
 )
 
 # Every handler updates the rows of its own enrollment's emails, except the two contact events,
-# which reach across streams and so keep their place in the log order.
+# which reach across streams and so keep their place in the log order. Handlers find rows by
+# email_id (the primary key) or contact_id (not indexed): the indexes serve the readers.
 send_queue = Projection("send_queue", 2, [emails], stream_local=True,
-                        barriers=frozenset({"contact.erased", "contact.unsubscribed"}))
+                        barriers=frozenset({"contact.erased", "contact.unsubscribed"}), defer_indexes=True)
 E = emails.c
 
 
@@ -67,89 +68,130 @@ def _ev(ev: StoredEvent) -> Any:
     return ev.event
 
 
-def _at(ev: StoredEvent) -> str:
-    return format_time(ev.recorded_at)
+def _update(params: Sequence[str], **values: Any) -> Statement:
+    """UPDATE of one email (bound last, as ``p_eid``): ``values`` are :func:`lit` constants or
+    ``bindparam("p_...")``; ``params`` lists the bound ones in the table's column order."""
+    return Statement(lambda: update(emails).where(E.email_id == bindparam("p_eid")).values(**values),
+                     [*params, "p_eid"])
 
 
-async def _update(conn: AsyncConnection, rows: list[dict[str, Any]], **values: Any) -> None:
-    if rows:
-        await conn.execute(update(emails).where(E.email_id == bindparam("eid")).values(**values), rows)
+_SCHEDULE = insert_statement(
+    emails, status="scheduled", message_id=None, attempt=0, lease_until=None, claimed_at=None, sent_at=None,
+    last_code=None, last_message=None, bounce_type=None, bounce_source=None, links=None, opened_at=None,
+    clicked_at=None, replied_at=None, out_of_office=False, unsubscribed_at=None, complained_at=None)
 
 
 @send_queue.on("email.scheduled")
 async def _scheduled(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
-    await conn.execute(emails.insert(), [{
-        "email_id": d.email_id, "workspace_id": e.workspace_id, "campaign_id": d.campaign_id,
-        "enrollment_id": d.enrollment_id, "contact_id": d.contact_id, "step": d.step, "status": "scheduled",
-        "due_at": format_time(d.due_at), "priority": d.priority, "seq": d.seq, "sender_id": d.sender_id,
-        "message_id": None, "attempt": 0, "lease_until": None, "claimed_at": None, "sent_at": None,
-        "last_code": None, "last_message": None, "bounce_type": None, "bounce_source": None, "links": None,
-        "opened_at": None, "clicked_at": None, "replied_at": None, "out_of_office": False,
-        "unsubscribed_at": None, "complained_at": None, "updated_at": _at(e)} for e in evs for d in [_ev(e)]])
+    texts = TimeTexts()
+    await _SCHEDULE.run(conn, [
+        (d.email_id, e.workspace_id, d.campaign_id, d.enrollment_id, d.contact_id, d.step, texts[d.due_at],
+         d.priority, d.seq, d.sender_id, texts[e.recorded_at]) for e in evs for d in [_ev(e)]])
+
+
+_CLAIM = _update(["p_sender", "p_mid", "p_attempt", "p_lease", "p_claimed", "p_at"],
+                 status=lit("claimed"), sender_id=bindparam("p_sender"), message_id=bindparam("p_mid"),
+                 attempt=bindparam("p_attempt"), lease_until=bindparam("p_lease"), claimed_at=bindparam("p_claimed"),
+                 updated_at=bindparam("p_at"))
 
 
 @send_queue.on("email.claimed")
 async def _claimed(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
-    await _update(conn, [{"eid": e.event.email_id, "snd": e.event.sender_id, "mid": e.event.message_id,  # type: ignore[attr-defined]
-                          "lease": format_time(e.event.lease_until), "att": e.event.attempt,  # type: ignore[attr-defined]
-                          "at": _at(e)} for e in evs],
-                  status="claimed", sender_id=bindparam("snd"), message_id=bindparam("mid"),
-                  lease_until=bindparam("lease"), attempt=bindparam("att"), claimed_at=bindparam("at"),
-                  updated_at=bindparam("at"))
+    texts = TimeTexts()
+    rows = []
+    for e in evs:
+        d = _ev(e)
+        at = texts[e.recorded_at]
+        rows.append((d.sender_id, d.message_id, d.attempt, texts[d.lease_until], at, at, d.email_id))
+    await _CLAIM.run(conn, rows)
+
+
+_SENT = _update(["p_at", "p_code", "p_links", "p_updated"],
+                status=lit("sent"), sent_at=bindparam("p_at"), last_code=bindparam("p_code"),
+                links=bindparam("p_links"), lease_until=lit(None), updated_at=bindparam("p_updated"))
 
 
 @send_queue.on("email.sent")
 async def _sent(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
-    import json
+    texts = TimeTexts()
+    rows = []
+    for e in evs:
+        d = _ev(e)
+        at = texts[e.recorded_at]
+        rows.append((at, d.smtp_code, json.dumps(list(d.links)) if d.links is not None else None, at, d.email_id))
+    await _SENT.run(conn, rows)
 
-    await _update(conn, [{"eid": e.event.email_id, "code": e.event.smtp_code, "at": _at(e),  # type: ignore[attr-defined]
-                          "links": json.dumps(list(_ev(e).links)) if _ev(e).links is not None else None}
-                         for e in evs],
-                  status="sent", sent_at=bindparam("at"), last_code=bindparam("code"), links=bindparam("links"),
-                  lease_until=None, updated_at=bindparam("at"))
+
+_DEFER = _update(["p_due", "p_code", "p_msg", "p_at"],
+                 status=lit("scheduled"), due_at=bindparam("p_due"), last_code=bindparam("p_code"),
+                 sender_id=case((E.step == lit(1), lit(None)), else_=E.sender_id),  # a first step may change sender
+                 last_message=bindparam("p_msg"), lease_until=lit(None), claimed_at=lit(None),
+                 updated_at=bindparam("p_at"))
 
 
 @send_queue.on("email.deferred")
 async def _deferred(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
-    await _update(conn, [{"eid": e.event.email_id, "code": e.event.code, "msg": e.event.message,  # type: ignore[attr-defined]
-                          "due": format_time(e.event.retry_at), "at": _at(e)} for e in evs],  # type: ignore[attr-defined]
-                  status="scheduled", due_at=bindparam("due"), last_code=bindparam("code"),
-                  sender_id=case((E.step == 1, None), else_=E.sender_id),  # a first step may change sender
-                  last_message=bindparam("msg"), lease_until=None, claimed_at=None, updated_at=bindparam("at"))
+    texts = TimeTexts()
+    await _DEFER.run(conn, [(texts[d.retry_at], d.code, d.message, texts[e.recorded_at], d.email_id)
+                            for e in evs for d in [_ev(e)]])
+
+
+_FAIL = _update(["p_status", "p_msg", "p_at"], status=bindparam("p_status"), last_message=bindparam("p_msg"),
+                lease_until=lit(None), updated_at=bindparam("p_at"))
 
 
 @send_queue.on("email.failed", "email.uncertain")
 async def _failed(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
-    await _update(conn, [{"eid": e.event.email_id, "st": e.type.split(".")[1], "at": _at(e),  # type: ignore[attr-defined]
-                          "msg": e.event.message} for e in evs],  # type: ignore[attr-defined]
-                  status=bindparam("st"), last_message=bindparam("msg"), lease_until=None, updated_at=bindparam("at"))
+    texts = TimeTexts()
+    await _FAIL.run(conn, [(e.type.split(".")[1], _ev(e).message, texts[e.recorded_at], _ev(e).email_id)
+                           for e in evs])
+
+
+_CANCEL = _update(["p_at"], status=lit("cancelled"), lease_until=lit(None), updated_at=bindparam("p_at"))
 
 
 @send_queue.on("email.cancelled")
 async def _cancelled(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
-    await _update(conn, [{"eid": e.event.email_id, "at": _at(e)} for e in evs],  # type: ignore[attr-defined]
-                  status="cancelled", lease_until=None, updated_at=bindparam("at"))
+    texts = TimeTexts()
+    await _CANCEL.run(conn, [(texts[e.recorded_at], _ev(e).email_id) for e in evs])
+
+
+_BOUNCE = _update(["p_code", "p_type", "p_source", "p_at"],
+                  status=lit("bounced"), last_code=bindparam("p_code"), bounce_type=bindparam("p_type"),
+                  bounce_source=bindparam("p_source"), lease_until=lit(None), updated_at=bindparam("p_at"))
 
 
 @send_queue.on("email.bounced")
 async def _bounced(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
-    rows = [{"eid": e.event.email_id, "bt": e.event.bounce_type, "src": e.event.source,  # type: ignore[attr-defined]
-             "code": e.event.code, "at": _at(e)} for e in evs]  # type: ignore[attr-defined]
-    await _update(conn, rows, status="bounced", bounce_type=bindparam("bt"), bounce_source=bindparam("src"),
-                  last_code=bindparam("code"), lease_until=None, updated_at=bindparam("at"))
+    texts = TimeTexts()
+    await _BOUNCE.run(conn, [(d.code, d.bounce_type, d.source, texts[e.recorded_at], d.email_id)
+                             for e in evs for d in [_ev(e)]])
 
 
-def _flag(column: str) -> Any:
+_OUT_OF_OFFICE = _update([], out_of_office=lit(True))
+
+
+def _flag(column: str) -> Handler:
+    """Sets ``column`` once per email (the first time wins). An out-of-office reply only sets
+    ``out_of_office``: the two statements touch different columns, so running all flags, then all
+    out-of-office marks, gives what one statement per event in log order gives."""
+    first = Statement(lambda: update(emails).where(E.email_id == bindparam("p_eid"), getattr(E, column).is_(None))
+                      .values({column: bindparam("p_at")}), ["p_at", "p_eid"])
+
     async def handler(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
+        texts = TimeTexts()
+        flags: list[tuple[Any, ...]] = []
+        away: list[tuple[Any, ...]] = []
         for e in evs:
-            email_id = e.event.email_id  # type: ignore[attr-defined]
-            if getattr(e.event, "prefetch", False):
+            d = _ev(e)
+            if getattr(d, "prefetch", False):
                 continue  # a proxy fetched the pixel, not a person
-            if getattr(e.event, "out_of_office", False):
-                await conn.execute(update(emails).where(E.email_id == email_id).values(out_of_office=True))
-                continue
-            await conn.execute(update(emails).where(E.email_id == email_id, getattr(E, column).is_(None))
-                               .values({column: _at(e)}))
+            if getattr(d, "out_of_office", False):
+                away.append((d.email_id,))
+            else:
+                flags.append((texts[e.recorded_at], d.email_id))
+        await first.run(conn, flags)
+        await _OUT_OF_OFFICE.run(conn, away)
 
     return handler
 
@@ -159,18 +201,26 @@ send_queue.on("email.clicked")(_flag("clicked_at"))
 send_queue.on("email.replied")(_flag("replied_at"))
 send_queue.on("email.complained")(_flag("complained_at"))
 
+_ERASE_LINKS = Statement(lambda: update(emails).where(E.contact_id == bindparam("p_contact")).values(links=lit(None)),
+                         ["p_contact"])
+
 
 @send_queue.on("contact.erased")
 async def _erased(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
     """Rendered links may hold merge-tag values: they go with the person."""
-    for e in evs:
-        await conn.execute(update(emails).where(E.contact_id == _ev(e).contact_id).values(links=None))
+    await _ERASE_LINKS.run(conn, [(_ev(e).contact_id,) for e in evs])
+
+
+_UNSUBSCRIBED = Statement(lambda: update(emails).where(E.email_id == bindparam("p_eid"), E.unsubscribed_at.is_(None))
+                          .values(unsubscribed_at=bindparam("p_at")), ["p_at", "p_eid"])
 
 
 @send_queue.on("contact.unsubscribed")
 async def _unsubscribed(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
+    texts = TimeTexts()
+    rows = []
     for e in evs:
         email_id = getattr(e.event, "email_id", None)
         if email_id:
-            await conn.execute(update(emails).where(E.email_id == email_id, E.unsubscribed_at.is_(None))
-                               .values(unsubscribed_at=_at(e)))
+            rows.append((texts[e.recorded_at], email_id))
+    await _UNSUBSCRIBED.run(conn, rows)
