@@ -192,10 +192,7 @@ def from_data(type_name: str, type_version: int, data: dict[str, Any]) -> Event:
     cls = event_class(type_name)
     if type_version != cls.VERSION:
         data = upcast(type_name, type_version, data)
-    names = _FIELD_SET[cls]
-    # Usually the payload has exactly the class's fields: take it as is (it is the caller's fresh
-    # dict from json.loads); a payload with extra keys (written by newer code) is filtered.
-    kwargs = dict(data) if data.keys() <= names else {key: value for key, value in data.items() if key in names}
+    kwargs = dict(data)
     for key in _DATETIME_FIELDS[cls]:
         value = kwargs.get(key)
         if isinstance(value, str):
@@ -204,4 +201,8 @@ def from_data(type_name: str, type_version: int, data: dict[str, Any]) -> Event:
         value = kwargs.get(key)
         if isinstance(value, list):
             kwargs[key] = tuple(value)
-    return cls(**kwargs)
+    try:  # usually the payload has exactly the class's fields
+        return cls(**kwargs)
+    except TypeError:  # keys this code does not know (written by newer code): left out
+        names = _FIELD_SET[cls]
+        return cls(**{key: value for key, value in kwargs.items() if key in names})
