@@ -39,6 +39,7 @@ from tests.scale.helpers import (
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 SIGKILL_TRIALS = 20
+MIN_SIGKILLS = 8
 SIGTERM_TRIALS = 5
 
 
@@ -74,7 +75,16 @@ async def test_sigkill_and_sigterm_at_random_moments(tmp_path: Path) -> None:
                 try:
                     # SIGKILL: the claims of the tick in flight never get an outcome from this worker;
                     # the next worker finds their leases (1 s) expired and records them as uncertain.
+                    # How fast the workers send is not the test's business: each phase stops early
+                    # rather than run out of work (a worker with nothing to claim never "starts").
+                    async def remaining() -> int:  # each email is claimed once (none is deferred here)
+                        return fleet.emails_total - await claims_made(engine)
+
+                    kills = 0
                     for trial in range(SIGKILL_TRIALS):
+                        if trial >= MIN_SIGKILLS and await remaining() < fleet.emails_total * 0.6:
+                            break
+                        kills += 1
                         w = Worker(url, tmp_path / f"kill{trial}.log", lease_seconds=1)
                         workers.append(w)
                         await start_sending(w, engine, await claims_made(engine))
@@ -85,7 +95,11 @@ async def test_sigkill_and_sigterm_at_random_moments(tmp_path: Path) -> None:
 
                     # SIGTERM: the worker finishes the tick in flight, so every claim it made has an
                     # outcome and none of them can expire into uncertain.
+                    terms = 0
                     for trial in range(SIGTERM_TRIALS):
+                        if await remaining() < 100:
+                            break
+                        terms += 1
                         start = await engine.store.last_position()
                         w = Worker(url, tmp_path / f"term{trial}.log", lease_seconds=1)
                         workers.append(w)
@@ -99,6 +113,8 @@ async def test_sigkill_and_sigterm_at_random_moments(tmp_path: Path) -> None:
                         assert claimed_here and all(outcome_here[eid] for eid in claimed_here)
                         assert not [e for e in mine if e.type == "email.uncertain"
                                     and e.event.email_id in claimed_here]  # type: ignore[attr-defined]
+
+                    assert kills >= MIN_SIGKILLS and terms >= 2, (kills, terms)
 
                     # one last worker sends the rest
                     w = Worker(url, tmp_path / "drain.log", lease_seconds=1)
