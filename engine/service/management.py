@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import and_, func, or_, select
 
+from engine.delivery import destinations
 from engine.domain import models as m
 from engine.errors import Conflict, NotFound, ValidationFailed
 from engine.service import views
@@ -410,9 +411,14 @@ class ManagementService(ServiceBase):
         from events.registry import all_types
 
         data: m.WebhookIn = m.parse(m.WebhookIn, body)
-        unknown = [e for e in data.events if e not in all_types() and e != "*"]
-        if unknown:
-            raise ValidationFailed([{"field": "events", "message": f"unknown event type {u}"} for u in unknown])
+        errors = [{"field": "events", "message": f"unknown event type {e}"}
+                  for e in data.events if e not in all_types() and e != "*"]
+        # Only IP literals can be judged here (no DNS at creation); names are checked at every delivery.
+        problem = destinations.url_problem(data.url, destinations.allows_private(self.options))
+        if problem is not None:
+            errors.append({"field": "url", "message": problem})
+        if errors:
+            raise ValidationFailed(errors)
         wid = new_id("whk", self.now())
         secret = data.secret or secrets.token_urlsafe(24)
         await self.store.append(f"webhook-{wid}", [we.WebhookCreated(

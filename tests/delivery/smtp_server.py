@@ -44,8 +44,10 @@ def free_port() -> int:
         return port
 
 
-def make_self_signed_cert(directory: Path, hostname: str = "localhost") -> tuple[Path, Path]:
-    """Write a self-signed certificate for ``hostname`` and 127.0.0.1; return (cert, key) paths.
+def make_self_signed_cert(directory: Path, hostname: str = "localhost", *,
+                          with_ip: bool = True) -> tuple[Path, Path]:
+    """Write a self-signed certificate for ``hostname`` (and 127.0.0.1 unless ``with_ip`` is false);
+    return (cert, key) paths.
 
     The certificate is its own CA, so its path also works as a client ``cert_bundle``.
     """
@@ -66,7 +68,8 @@ def make_self_signed_cert(directory: Path, hostname: str = "localhost") -> tuple
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=1))
         .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName(hostname), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            x509.SubjectAlternativeName([x509.DNSName(hostname)]
+                                        + ([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))] if with_ip else [])),
             critical=False,
         )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)

@@ -19,10 +19,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import httpx
 import pytest
 
-from engine import CampaignEngine, ManualClock
-from tests.conftest import SECRET
+from engine import CampaignEngine, ManualClock, create_app
+from engine.errors import ValidationFailed
+from tests.conftest import SECRET, Api
 from tests.delivery.smtp_server import SmtpSink
 
 
@@ -342,3 +344,72 @@ async def test_a_pass_killed_mid_delivery_loses_nothing(eng: CampaignEngine, rec
     assert ids[0] == ids[1] == first_body[0] and len(ids) == 3
     state = await eng.webhook_deliveries(ws, hook["id"])
     assert state["checkpoint"] == ids[-1]
+
+
+# -- destinations (SSRF): engine.delivery.destinations ------------------------------------------------
+async def test_metadata_address_is_refused_at_creation_and_appends_nothing(engine: CampaignEngine, api: Api) -> None:
+    metadata = {"url": "http://169.254.169.254/latest/meta-data", "events": ["*"]}
+    before = await engine.store.last_position()
+    r = await api.post("/v1/webhooks", json=metadata)
+    assert r.status_code == 422
+    error = r.json()["error"]
+    assert error["code"] == "validation_failed"
+    assert error["details"]["errors"] == [
+        {"field": "url", "message": "webhooks may not call 169.254.169.254: link-local (cloud metadata)"}]
+    with pytest.raises(ValidationFailed) as refused:
+        await engine.create_webhook(api.ws_id, metadata)
+    assert refused.value.errors[0]["field"] == "url"
+    mapped = {"url": "http://[::ffff:169.254.169.254]/", "events": ["*"]}
+    assert (await api.post("/v1/webhooks", json=mapped)).status_code == 422
+    assert await engine.store.last_position() == before
+    assert (await api.get("/v1/webhooks")).json()["data"] == []
+
+
+async def test_private_addresses_refused_when_the_option_is_off(sqlite_url: str, clock: ManualClock,
+                                                               receiver: Receiver) -> None:
+    async with engine_at(sqlite_url, clock, webhook_allow_private_addresses=False, webhook_max_attempts=3) as eng:
+        ws = await eng.create_workspace("acme")
+        before = await eng.store.last_position()
+        with pytest.raises(ValidationFailed) as refused:
+            await eng.create_webhook(ws.id, {"url": receiver.url, "events": ["*"]})
+        assert refused.value.errors[0]["message"].startswith("webhooks may not call 127.0.0.1: loopback")
+        app = create_app(eng)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
+            r = await http.post("/v1/webhooks", json={"url": receiver.url, "events": ["*"]},
+                                headers={"Authorization": f"Bearer {ws.api_key}"})
+        assert r.status_code == 422 and r.json()["error"]["code"] == "validation_failed"
+        assert await eng.store.last_position() == before
+
+        # A name is accepted at creation (no DNS there) and refused at every delivery: it resolves to loopback.
+        hook = await eng.create_webhook(ws.id, {"url": f"http://localhost:{receiver.port}/hook",
+                                                "events": ["campaign.created"]})
+        await eng.create_campaign(ws.id, {"name": "A"})
+        first = await eng.deliver_webhooks()
+        assert (first.delivered, first.failed) == (0, 1)
+        assert first.next_attempt_at == clock.now() + timedelta(seconds=30)
+        state = await eng.webhook_deliveries(ws.id, hook["id"])
+        [delivery] = state["deliveries"]
+        assert (delivery["status"], delivery["attempts"], delivery["last_status"]) == ("retrying", 1, None)
+        assert delivery["last_error"].startswith("destination refused: localhost resolves to 127.0.0.1: loopback")
+        for wait in (30, 120):
+            clock.advance(timedelta(seconds=wait))
+            report = await eng.deliver_webhooks()
+        assert (report.dead, report.delivered) == (1, 0)
+        state = await eng.webhook_deliveries(ws.id, hook["id"])
+        assert [(d["status"], d["attempts"]) for d in state["deliveries"]] == [("dead", 3)]
+        assert "destination refused" in state["deliveries"][0]["last_error"]
+        assert receiver.requests == []
+
+
+async def test_by_default_loopback_is_called_through_the_vetted_address(eng: CampaignEngine,
+                                                                       receiver: Receiver) -> None:
+    ws = (await eng.create_workspace("acme")).id
+    await eng.create_webhook(ws, {"url": receiver.url, "events": ["campaign.created"]})
+    # The receiver listens on 127.0.0.1 only: the name is resolved once, the request goes to the address,
+    # and the Host header keeps the name.
+    await eng.create_webhook(ws, {"url": f"http://localhost:{receiver.port}/by-name", "events": ["campaign.created"]})
+    await eng.create_campaign(ws, {"name": "A"})
+    report = await eng.deliver_webhooks()
+    assert (report.delivered, report.failed) == (2, 0)
+    hosts = sorted((r.path, r.headers["host"]) for r in receiver.requests)
+    assert hosts == [("/by-name", f"localhost:{receiver.port}"), ("/hook", f"127.0.0.1:{receiver.port}")]
