@@ -19,6 +19,9 @@ app.add_typer(workspace_app, name="workspace")
 console = Console()
 
 DB_OPTION = typer.Option(None, "--db", help="Database URL (default: $CAMPAIGN_ENGINE_DB or ./campaign-engine.db)")
+PRIVATE_WEBHOOKS_OPTION = typer.Option(
+    True, "--private-webhooks/--no-private-webhooks", envvar="CAMPAIGN_ENGINE_PRIVATE_WEBHOOKS",
+    help="Let webhooks call loopback and private-network addresses (link-local ones never)")
 
 
 def _is_loopback(host: str) -> bool:
@@ -32,20 +35,21 @@ def _is_loopback(host: str) -> bool:
 
 @app.command()
 def serve(db: str | None = DB_OPTION, host: str = typer.Option("127.0.0.1", help="Interface to listen on"),
-          port: int = typer.Option(8080, help="TCP port")) -> None:
+          port: int = typer.Option(8080, help="TCP port"), private_webhooks: bool = PRIVATE_WEBHOOKS_OPTION) -> None:
     """Serve the REST API. On an empty database, create workspace `default` and print its key once."""
     if not _is_loopback(host) and not os.environ.get("CAMPAIGN_ENGINE_SECRET_KEY"):
         console.print("[red]Refusing to listen on a non-loopback host without CAMPAIGN_ENGINE_SECRET_KEY.[/red]")
         raise typer.Exit(2)
-    asyncio.run(_serve(db, host, port))
+    asyncio.run(_serve(db, host, port, private_webhooks))
 
 
-async def _serve(db: str | None, host: str, port: int) -> None:
+async def _serve(db: str | None, host: str, port: int, private_webhooks: bool) -> None:
     import uvicorn
 
     from engine.api import create_app
 
-    async with CampaignEngine(db, public_url=os.environ.get("CAMPAIGN_ENGINE_PUBLIC_URL")) as engine:
+    async with CampaignEngine(db, public_url=os.environ.get("CAMPAIGN_ENGINE_PUBLIC_URL"),
+                              webhook_allow_private_addresses=private_webhooks) as engine:
         if not await engine.has_workspaces():
             ws = await engine.create_workspace("default")
             console.print(f"Created workspace [bold]default[/bold] ({ws.id}). Its API key, shown once:")
@@ -68,18 +72,20 @@ def worker(db: str | None = DB_OPTION,
            lease_seconds: float = typer.Option(600.0, help="How long a claim may wait for its SMTP outcome"),
            safety_seconds: float = typer.Option(300.0, help="Tick at least this often"),
            poll_seconds: float = typer.Option(60.0, help="Mailbox polling interval"),
-           smtp_timeout: float = typer.Option(30.0, help="SMTP timeout in seconds")) -> None:
+           smtp_timeout: float = typer.Option(30.0, help="SMTP timeout in seconds"),
+           private_webhooks: bool = PRIVATE_WEBHOOKS_OPTION) -> None:
     """Run the sending loop only (add nodes on PostgreSQL). SIGTERM finishes in-flight sends first."""
     asyncio.run(_worker(db, lease_seconds=lease_seconds, safety_seconds=safety_seconds, poll_seconds=poll_seconds,
-                        smtp_timeout=smtp_timeout))
+                        smtp_timeout=smtp_timeout, private_webhooks=private_webhooks))
 
 
 async def _worker(db: str | None, *, lease_seconds: float, safety_seconds: float, poll_seconds: float,
-                  smtp_timeout: float) -> None:
+                  smtp_timeout: float, private_webhooks: bool) -> None:
     import signal
 
     async with CampaignEngine(db, public_url=os.environ.get("CAMPAIGN_ENGINE_PUBLIC_URL"),
-                              lease_seconds=lease_seconds, smtp_timeout=smtp_timeout) as engine:
+                              lease_seconds=lease_seconds, smtp_timeout=smtp_timeout,
+                              webhook_allow_private_addresses=private_webhooks) as engine:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

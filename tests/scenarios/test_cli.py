@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import signal
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
+import httpx
 from typer.testing import CliRunner
 
 from engine import CampaignEngine
@@ -49,3 +55,41 @@ def test_workspace_create_and_forecast(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "total: 1" in result.output and "█" in result.output
     assert runner.invoke(app, ["forecast", "cmp_nope", "--db", db]).exit_code == 1
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _serve_and_create_webhook(db: str, *flags: str, env: dict[str, str] | None = None) -> int:
+    """Start ``campaign-engine serve`` for real, create a webhook to a loopback IP, return the status."""
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "serve", "--db", db, "--port", str(port), *flags],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "COLUMNS": "200", **(env or {})})
+    try:
+        assert proc.stdout is not None
+        key = None
+        for line in proc.stdout:  # the key (first start only), then uvicorn's line once it listens
+            if key is None and (found := re.fullmatch(r"\s*(ce_[\w-]+)\s*", line)):  # the key's own line
+                key = found.group(1)
+            if "Uvicorn running on" in line:
+                break
+        assert key, "serve printed no API key"
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"}) as client:
+            r = client.post("/v1/webhooks", json={"url": "http://127.0.0.1:9/hook", "events": ["email.sent"]})
+            return r.status_code
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+
+
+def test_serve_webhook_address_rule_from_flag_and_environment(tmp_path: Path) -> None:
+    """``--no-private-webhooks`` (or its environment variable) reaches the engine: a webhook to a
+    loopback address is refused at creation; the default accepts it."""
+    assert _serve_and_create_webhook(f"sqlite+aiosqlite:///{tmp_path}/a.db", "--no-private-webhooks") == 422
+    assert _serve_and_create_webhook(f"sqlite+aiosqlite:///{tmp_path}/b.db",
+                                     env={"CAMPAIGN_ENGINE_PRIVATE_WEBHOOKS": "false"}) == 422
+    assert _serve_and_create_webhook(f"sqlite+aiosqlite:///{tmp_path}/c.db") == 201
