@@ -17,6 +17,7 @@ from engine.domain import models as m
 from engine.errors import Conflict, NotFound, ValidationFailed
 from engine.service import views
 from engine.service.base import Page, ServiceBase, new_id
+from engine.service.webhooks import forget_webhook
 from events import schema
 from events.catalog import contact as ce
 from events.catalog import sender as se
@@ -439,7 +440,10 @@ class ManagementService(ServiceBase):
 
     async def delete_webhook(self, ws: str, wid: str) -> dict[str, Any]:
         await self._webhook_row(ws, wid)
-        await self.store.append(f"webhook-{wid}", [we.WebhookDeleted(webhook_id=wid)], None, workspace_id=ws)
+        async with self.store.transaction() as conn:
+            await self.store.append(f"webhook-{wid}", [we.WebhookDeleted(webhook_id=wid)], None, workspace_id=ws,
+                                    conn=conn)
+            await forget_webhook(conn, wid)
         return {"id": wid, "deleted": True}
 
     # -- the raw log ----------------------------------------------------------------------------

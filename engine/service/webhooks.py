@@ -357,6 +357,16 @@ class _Pass:
             log.exception("webhook_release_failed", webhook_id=self.id)
 
 
+async def forget_webhook(conn: AsyncConnection, webhook_id: str) -> None:
+    """Drop a deleted webhook's checkpoint and delivery records (in the deletion's transaction).
+
+    Nothing can read them any more (its deliveries answer 404), and a pass still running for it
+    loses its lease at its next commit, so it commits nothing.
+    """
+    await conn.execute(delete(_dl).where(_dl.c.webhook_id == webhook_id))
+    await conn.execute(delete(_cp).where(_cp.c.webhook_id == webhook_id))
+
+
 class WebhookService(ServiceBase):
     """Delivers the log to the workspaces' webhooks (see the module docstring for the guarantees)."""
 
@@ -375,6 +385,7 @@ class WebhookService(ServiceBase):
         report = WebhookReport()
         hooks = await self._all(select(t.webhooks).order_by(t.webhooks.c.created_at, t.webhooks.c.id))
         report.webhooks = len(hooks)
+        await self._sweep_orphans()
         if not hooks:
             return report
         limit = asyncio.Semaphore(int(self.options.get("webhook_concurrency", 8)))
@@ -396,6 +407,15 @@ class WebhookService(ServiceBase):
         if failures:  # every other webhook was served; the runtime loop logs this and carries on
             raise failures[0]
         return report
+
+    async def _sweep_orphans(self) -> None:
+        """Records of webhooks deleted before deletion cleaned up after itself (or by a node that
+        crashed in between): a webhook exists in the read model from the transaction that created
+        it, before it can have any record, so anything without one is garbage."""
+        known = select(t.webhooks.c.id)
+        async with self.store.write_engine.begin() as c:
+            for table in (_dl, _cp):
+                await c.execute(delete(table).where(table.c.webhook_id.not_in(known)))
 
     async def webhook_deliveries(self, ws: str, wid: str) -> dict[str, Any]:
         """A webhook's cursors and its recorded deliveries (retrying, held, dead, delivered after retries)."""

@@ -21,9 +21,11 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import func, select
 
 from engine import CampaignEngine, ManualClock, create_app
 from engine.errors import ValidationFailed
+from projections.webhooks_outbox import webhook_checkpoints, webhook_deliveries
 from tests.conftest import SECRET, Api
 from tests.delivery.smtp_server import SmtpSink
 
@@ -291,13 +293,47 @@ async def test_deleted_webhook_receives_nothing_more(eng: CampaignEngine, clock:
     receiver.answer = lambda body: 503
     await eng.create_campaign(ws, {"name": "B"})
     assert (await eng.deliver_webhooks()).failed == 1
+    assert await _records(eng, hook["id"]) == (1, 1)  # its checkpoint and the retrying delivery
     await eng.delete_webhook(ws, hook["id"])
+    assert await _records(eng, hook["id"]) == (0, 0)  # gone with it: nothing can read them any more
     receiver.answer = lambda body: 200
     await eng.create_campaign(ws, {"name": "C"})
     clock.advance(timedelta(hours=1))
     report = await eng.deliver_webhooks()
     assert report.webhooks == 0 and report.delivered == 0
     assert len(receiver.requests) == 2 and len(receiver.delivered) == 1
+
+
+async def _records(eng: CampaignEngine, webhook_id: str) -> tuple[int, int]:
+    """(checkpoint rows, delivery rows) kept for a webhook."""
+    async with eng.store.reading() as conn:
+        counts = []
+        for table in (webhook_checkpoints, webhook_deliveries):
+            counts.append(int((await conn.execute(select(func.count()).select_from(table).where(
+                table.c.webhook_id == webhook_id))).scalar() or 0))
+    return counts[0], counts[1]
+
+
+async def test_records_of_webhooks_deleted_earlier_are_swept(eng: CampaignEngine, clock: ManualClock,
+                                                             receiver: Receiver) -> None:
+    """Records left by a webhook whose deletion did not clean up (an older version, a crash) go at
+    the next pass; the live webhook's records stay."""
+    ws = (await eng.create_workspace("acme")).id
+    hook = await eng.create_webhook(ws, {"url": receiver.url, "events": ["campaign.created"]})
+    receiver.answer = lambda body: 503
+    await eng.create_campaign(ws, {"name": "A"})
+    assert (await eng.deliver_webhooks()).failed == 1
+    at = "2026-01-05T08:00:00.000000Z"
+    async with eng.store.write_engine.begin() as conn:  # what an old deletion left behind
+        await conn.execute(webhook_checkpoints.insert().values(
+            webhook_id="whk_gone", workspace_id=ws, position=1, scanned=1, updated_at=at))
+        await conn.execute(webhook_deliveries.insert().values(
+            webhook_id="whk_gone", position=2, workspace_id=ws, event_type="campaign.created", lane="",
+            status="dead", attempts=10, updated_at=at))
+    assert await _records(eng, "whk_gone") == (1, 1)
+    await eng.deliver_webhooks()
+    assert await _records(eng, "whk_gone") == (0, 0)
+    assert await _records(eng, hook["id"]) == (1, 1)
 
 
 async def test_concurrent_passes_deliver_each_event_once(db_url: str, clock: ManualClock,
