@@ -201,6 +201,8 @@ class Statement:
         self._build = build
         self.params = tuple(params)
         self._sql: dict[tuple[str, str], str] = {}
+        # INSERTs only (see insert_statement): on PostgreSQL, all rows in one statement.
+        self._unnest: tuple[Table, dict[str, str | int | bool | None]] | None = None
 
     def sql(self, dialect: Dialect) -> str:
         key = (dialect.name, dialect.paramstyle)
@@ -213,10 +215,44 @@ class Statement:
             text = self._sql[key] = compiled.string
         return text
 
+    def unnest_sql(self, dialect: Dialect) -> str:
+        """``INSERT ... SELECT FROM unnest($1::type[], ...)``: one execution for all the rows.
+
+        asyncpg's executemany runs the statement once per row on the server; a rebuild inserts
+        hundreds of thousands of rows, and one statement per batch is several times cheaper. Only
+        for INSERTs: rows inserted together or one after another give the same table (a duplicate
+        key fails either way), which is not true of UPDATEs that touch one row twice.
+        """
+        assert self._unnest is not None
+        key = ("unnest", dialect.name)
+        text = self._sql.get(key)
+        if text is None:
+            table, constants = self._unnest
+            quote = dialect.identifier_preparer.quote
+
+            def sql_type(column: Column[Any]) -> str:
+                # Strings travel as text: an explicit cast to VARCHAR(n) would silently truncate a
+                # longer value, where the INSERT's own assignment to the column refuses it.
+                return "TEXT" if isinstance(column.type, String) else str(column.type.compile(dialect))
+
+            bound = [c for c in table.columns if c.name not in constants]
+            arrays = ", ".join(f"${i}::{sql_type(c)}[]" for i, c in enumerate(bound, 1))
+            names = ", ".join(quote(c.name) for c in bound)
+            values = ", ".join(
+                f"u.{quote(c.name)}" if c.name not in constants
+                else f"CAST({lit(constants[c.name]).compile(dialect=dialect)} AS {sql_type(c)})"
+                for c in table.columns)
+            columns = ", ".join(quote(c.name) for c in table.columns)
+            text = self._sql[key] = (f"INSERT INTO {quote(table.name)} ({columns}) "
+                                     f"SELECT {values} FROM unnest({arrays}) AS u({names})")
+        return text
+
     async def run(self, conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> None:
         if not rows:
             return
-        if conn.dialect.positional:
+        if self._unnest is not None and conn.dialect.name == "postgresql":
+            await conn.exec_driver_sql(self.unnest_sql(conn.dialect), tuple(map(list, zip(*rows, strict=True))))
+        elif conn.dialect.positional:
             await conn.exec_driver_sql(self.sql(conn.dialect), rows)
         else:  # a driver with named parameters: through SQLAlchemy, same values
             await conn.execute(self._build(), [dict(zip(self.params, row, strict=True)) for row in rows])
@@ -234,7 +270,9 @@ def insert_statement(table: Table, **constants: str | int | bool | None) -> Stat
         return table.insert().values({c.name: lit(constants[c.name]) if c.name in constants
                                       else bindparam(f"p_{c.name}") for c in table.columns})
 
-    return Statement(build, [f"p_{n}" for n in names])
+    statement = Statement(build, [f"p_{n}" for n in names])
+    statement._unnest = (table, dict(constants))
+    return statement
 
 
 async def _covered(store: EventStore, conn: AsyncConnection | None, end: int | None) -> tuple[int, int]:
