@@ -189,20 +189,23 @@ def upcast(type_name: str, type_version: int, data: dict[str, Any]) -> dict[str,
 
 def from_data(type_name: str, type_version: int, data: dict[str, Any]) -> Event:
     """Rebuild an event object from a stored payload, upcasting old versions first."""
-    cls = event_class(type_name)
+    return from_owned_data(event_class(type_name), type_version, dict(data))
+
+
+def from_owned_data(cls: type[Event], type_version: int, data: dict[str, Any]) -> Event:
+    """:func:`from_data` for a payload the caller owns (freshly parsed): converted in place, not copied."""
     if type_version != cls.VERSION:
-        data = upcast(type_name, type_version, data)
-    kwargs = dict(data)
+        data = upcast(cls.TYPE, type_version, data)
     for key in _DATETIME_FIELDS[cls]:
-        value = kwargs.get(key)
+        value = data.get(key)
         if isinstance(value, str):
-            kwargs[key] = parse_time(value)
+            data[key] = parse_time(value)
     for key in _TUPLE_FIELDS[cls]:
-        value = kwargs.get(key)
+        value = data.get(key)
         if isinstance(value, list):
-            kwargs[key] = tuple(value)
+            data[key] = tuple(value)
     try:  # usually the payload has exactly the class's fields
-        return cls(**kwargs)
+        return cls(**data)
     except TypeError:  # keys this code does not know (written by newer code): left out
         names = _FIELD_SET[cls]
-        return cls(**{key: value for key, value in kwargs.items() if key in names})
+        return cls(**{key: value for key, value in data.items() if key in names})

@@ -22,7 +22,17 @@ from sqlalchemy.util import await_only
 
 from events import schema
 from events.chain import GENESIS, ChainHasher
-from events.registry import Event, dumps, encode_data, event_class, format_time, from_data, loads, parse_time, to_data
+from events.registry import (
+    Event,
+    dumps,
+    encode_data,
+    event_class,
+    format_time,
+    from_owned_data,
+    loads,
+    parse_time,
+    to_data,
+)
 from events.vault import Vault
 
 
@@ -476,9 +486,14 @@ class EventStore:
                     keys[sid] = self.vault.unwrap(sid, wrapped)
         times: dict[str, datetime] = {}
         metas: dict[str, dict[str, Any]] = {}
+        classes: dict[str, type[Event]] = {}
         out: list[StoredEvent] = []
+        new = tuple.__new__  # a StoredEvent straight from its values (its __new__ adds a Python call)
         for r, data in zip(rows, datas, strict=True):
-            cls = event_class(r[i_type])
+            type_name = r[i_type]
+            cls = classes.get(type_name)
+            if cls is None:
+                cls = classes[type_name] = event_class(type_name)
             if cls.PERSONAL:
                 subject_key = keys.get(str(data.get(cls.SUBJECT, "")))
                 for name in cls.PERSONAL:
@@ -491,9 +506,9 @@ class EventStore:
             meta = metas.get(meta_s)
             if meta is None:
                 meta = metas[meta_s] = loads(meta_s)
-            out.append(StoredEvent(r[i_pos], r[i_stream], r[i_ver], r[i_type], r[i_tv],
-                                   from_data(r[i_type], r[i_tv], data), dict(meta) if meta else {}, at, r[i_ws],
-                                   r[i_hash]))
+            out.append(new(StoredEvent, (r[i_pos], r[i_stream], r[i_ver], type_name, r[i_tv],
+                                         from_owned_data(cls, r[i_tv], data), dict(meta) if meta else {}, at,
+                                         r[i_ws], r[i_hash])))
         return out
 
     # -- idempotency --------------------------------------------------------------------------
