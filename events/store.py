@@ -87,10 +87,6 @@ _PG_INSERT = (f"INSERT INTO events ({_COLUMNS}) SELECT * FROM unnest($1::bigint[
               "$4::text[], $5::int[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])")
 
 
-def _json(value: Any) -> str:
-    return dumps(value)
-
-
 def _sqlite_pragmas(immediate: bool) -> Callable[[AsyncEngine], None]:
     def install(engine: AsyncEngine) -> None:
         @event.listens_for(engine.sync_engine, "connect")
@@ -242,7 +238,7 @@ class EventStore:
         keys = await self._subject_keys(conn, personal, workspace_id, create=True) if personal else {}
         recorded_s = format_time(self.now())
         recorded = parse_time(recorded_s)
-        meta_s = _json(metadata)
+        meta_s = dumps(metadata)
         hasher = ChainHasher(metadata=meta_s, recorded_at=recorded_s, workspace_id=workspace_id,
                              key=self.vault.chain_key)
         rows: list[tuple[Any, ...]] = []
@@ -257,7 +253,7 @@ class EventStore:
             for ev in b.events:
                 version += 1
                 position += 1
-                data_s = _json(self._encrypt(ev, keys)) if ev.PERSONAL else encode_data(ev)
+                data_s = dumps(self._encrypt(ev, keys)) if ev.PERSONAL else encode_data(ev)
                 prev = hasher(prev, stream_part, version, ev.TYPE, ev.VERSION, data_s, tail)
                 rows.append((position, b.stream, version, ev.TYPE, ev.VERSION, data_s, meta_s, recorded_s, ws, prev))
                 stored.append(StoredEvent(position, b.stream, version, ev.TYPE, ev.VERSION, ev, metadata,

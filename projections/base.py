@@ -197,12 +197,13 @@ class Statement:
     None), which is also what SQLAlchemy would have bound for them.
     """
 
-    def __init__(self, build: Callable[[], UpdateBase], params: Sequence[str]) -> None:
+    def __init__(self, build: Callable[[], UpdateBase], params: Sequence[str], *,
+                 unnest: tuple[Table, dict[str, str | int | bool | None]] | None = None) -> None:
         self._build = build
         self.params = tuple(params)
         self._sql: dict[tuple[str, str], str] = {}
         # INSERTs only (see insert_statement): on PostgreSQL, all rows in one statement.
-        self._unnest: tuple[Table, dict[str, str | int | bool | None]] | None = None
+        self._unnest = unnest
 
     def sql(self, dialect: Dialect) -> str:
         key = (dialect.name, dialect.paramstyle)
@@ -270,9 +271,7 @@ def insert_statement(table: Table, **constants: str | int | bool | None) -> Stat
         return table.insert().values({c.name: lit(constants[c.name]) if c.name in constants
                                       else bindparam(f"p_{c.name}") for c in table.columns})
 
-    statement = Statement(build, [f"p_{n}" for n in names])
-    statement._unnest = (table, dict(constants))
-    return statement
+    return Statement(build, [f"p_{n}" for n in names], unnest=(table, dict(constants)))
 
 
 async def _covered(store: EventStore, conn: AsyncConnection | None, end: int | None) -> tuple[int, int]:
