@@ -68,10 +68,14 @@ def _key(name: str | dns.name.Name) -> str:
     return text.strip().rstrip(".").lower()
 
 
-def build_zone(records: Records, ttl: int = 300) -> dns.zone.Zone:
-    """Parse the dict into a zone rooted at ``.``, so any name (``example.com``) may be served."""
+def build_zone(records: Records, ttl: int = 300, ttls: Mapping[str, int] | None = None) -> dns.zone.Zone:
+    """Parse the dict into a zone rooted at ``.``, so any name (``example.com``) may be served.
+
+    Every record gets ``ttl`` seconds unless ``ttls`` names its owner with a TTL of its own.
+    """
+    ttls = ttls or {}
     lines = [
-        f"{_key(name)}. {ttl} IN {rdtype.upper()} {rdata}"
+        f"{_key(name)}. {ttls.get(_key(name), ttl)} IN {rdtype.upper()} {rdata}"
         for name, by_type in records.items()
         for rdtype, values in by_type.items()
         for rdata in values
@@ -86,6 +90,11 @@ class DnsServer:
     answer at all. Every query is recorded in ``queries`` as ``(name, type)`` so tests can prove
     that a cached verdict did not touch the network. Records and behaviours may be changed while
     the server runs.
+
+    Records live ``ttl`` seconds unless ``set_records(..., ttl=)`` gives a name its own, so tests
+    can check that a cache follows the answer's TTL. Negative answers (NXDOMAIN, no data) carry no
+    SOA unless ``negative_ttl`` (or ``set_negative_ttl``) asks for one: then the authority section
+    holds the TLD's SOA with that TTL and MINIMUM, as RFC 2308 negative caching reads it.
     """
 
     def __init__(
@@ -96,9 +105,12 @@ class DnsServer:
         silent: Iterable[str] = (),
         host: str = "127.0.0.1",
         ttl: int = 300,
+        negative_ttl: int | None = None,
     ) -> None:
         self.host = host
         self._ttl = ttl
+        self._ttls: dict[str, int] = {}
+        self._soa: tuple[int, int] | None = None if negative_ttl is None else (negative_ttl, negative_ttl)
         self._lock = threading.Lock()
         self._records: dict[str, dict[str, list[str]]] = {}
         for name, by_type in (records or {}).items():
@@ -178,17 +190,32 @@ class DnsServer:
 
     # -- changing the zone -----------------------------------------------------------------
 
-    def set_records(self, name: str, records: Mapping[str, Sequence[str]]) -> None:
-        """Replace every record of ``name`` (an empty mapping keeps the name, with no data)."""
+    def set_records(self, name: str, records: Mapping[str, Sequence[str]], *, ttl: int | None = None) -> None:
+        """Replace every record of ``name`` (an empty mapping keeps the name, with no data).
+
+        ``ttl`` gives the name's records a TTL of their own; ``None`` uses the server's.
+        """
         with self._lock:
-            self._records[_key(name)] = {t.upper(): list(v) for t, v in records.items()}
-            self._zone = build_zone(self._records, self._ttl)
+            key = _key(name)
+            self._records[key] = {t.upper(): list(v) for t, v in records.items()}
+            if ttl is None:
+                self._ttls.pop(key, None)
+            else:
+                self._ttls[key] = ttl
+            self._zone = build_zone(self._records, self._ttl, self._ttls)
 
     def remove(self, name: str) -> None:
         """Delete ``name`` so that it answers NXDOMAIN."""
         with self._lock:
             self._records.pop(_key(name), None)
-            self._zone = build_zone(self._records, self._ttl)
+            self._ttls.pop(_key(name), None)
+            self._zone = build_zone(self._records, self._ttl, self._ttls)
+
+    def set_negative_ttl(self, minimum: int | None, *, soa_ttl: int | None = None) -> None:
+        """Put an SOA with this MINIMUM (and record TTL, ``soa_ttl`` or the same) in every negative
+        answer; ``None`` sends negative answers without an SOA again."""
+        with self._lock:
+            self._soa = None if minimum is None else (minimum if soa_ttl is None else soa_ttl, minimum)
 
     def set_behaviour(self, name: str, behaviour: Behaviour | None) -> None:
         """Make ``name`` answer SERVFAIL, never answer, or (``None``) answer from the zone."""
@@ -234,6 +261,7 @@ class DnsServer:
             self._queries.append((_key(qname), dns.rdatatype.to_text(qtype)))
             behaviour = self._behaviour.get(_key(qname))
             zone = self._zone
+            soa = self._soa
         if behaviour == "silent":
             return None
         if behaviour == "servfail":
@@ -243,6 +271,15 @@ class DnsServer:
             response.set_rcode(dns.rcode.REFUSED)
             return response
         _answer_from_zone(zone, qname, qtype, response)
+        negative = response.rcode() in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN) and not any(
+            rrset.rdtype == qtype for rrset in response.answer
+        )
+        if negative and soa is not None:
+            soa_ttl, minimum = soa
+            apex = dns.name.Name(qname.labels[-2:])  # the TLD: an owner above every name asked
+            mname, rname = (dns.name.Name((label, *apex.labels)) for label in (b"ns", b"hostmaster"))
+            rdata = f"{mname} {rname} 1 3600 600 86400 {minimum}"
+            response.authority.append(dns.rrset.from_text(apex, soa_ttl, "IN", "SOA", rdata))
         return response
 
 
