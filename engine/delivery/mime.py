@@ -11,7 +11,13 @@ the caller did before, so contact data can never add a header line. Bodies are q
 which never produces ``=_``: the MIME boundary starts with ``=_`` and so cannot occur in a body.
 
 Tracking (all optional): an open pixel appended to the HTML, every http(s) link of ``<a>``/``<area>``
-rewritten to a signed click URL, and RFC 8058 one-click ``List-Unsubscribe`` headers.
+and of the text part rewritten to a signed click URL, and RFC 8058 one-click ``List-Unsubscribe``
+headers. Links to the engine's own endpoints (``<public_url>/t/...`` and ``/u/...``) are never
+wrapped: a click URL wrapped again only adds a redirect, and an unsubscribe page reached through
+the click tracker would count an unsubscribe as a click.
+
+Addresses: headers carry IDN domains in their ASCII (A-label) form; :func:`envelope_address` gives
+the form for ``RCPT TO``, so that ``mueller@bücher.de`` needs no SMTPUTF8 on the wire.
 """
 
 from __future__ import annotations
@@ -36,9 +42,12 @@ __all__ = [
     "Thread",
     "Tracking",
     "build_message",
+    "envelope_address",
+    "follow_up_subject",
     "html_to_text",
     "message_id_for",
     "parse_message_id",
+    "unsubscribe_url",
 ]
 
 _MAX_LINE = 78
@@ -49,7 +58,10 @@ _HREF = re.compile(
     r"""(?P<head><(?:a|area)\b[^>]*?\shref\s*=\s*)(?:"(?P<dq>[^"]*)"|'(?P<sq>[^']*)'|(?P<bare>[^\s"'>]+))""",
     re.IGNORECASE,
 )
-_TEXT_URL = re.compile(r"""https?://[^\s<>"'\]\[)(]+""", re.IGNORECASE)
+# A URL in plain text runs to the next space, quote or angle bracket; parentheses are allowed in
+# it and balanced afterwards (:func:`_text_url`), as common linkifiers do.
+_TEXT_URL = re.compile(r"""https?://[^\s<>"'\]\[]+""", re.IGNORECASE)
+_TRAILING_PUNCTUATION = ".,;:!?"
 _BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
 _NEWLINES = re.compile(r"\r\n?|\n")
 
@@ -161,17 +173,19 @@ def html_to_text(html: str) -> str:
     return _BLANK_RUNS.sub("\n\n", "\n".join(lines)).strip()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Thread:
     """Threading of a ``same_thread`` follow-up.
 
-    ``first_subject`` is the first step's subject as this contact received it (the follow-up is
-    sent as ``Re: <first_subject>``); ``previous_message_ids`` are the Message-IDs of the steps
-    already sent, oldest first: the last is ``In-Reply-To``, all of them are ``References``.
+    ``previous_message_ids`` are the Message-IDs of the steps already sent, oldest first: the last
+    is ``In-Reply-To``, all of them are ``References``. ``first_subject``, when given, is the first
+    step's subject as this contact received it, and the subject follows
+    :func:`follow_up_subject`; without it the subject given to :func:`build_message` is used as
+    it is (the composer decides it, see :mod:`engine.delivery.compose`).
     """
 
-    first_subject: str
     previous_message_ids: tuple[str, ...]
+    first_subject: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -291,6 +305,9 @@ def _mailbox_header(name: str, display: str | None, address: str) -> str:
     if not phrase:
         return f"{name}: {addr}\r\n"
     if phrase.isascii() and "=?" not in phrase:
+        if not addr.isascii():
+            # A UTF-8 local part (SMTPUTF8): formataddr refuses it, so quote the phrase ourselves.
+            return f'{name}: "{email.utils.quote(phrase)}" <{addr}>\r\n'
         return f"{name}: {email.utils.formataddr((phrase, addr))}\r\n"
     encoded = Header(phrase, "utf-8", maxlinelen=_MAX_LINE, header_name=name).encode(linesep="\r\n")
     return f"{name}: {encoded} <{addr}>\r\n"
@@ -324,37 +341,67 @@ def _rewrite_links(html: str, register: _LinkRegister) -> str:
         target = html_module.unescape(raw).strip()
         if not target.lower().startswith(("http://", "https://")):
             return match.group(0)
-        return f"{match.group('head')}{quote_char}{register.url(target)}{quote_char}"
+        url = register.url(target)
+        return match.group(0) if url is None else f"{match.group('head')}{quote_char}{url}{quote_char}"
 
     return _HREF.sub(replace, html)
 
 
 class _LinkRegister:
-    """Numbers distinct link targets in order of first appearance and makes their click URLs."""
+    """Numbers distinct link targets in order of first appearance and makes their click URLs.
 
-    __slots__ = ("_base", "_email_id", "_secret", "_urls", "links")
+    Links to the engine's own endpoints are not registered (see the module docstring).
+    """
+
+    __slots__ = ("_base", "_email_id", "_ours", "_secret", "_urls", "links")
 
     def __init__(self, base: str, secret: bytes, email_id: str) -> None:
         self._base = base
         self._secret = secret
         self._email_id = email_id
+        self._ours = (f"{base}/t/".lower(), f"{base}/u/".lower())
         self._urls: dict[str, str] = {}
         self.links: list[str] = []
 
-    def url(self, target: str) -> str:
+    def url(self, target: str) -> str | None:
+        """The click URL for ``target``, or ``None`` when it must stay as it is."""
         url = self._urls.get(target)
         if url is None:
+            if target.lower().startswith(self._ours):
+                return None
             token = click_token(self._secret, self._email_id, len(self.links))
             url = self._urls[target] = f"{self._base}/t/c/{token}"
             self.links.append(target)
         return url
 
 
+def _text_url(candidate: str) -> str:
+    """The URL at the start of ``candidate`` (a run of non-space text from ``http``), linkifier-style.
+
+    Trailing sentence punctuation is not part of it, nor is a trailing ``)`` that has no ``(`` in
+    the URL: ``(see https://x.test/a)`` ends at ``a``, while
+    ``https://en.wikipedia.org/wiki/Foo_(bar)`` keeps its balanced parenthesis.
+    """
+    end = len(candidate)
+    unbalanced = candidate.count(")") - candidate.count("(")
+    while end:
+        last = candidate[end - 1]
+        if last in _TRAILING_PUNCTUATION:
+            end -= 1
+        elif last == ")" and unbalanced > 0:
+            end -= 1
+            unbalanced -= 1
+        else:
+            break
+    return candidate[:end]
+
+
 def _rewrite_text_links(text: str, register: _LinkRegister) -> str:
     def replace(match: re.Match[str]) -> str:
-        url = match.group(0)
-        trimmed = url.rstrip(".,;:!?")
-        return register.url(trimmed) + url[len(trimmed) :]
+        found = match.group(0)
+        target = _text_url(found)
+        url = register.url(target) if target else None
+        return found if url is None else url + found[len(target) :]
 
     return _TEXT_URL.sub(replace, text)
 
@@ -368,9 +415,58 @@ def _append_pixel(html: str, src: str) -> str:
     return html + pixel
 
 
-def _thread_subject(first_subject: str) -> str:
-    subject = _clean(first_subject).strip()
-    return subject if subject[:3].lower() == "re:" else f"Re: {subject}"
+def follow_up_subject(subject: str, first_subject: str) -> str:
+    """The subject of a same-thread follow-up whose own (rendered) subject is ``subject``.
+
+    Its own subject when it has one: the author wrote it on purpose. When it is blank, ``Re: `` and
+    the first step's subject (unchanged when that already starts with ``Re:``), so the follow-up
+    reads as an answer in the recipient's thread.
+    """
+    own = _clean(subject).strip()
+    if own:
+        return own
+    first = _clean(first_subject).strip()
+    return first if first[:3].lower() == "re:" else f"Re: {first}".strip()
+
+
+def envelope_address(address: str) -> str:
+    """The form of ``address`` for ``RCPT TO``: the domain as an A-label (``xn--...``).
+
+    With an ASCII local part the address then needs no SMTPUTF8, which many servers do not offer;
+    a non-ASCII local part cannot be written in ASCII at all, so that address is kept as given
+    (UTF-8, and the mailer asks for SMTPUTF8). ValueError for something that is not an address.
+    """
+    addr = _clean(address).strip()
+    local, at, domain = addr.rpartition("@")
+    if not at or not local or not domain:
+        raise ValueError(f"not a usable email address: {address!r}")
+    if not local.isascii():
+        return addr
+    return f"{local}@{_idna(domain)}"
+
+
+def _base_url(tracking: Tracking) -> str:
+    base = tracking.public_url.strip().rstrip("/")
+    if not base.lower().startswith(("http://", "https://")):
+        raise ValueError(f"public_url must be an http(s) URL: {tracking.public_url!r}")
+    return base
+
+
+def _unsubscribe_token(tracking: Tracking) -> str | None:
+    if not tracking.workspace_id or not tracking.contact_id:
+        return None
+    return unsubscribe_token(tracking.secret, tracking.workspace_id, tracking.contact_id, tracking.email_id)
+
+
+def unsubscribe_url(tracking: Tracking) -> str | None:
+    """The contact's one-click unsubscribe page (``<public_url>/u/<token>``), or ``None`` without ids.
+
+    The same URL as in ``List-Unsubscribe``; the ``{{unsubscribe_url}}`` merge tag shows it. It
+    does not depend on ``tracking.unsubscribe``: an author may put the link in the body of a
+    campaign whose headers are off.
+    """
+    token = _unsubscribe_token(tracking)
+    return None if token is None else f"{_base_url(tracking)}/u/{token}"
 
 
 def build_message(
@@ -394,7 +490,8 @@ def build_message(
     ``body_text`` the text part is made from the HTML (before tracking, so it shows the real link
     targets; with click tracking those are then rewritten like the HTML ones). ``date`` must be
     timezone-aware and comes from the engine's clock. ``thread`` makes a same-thread follow-up:
-    ``Re: <first subject>`` with ``In-Reply-To``/``References``.
+    ``In-Reply-To``/``References``, and with ``thread.first_subject`` the subject rule of
+    :func:`follow_up_subject`.
     """
     if date.tzinfo is None or date.utcoffset() is None:
         raise ValueError("date must be timezone-aware")
@@ -408,16 +505,17 @@ def build_message(
         _mailbox_header("From", from_name, from_email),
         _mailbox_header("To", to_name, to_email),
     ]
-    final_subject = _thread_subject(thread.first_subject) if thread else _clean(subject).strip()
+    if thread is not None and thread.first_subject is not None:
+        final_subject = follow_up_subject(subject, thread.first_subject)
+    else:
+        final_subject = _clean(subject).strip()
     headers.append(_header("Subject", final_subject))
     if thread is not None and thread.previous_message_ids:
         headers.append(f"In-Reply-To: {_msgid(thread.previous_message_ids[-1])}\r\n")
         headers.append(_id_list_header("References", thread.previous_message_ids))
 
     if tracking is not None:
-        base = tracking.public_url.strip().rstrip("/")
-        if not base.lower().startswith(("http://", "https://")):
-            raise ValueError(f"public_url must be an http(s) URL: {tracking.public_url!r}")
+        base = _base_url(tracking)
         if tracking.clicks:
             register = _LinkRegister(base, tracking.secret, tracking.email_id)
             html = _rewrite_links(html, register)
@@ -426,9 +524,9 @@ def build_message(
         if tracking.opens:
             html = _append_pixel(html, f"{base}/t/o/{open_token(tracking.secret, tracking.email_id)}")
         if tracking.unsubscribe:
-            if not tracking.workspace_id or not tracking.contact_id:
+            token = _unsubscribe_token(tracking)
+            if token is None:
                 raise ValueError("unsubscribe needs workspace_id and contact_id")
-            token = unsubscribe_token(tracking.secret, tracking.workspace_id, tracking.contact_id, tracking.email_id)
             mailto = _address(tracking.unsubscribe_mailto or from_email)
             headers.append(
                 f"List-Unsubscribe: <{base}/u/{token}>,\r\n"

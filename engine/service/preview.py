@@ -1,4 +1,8 @@
-"""Preview and test sends: the campaign's steps rendered for one contact, or sent to test addresses."""
+"""Preview and test sends: the campaign's steps rendered for one contact, or sent to test addresses.
+
+Both go through :mod:`engine.delivery.compose`, the path ``tick()`` uses, so what they show is what
+a contact receives: same subject rule, same text part, same merge tags.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from typing import Any
 from sqlalchemy import select
 
 from engine.delivery import mime
-from engine.delivery.templates import render, render_header
+from engine.delivery.compose import TEST_CONTACT_ID, compose_email, render_step
 from engine.domain.models import check_email
 from engine.errors import CampaignInvalid, NotFound, PlanLimitReached, ValidationFailed
 from engine.service.base import ServiceBase
@@ -31,26 +35,55 @@ class PreviewService(ServiceBase):
                 "company": row["company"],
                 "custom_fields": json.loads(row["custom_fields"]) if row["custom_fields"] else {}}
 
+    async def _enrollment_of(self, cid: str, contact_id: str | None) -> str | None:
+        """The contact's enrollment in the campaign (one at most), whose email ids its preview signs.
+
+        With it, ``{{unsubscribe_url}}`` in a preview is the very link the contact's email carries.
+        """
+        if contact_id is None:
+            return None
+        e = t.enrollments.c
+        rows = await self._all(select(e.id).where(e.campaign_id == cid, e.contact_id == contact_id))
+        return str(rows[0]["id"]) if rows else None
+
     async def preview(self, ws: str, cid: str, contact_id: str | None = None, step: int | None = None
                       ) -> dict[str, Any]:
-        """Each step as the contact would get it (a sample contact when none is given)."""
+        """Each step as the contact would get it (a sample contact when none is given).
+
+        ``{{unsubscribe_url}}`` shows the contact's one-click page, signed as its email would be
+        (for a contact not enrolled, with a ``preview`` email id); with the sample contact it is empty.
+        """
         state, _ = await self._campaign(ws, cid)
         data = await self._merge_data(ws, contact_id)
         steps = state.definition.get("steps") or []
         if step is not None and not 1 <= step <= len(steps):
             raise ValidationFailed([{"field": "step", "message": f"step must be between 1 and {len(steps)}"}])
+        enrollment_id = await self._enrollment_of(cid, contact_id)
         out = []
-        for n, s in enumerate(steps, start=1):
-            if step is not None and n != step:
+        for number in range(1, len(steps) + 1):
+            if step is not None and number != step:
                 continue
-            html = render(s.get("body_html") or "", data, html=True)
-            text = render(s["body_text"], data, html=False) if s.get("body_text") else mime.html_to_text(html)
-            out.append({"step": n, "subject": render_header(s.get("subject") or "", data), "body_html": html,
-                        "body_text": text})
+            unsubscribe = ""
+            if contact_id is not None:
+                email_id = f"{enrollment_id}.{number}" if enrollment_id else f"preview.{number}"
+                unsubscribe = mime.unsubscribe_url(mime.Tracking(
+                    public_url=self.public_url, secret=self.vault.token_key, email_id=email_id,
+                    workspace_id=ws, contact_id=contact_id)) or ""
+            rendered = render_step(state.definition, number, data, unsubscribe_url=unsubscribe)
+            out.append({"step": number, "subject": rendered.subject, "body_html": rendered.body_html,
+                        "body_text": rendered.body_text})
         return {"steps": out}
 
     async def test_send(self, ws: str, cid: str, body: dict[str, Any]) -> dict[str, Any]:
-        """Every step, now, to the given addresses through the campaign's first sender; not in stats."""
+        """Every step, now, to the given addresses through the campaign's first sender; not in stats.
+
+        Each message is composed as the real one (same subject after ``[TEST] ``, same parts,
+        ``List-Unsubscribe`` when the campaign has it), merged with the given contact or the sample
+        one. The steps to one address form a thread like a contact's: each test address gets a
+        pseudo-enrollment id ``test-<hex>``, whose Message-IDs match no email, so replies to a test
+        send are not taken for a contact's. Opens and clicks are not tracked, and the unsubscribe
+        link is signed for :data:`~engine.delivery.compose.TEST_CONTACT_ID`, which unsubscribes nobody.
+        """
         extra = set(body or {}) - {"emails", "contact_id"}
         emails_in = (body or {}).get("emails")
         errors = [{"field": k, "message": "unknown field"} for k in sorted(extra)]
@@ -67,11 +100,12 @@ class PreviewService(ServiceBase):
             raise ValidationFailed(errors)
         state, _ = await self._campaign(ws, cid)
         w = (await self._all(select(t.workspaces).where(t.workspaces.c.id == ws)))[0]
-        steps = state.definition.get("steps") or []
+        definition = state.definition
+        steps = definition.get("steps") or []
         if w["monthly_limit"] is not None and \
                 await self.sent_this_month(ws) + len(steps) * len(emails) > w["monthly_limit"]:  # type: ignore[attr-defined]
             raise PlanLimitReached("the workspace's monthly limit is reached")
-        sender_ids = state.definition.get("sender_ids") or []
+        sender_ids = definition.get("sender_ids") or []
         if not steps or not sender_ids:
             raise CampaignInvalid(["the campaign needs steps and a sender for a test send"])
         s = t.senders.c
@@ -81,23 +115,29 @@ class PreviewService(ServiceBase):
             raise NotFound("sender", sender_ids[0])
         sender = rows[0]
         settings = self._smtp_settings(sender)
-        preview = await self.preview(ws, cid, (body or {}).get("contact_id"))
-        results: dict[str, Any] = {}
+        data = await self._merge_data(ws, (body or {}).get("contact_id"))
+        options = definition.get("settings") or {}
         domain = sender["email"].rsplit("@", 1)[1]
+        now = self.now()
+        results: dict[str, Any] = {}
         for address in emails:
+            enrollment_id = f"test-{secrets.token_hex(8)}"
             outcomes = []
-            for p in preview["steps"]:
-                message_id = f"<test.{secrets.token_hex(8)}@{domain}>"
-                built = mime.build_message(message_id=message_id, date=self.now(), from_email=sender["email"],
-                                           from_name=sender["from_name"], to_email=address, to_name=None,
-                                           subject=f"[TEST] {p['subject']}", body_html=p["body_html"],
-                                           body_text=p["body_text"])
-                r = await self.mailer.send(sender["id"], settings, sender["email"], [address],  # type: ignore[attr-defined]
-                                           built.raw)
-                outcomes.append({"step": p["step"], "outcome": r.outcome, "code": r.code, "message_id": message_id})
+            for number in range(1, len(steps) + 1):
+                email_id = f"{enrollment_id}.{number}"
+                message_id = mime.message_id_for(enrollment_id, number, domain)
+                tracking = mime.Tracking(public_url=self.public_url, secret=self.vault.token_key, email_id=email_id,
+                                         unsubscribe=bool(options.get("unsubscribe_link", True)), workspace_id=ws,
+                                         contact_id=TEST_CONTACT_ID)
+                composed = compose_email(definition, number, data, sender, enrollment_id=enrollment_id,
+                                         email_id=email_id, message_id=message_id, now=now, tracking=tracking,
+                                         test=True, to_email=address)
+                r = await self.mailer.send(sender["id"], settings, sender["email"],  # type: ignore[attr-defined]
+                                           [composed.recipient], composed.raw)
+                outcomes.append({"step": number, "outcome": r.outcome, "code": r.code, "message_id": message_id})
             results[address] = outcomes
         await self.store.append(f"campaign-{cid}", [TestEmailSent(campaign_id=cid, recipients=tuple(emails),
-                                                                  steps=len(preview["steps"]),
+                                                                  steps=len(steps),
                                                                   outcome={"sent": sum(
                                                                       1 for o in results.values() for x in o
                                                                       if x["outcome"] == "sent")})],

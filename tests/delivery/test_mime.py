@@ -18,9 +18,12 @@ from engine.delivery.mime import (
     Thread,
     Tracking,
     build_message,
+    envelope_address,
+    follow_up_subject,
     html_to_text,
     message_id_for,
     parse_message_id,
+    unsubscribe_url,
 )
 from engine.delivery.templates import render, render_header
 from engine.delivery.tokens import read_click, read_open, read_unsubscribe
@@ -174,18 +177,43 @@ def test_message_id_for_is_deterministic_and_parseable() -> None:
 def test_same_thread_follow_up() -> None:
     first = message_id_for("enr_1", 1, "sender.test")
     second = message_id_for("enr_1", 2, "sender.test")
-    built = build(
-        message_id=message_id_for("enr_1", 3, "sender.test"),
-        subject="ignored for a follow-up",
-        thread=Thread(first_subject="Quick question, Bob", previous_message_ids=(first, second)),
-    )
-    message = parse(built.raw)
+    thread = Thread(first_subject="Quick question, Bob", previous_message_ids=(first, second))
+    blank = build(message_id=message_id_for("enr_1", 3, "sender.test"), subject="  ", thread=thread)
+    message = parse(blank.raw)
     assert message["Subject"] == "Re: Quick question, Bob"
-    assert built.subject == "Re: Quick question, Bob"
+    assert blank.subject == "Re: Quick question, Bob"
     assert message["In-Reply-To"] == second
     assert message["References"].split() == [first, second]
-    again = build(thread=Thread(first_subject="RE: already", previous_message_ids=(first,)))
+    again = build(subject="", thread=Thread(first_subject="RE: already", previous_message_ids=(first,)))
     assert parse(again.raw)["Subject"] == "RE: already"
+
+
+def test_a_follow_up_with_its_own_subject_keeps_it_and_still_threads() -> None:
+    first = message_id_for("enr_1", 1, "sender.test")
+    for thread in (Thread(first_subject="Quick question, Bob", previous_message_ids=(first,)),
+                   Thread(previous_message_ids=(first,))):
+        built = build(message_id=message_id_for("enr_1", 2, "sender.test"), subject="Re: Hi Bob", thread=thread)
+        message = parse(built.raw)
+        assert message["Subject"] == "Re: Hi Bob" == built.subject
+        assert message["In-Reply-To"] == first and message["References"] == first
+
+
+def test_follow_up_subject_rule() -> None:
+    assert follow_up_subject("Own", "First") == "Own"
+    assert follow_up_subject(" \t", "First") == "Re: First"
+    assert follow_up_subject("", "re: First") == "re: First"
+    assert follow_up_subject("", "X\r\nBcc: a@b.c") == "Re: XBcc: a@b.c"
+
+
+def test_idn_recipient_uses_a_labels_in_to_and_on_the_wire() -> None:
+    message = parse(build(to_email="mueller@bücher.de").raw)
+    assert message["To"].addresses[0].addr_spec == "mueller@xn--bcher-kva.de"
+    assert envelope_address("mueller@bücher.de") == "mueller@xn--bcher-kva.de"
+    assert envelope_address("bob@example.test") == "bob@example.test"
+    # A non-ASCII local part has no ASCII form: it stays UTF-8 and needs SMTPUTF8.
+    assert envelope_address("müller@bücher.de") == "müller@bücher.de"
+    with pytest.raises(ValueError):
+        envelope_address("no-at-sign")
 
 
 def tracking(**overrides: Any) -> Tracking:
@@ -264,6 +292,49 @@ def test_click_tracking_of_a_given_text_part() -> None:
     text, _ = parts(parse(built.raw))
     assert built.links == ("https://example.test/a", "https://example.test/z")
     assert re.fullmatch(r"Go to https://t\.example\.test/t/c/\S+\. Or https://t\.example\.test/t/c/\S+, now\.", text)
+
+
+def test_text_links_keep_balanced_parentheses() -> None:
+    wiki = "https://en.wikipedia.org/wiki/Foo_(bar)"
+    built = build(
+        body_html="<p>x</p>",
+        body_text=f"Read {wiki}. Also (see https://example.test/a) and ({wiki}), or {wiki}).",
+        tracking=tracking(clicks=True),
+    )
+    assert built.links == (wiki, "https://example.test/a")
+    text, _ = parts(parse(built.raw))
+    click = r"https://t\.example\.test/t/c/[\w.\-]+"
+    assert re.fullmatch(rf"Read {click}\. Also \(see {click}\) and \({click}\), or {click}\)\.", text)
+
+
+def test_links_in_text_made_from_html_keep_parentheses() -> None:
+    wiki = "https://en.wikipedia.org/wiki/Foo_(bar)"
+    built = build(body_html=f'<p><a href="{wiki}">Foo</a></p>', tracking=tracking(clicks=True))
+    assert built.links == (wiki,)
+    text, _ = parts(parse(built.raw))
+    assert re.fullmatch(r"Foo \(https://t\.example\.test/t/c/[\w.\-]+\)", text)
+
+
+def test_links_to_our_own_endpoints_are_not_wrapped_again() -> None:
+    ours = "https://t.example.test/t/c/abc.def"
+    unsubscribe = "https://t.example.test/u/abc.def"
+    built = build(
+        body_html=f'<a href="{ours}">a</a> <a href="{unsubscribe}">u</a> <a href="https://example.test/x">x</a>',
+        body_text=f"{ours} {unsubscribe} https://example.test/x",
+        tracking=tracking(clicks=True),
+    )
+    assert built.links == ("https://example.test/x",)
+    text, html = parts(parse(built.raw))
+    assert f'href="{ours}"' in html and f'href="{unsubscribe}"' in html
+    assert text.startswith(f"{ours} {unsubscribe} https://t.example.test/t/c/")
+
+
+def test_unsubscribe_url_is_the_list_unsubscribe_page() -> None:
+    track = tracking(unsubscribe=True)
+    url = unsubscribe_url(track)
+    assert url is not None and url.startswith("https://t.example.test/u/")
+    assert f"<{url}>" in str(parse(build(tracking=track).raw)["List-Unsubscribe"])
+    assert unsubscribe_url(tracking(contact_id=None)) is None
 
 
 def test_no_tracking_leaves_the_html_alone() -> None:

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from engine.delivery.templates import (
     find_tags,
+    parse_template,
     render,
     render_header,
     strip_controls,
@@ -97,6 +98,51 @@ def test_substitution_is_single_pass() -> None:
     assert render("{{first_name}}", contact, html=False) == "{{email}}"
 
 
+def test_camel_case_aliases_and_unsubscribe_url_are_known() -> None:
+    text = "{{firstName}} {{ lastName }} of {{companyName|you}}: {{unsubscribe_url}}"
+    assert validate_template(text) == []
+    contact = {**CONTACT, "unsubscribe_url": "https://t.example.test/u/abc"}
+    assert render(text, contact, html=False) == (
+        "Ada Lovelace of Analytical & <Engines>: https://t.example.test/u/abc")
+    assert render("{{companyName|you}} {{unsubscribe_url}}", {}, html=False) == "you "
+    assert validate_template("{{FirstName}} {{first-name}}") != []
+
+
+def test_values_inside_urls_are_percent_encoded() -> None:
+    contact = {"company": "AT&T <b>", "first_name": "Zoë", "email": "ann+x@corp.test"}
+    html = render('<a href="https://x.test/?c={{company}}&n={{first_name}}">{{company}}</a>', contact, html=True)
+    assert html == '<a href="https://x.test/?c=AT%26T%20%3Cb%3E&n=Zo%C3%AB">AT&amp;T &lt;b&gt;</a>'
+    single = render("<a href='https://x.test/{{company}}'>x</a> <a href=https://x.test/{{company}}>y</a>",
+                    contact, html=True)
+    assert single == "<a href='https://x.test/AT%26T%20%3Cb%3E'>x</a> <a href=https://x.test/AT%26T%20%3Cb%3E>y</a>"
+    text = render("Go to https://x.test/?c={{company}}. Thanks, {{company}}", contact, html=False)
+    assert text == "Go to https://x.test/?c=AT%26T%20%3Cb%3E. Thanks, AT&T <b>"
+    assert render('<img src="https://img.test/{{ company | a b }}.png">', {}, html=True) == (
+        '<img src="https://img.test/a%20b.png">')
+    assert render('<a href="mailto:{{email}}?subject=Hi%20{{first_name}}">', contact, html=True) == (
+        '<a href="mailto:ann%2Bx@corp.test?subject=Hi%20Zo%C3%AB">')
+
+
+def test_a_tag_that_starts_an_href_is_the_url_itself() -> None:
+    contact = {"custom_fields": {"link": "https://x.test/?a=1&b=2"}, "unsubscribe_url": "https://t.test/u/tok"}
+    assert render('<a href="{{custom.link}}">x</a>', contact, html=True) == '<a href="https://x.test/?a=1&amp;b=2">x</a>'
+    assert render('<a href=" {{unsubscribe_url}}">', contact, html=True) == '<a href=" https://t.test/u/tok">'
+    assert render("Book: {{custom.link}}", contact, html=False) == "Book: https://x.test/?a=1&b=2"
+    assert render("Leave: https://t.test/?next={{unsubscribe_url}}", contact, html=False) == (
+        "Leave: https://t.test/?next=https%3A%2F%2Ft.test%2Fu%2Ftok")
+
+
+def test_templates_are_parsed_once_per_text() -> None:
+    text = "<p>Hi {{first_name}} {{frist_name}}</p><a href='https://x.test/{{company}}'>x</a>"
+    assert parse_template(text) is parse_template(text)
+    before = parse_template.cache_info().hits
+    for _ in range(3):
+        render(text, CONTACT, html=True)
+    assert parse_template.cache_info().hits == before + 3
+    assert render(text, CONTACT, html=True) == (
+        "<p>Hi Ada {{frist_name}}</p><a href='https://x.test/Analytical%20%26%20%3CEngines%3E'>x</a>")
+
+
 def test_render_header_strips_every_control_character() -> None:
     contact = {"first_name": "X\r\nBcc: a@b.c"}
     assert render_header("Hi {{first_name}}", contact) == "Hi XBcc: a@b.c"
@@ -124,6 +170,14 @@ def test_strip_controls_is_idempotent(value: str) -> None:
     once = strip_controls(value)
     assert strip_controls(once) == once
     assert not any(ord(c) < 0x20 for c in once)
+
+
+@given(st.text(), st.text())
+def test_url_values_never_break_out_of_the_url(template_tail: str, value: str) -> None:
+    out = render('<a href="https://x.test/?q={{company}}">' + template_tail.replace("{", ""),
+                 {"company": value}, html=True)
+    href = out[len('<a href="') : out.index('"', len('<a href="'))]
+    assert all(ch.isascii() and (ch.isalnum() or ch in "%-._~@") for ch in href[len("https://x.test/?q="):])
 
 
 @given(st.text())
