@@ -4,7 +4,10 @@ This is the pure entry point the reply-and-bounce processing builds on; it reads
 a frozen value, with no I/O and no engine. The order of decisions matters: delivery status
 notifications first (many of them also carry ``Auto-Submitted``), then ARF complaints, then
 automatic replies, and whatever is left is a human message. Only a reported failure is a bounce;
-a DSN that reports delivery is a ``delivery_report``.
+a DSN that reports delivery is a ``delivery_report``. A delay warning (RFC 3464 ``Action:
+delayed``, or an MTA's "still trying" notice) keeps the kind ``bounce`` so that the five kinds stay
+as the contract defines them, but says so: its entries carry ``action="delayed"`` and the result
+``delayed=True``, and such an entry is never a ``hard`` bounce.
 
 It never raises: malformed or garbage input is read as far as possible and otherwise classified as
 an ordinary message.
@@ -33,6 +36,11 @@ class BounceEntry:
     contact is not at fault). ``reason`` uses the Sisimai vocabulary (``userunknown``,
     ``mailboxfull``, ``spamdetected``...). ``recipient`` is ``""`` when the notification names
     none; ``refers_to`` of the classification still points at the message that bounced.
+
+    ``action`` is the RFC 3464 action for this recipient: ``"failed"`` (the MTA gave up) or
+    ``"delayed"`` (a warning: the MTA still holds the message and keeps trying, so it may yet be
+    delivered). A delayed entry is never ``hard``; the engine should record it as a delay, not
+    as a bounce.
     """
 
     recipient: str
@@ -41,6 +49,12 @@ class BounceEntry:
     type: str
     reason: str
     diagnostic: str = ""
+    action: str = "failed"
+
+    @property
+    def delayed(self) -> bool:
+        """True for a delay warning about this recipient (``action == "delayed"``)."""
+        return self.action == "delayed"
 
 
 @dataclass(frozen=True)
@@ -54,6 +68,11 @@ class Classification:
     ``out_of_office`` is true for automatic replies. ``feedback_type`` (``abuse``...) and
     ``feedback_recipient`` describe a spam complaint. ``subject``, ``from_address`` and
     ``message_id`` are the message's own.
+
+    ``delayed`` is true when the message is only a delay warning (kind ``bounce``, every entry
+    with ``action == "delayed"``): nothing has failed yet, the message may still be delivered,
+    so it must not count as a bounce. A report mixing failed and delayed recipients has
+    ``delayed`` false; its entries tell which is which.
     """
 
     kind: str
@@ -66,6 +85,7 @@ class Classification:
     subject: str = ""
     from_address: str | None = None
     message_id: str | None = None
+    delayed: bool = False
 
 
 def _first_address(value: str) -> str | None:
@@ -105,6 +125,7 @@ def _from_bounce(reading: BounceReading, base: Classification, refs: list[str]) 
             type=entry_type(f),
             reason=f.reason or "undefined",
             diagnostic=f.diagnosis[:1000],
+            action="delayed" if f.action == "delayed" else "failed",
         ))
     if failed and all(entry.reason == "vacation" for entry in failed) and not delivered:
         # Some gateways wrap an out-of-office answer in a delivery report; it is no failure.
@@ -115,6 +136,7 @@ def _from_bounce(reading: BounceReading, base: Classification, refs: list[str]) 
         refers_to=_unique(refs + reading.original_ids),
         bounces=tuple(failed),
         delivered=tuple(delivered),
+        delayed=bool(failed) and all(entry.delayed for entry in failed),
     )
 
 

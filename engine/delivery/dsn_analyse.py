@@ -4,8 +4,10 @@ Order of evidence: the RFC 3464 ``message/delivery-status`` fields when present 
 pasted in the text otherwise), completed by the human-readable notification (which often carries
 the SMTP command and the remote server's full answer); for prose-only bounces the failed addresses
 and their error lines are read from the text; Amazon SES JSON events and bounces forwarded inside
-another notification are recognised too. Every record then gets the same treatment
-(:mod:`engine.delivery.dsn_finalise`): codes, command and reason.
+another notification are recognised too. A record without an ``Action`` field is marked
+``delayed`` when the notification is a "still trying" warning, and takes the host that handed us
+the notification as its local MTA when no ``Reporting-MTA`` names one. Every record then gets the
+same treatment (:mod:`engine.delivery.dsn_finalise`): codes, command and reason.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass, field
 from email.message import Message
 
 from engine.delivery import inbound_mime as mime
-from engine.delivery.dsn_detect import looks_like_bounce
+from engine.delivery.dsn_detect import is_delay_warning, looks_like_bounce
 from engine.delivery.dsn_fields import DSN_FIELDS, has_fields, parse_delivery_status
 from engine.delivery.dsn_finalise import finalise
 from engine.delivery.dsn_model import Finding
@@ -129,7 +131,12 @@ def read_bounce(msg: Message, prose_allowed: bool = True, depth: int = 0) -> Bou
     # au's spam filter marks the messages it refused with this header.
     filtered = mime.header(msg, "X-SPASIGN").upper() == "NG"
     families = families_of(subject, text)
+    delayed = is_delay_warning(subject, text)
+    sending_host = _sending_host(msg)
     for finding in findings:
+        if delayed and not finding.action:
+            finding.action = "delayed"
+        finding.lhost = finding.lhost or sending_host
         if filtered and not finding.reason:
             finding.reason = "filtered"
         finalise(finding, families)
@@ -142,6 +149,27 @@ def read_bounce(msg: Message, prose_allowed: bool = True, depth: int = 0) -> Bou
     if not reading.findings and not reading.original_ids and not _looks_like_bounce(msg, text):
         return None  # a declared report with nothing in it tells the engine nothing
     return reading
+
+
+_RECEIVED_FROM_RE = re.compile(r"(?i)^\s*from\s+([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)")
+_RECEIVED_PAREN_RE = re.compile(r"(?i)^\s*from\s+\S+\s+\(([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)[\s\[)]")
+
+
+def _sending_host(msg: Message) -> str:
+    """The host that handed the notification to us: the ``from`` of its topmost ``Received`` field.
+
+    A notification without a ``Reporting-MTA`` still names the MTA that wrote it there; a
+    provider's own catalogue (:mod:`engine.delivery.dsn_rhost`) applies when that MTA is the
+    provider's. Bare IP addresses and single-label names say nothing and are skipped.
+    """
+    received = mime.headers(msg, "Received")
+    if not received:
+        return ""
+    for pattern in (_RECEIVED_PAREN_RE, _RECEIVED_FROM_RE):
+        match = pattern.match(received[0])
+        if match and not match.group(1).replace(".", "").isdigit():
+            return match.group(1).lower()
+    return ""
 
 
 def _pasted_message_ids(msg: Message) -> list[str]:

@@ -56,6 +56,14 @@ _BODY_STRONG_RE = re.compile(
     r"|permanent(?:ly)? (?:error|failure|fatal)"
     r"|error message below"
     r"|requested action not taken"
+    r"|no valid recipients"
+)
+# The envelope of the returned message spelled out as SMTP commands ("MAIL FROM: a@b" and "RCPT TO:
+# c@d" on lines of their own): a transcript or a report of an SMTP transaction, which people do not
+# write in their mail.
+_ENVELOPE_RE = (
+    re.compile(r"(?im)^[ \t>]*mail from:[ \t]*<?[^\s@<>]+@"),
+    re.compile(r"(?im)^[ \t>]*rcpt to:[ \t]*<?[^\s@<>]+@"),
 )
 _BODY_UNMISTAKABLE_RE = re.compile(
     r"(?i)this message was created automatically by mail delivery software"
@@ -64,6 +72,28 @@ _BODY_UNMISTAKABLE_RE = re.compile(
     r"|the following addresses had permanent fatal errors"
     r"|delivery to the following recipients? failed permanently"
 )
+
+
+# Delay warnings: the MTA still holds the message and keeps trying (RFC 3464 "delayed"). Each MTA
+# says so in its own fixed words: Sendmail "THIS IS A WARNING MESSAGE ONLY" / "Will keep trying",
+# Postfix "Delayed Mail (still being retried)", Exim "has not yet been delivered ... Delivery
+# attempts will continue", Exchange and Gmail "Delivery ... has been delayed", OpenSMTPD "only a
+# temporary failure report".
+_DELAY_SUBJECT_RE = re.compile(
+    r"(?i)delayed mail|still being retried|\(delay\)|delivery delayed|delayed delivery"
+    r"|warning: could not send message for past|warning: message .* delayed"
+)
+_DELAY_BODY_RE = re.compile(
+    r"(?i)this is a warning (?:message )?only|you do not need to re-?send"
+    r"|has not yet been delivered|delivery attempts will continue|will keep trying until"
+    r"|(?:will|shall) (?:continue|keep) (?:to )?(?:try|retry|attempt)|still being retried"
+    r"|only a temporary failure report|delivery (?:to the following recipients? )?has been delayed"
+)
+
+
+def is_delay_warning(subject: str, body: str) -> bool:
+    """True when a notification only warns that delivery is delayed: the MTA is still trying."""
+    return bool(_DELAY_SUBJECT_RE.search(subject or "") or _DELAY_BODY_RE.search(body or ""))
 
 
 _HUMAN_PREFIX_RE = re.compile(r"(?i)^\s*(?:re|fwd?|aw|wg|tr|sv|vs|antw|rif|r)\s*(?:\[\d+\])?\s*:")
@@ -86,9 +116,9 @@ def looks_like_bounce(subject: str, sender: str, return_path: str, body: str, fa
         clues += 1
     if _BODY_UNMISTAKABLE_RE.search(body or ""):
         return True
-    if _BODY_STRONG_RE.search(body or ""):
+    if _BODY_STRONG_RE.search(body or "") or all(pattern.search(body or "") for pattern in _ENVELOPE_RE):
         clues += 1
     return clues >= 2
 
 
-__all__ = ["looks_like_bounce"]
+__all__ = ["is_delay_warning", "looks_like_bounce"]

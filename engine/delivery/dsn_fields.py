@@ -58,6 +58,23 @@ def _unfold(text: str, lenient: bool) -> list[str]:
     return lines
 
 
+# RFC 3464 section 2.3.3: the five action values, keyed by the stem that real MTAs keep when they
+# bend the spelling ("Failure", "failed (permanent)", "Delayed - will retry", "deliverable").
+_ACTIONS = (("fail", "failed"), ("delay", "delayed"), ("deliver", "delivered"), ("relay", "relayed"),
+            ("expand", "expanded"))
+
+
+def normalise_action(value: str) -> str:
+    """The RFC 3464 action a field value means (``failed``, ``delayed``...), or its first word."""
+    words = value.lower().split()
+    if not words:
+        return ""
+    for stem, action in _ACTIONS:
+        if words[0].startswith(stem):
+            return action
+    return words[0].strip(";,.")
+
+
 def _value_after_type(value: str) -> tuple[str, str]:
     kind, sep, rest = value.partition(";")
     if sep and " " not in kind.strip() and kind.strip():
@@ -113,7 +130,10 @@ def _apply(f: Finding, name: str, value: str) -> None:
         if address and (not f.recipient or (name == "final-recipient" and "@" in address)):
             f.recipient = address
     elif name == "action":
-        f.action = value.lower().split()[0] if value.split() else ""
+        f.action = normalise_action(value)
+    elif name == "will-retry-until" and not f.action:
+        # Only a "delayed" report may say until when it will retry (RFC 3464, section 2.3.8).
+        f.action = "delayed"
     elif name == "status":
         f.status = value.split()[0] if value.split() else ""
     elif name == "remote-mta":
@@ -131,4 +151,5 @@ def has_fields(text: str) -> bool:
     )
 
 
-__all__ = ["DSN_FIELDS", "DeliveryStatus", "clean_address", "has_fields", "parse_delivery_status"]
+__all__ = ["DSN_FIELDS", "DeliveryStatus", "clean_address", "has_fields", "normalise_action",
+           "parse_delivery_status"]

@@ -1,9 +1,10 @@
 """Complete and reconcile one recipient record, whatever format it was read from.
 
 Every reader leaves a :class:`Finding` with what its format states; this step makes them uniform:
-codes dug out of the diagnostic text and reconciled with the ``Status:`` field, the SMTP command,
-then the reason, decided by the most specific evidence first (the notifying MTA's own wording,
-a local delivery agent, a large provider's catalogue, and last the generic rules).
+codes dug out of the diagnostic text and reconciled with the ``Status:`` field (which wins unless
+it is a placeholder, RFC 3464/3463), the SMTP command, then the reason, decided by the most
+specific evidence first (the notifying MTA's own wording, a local delivery agent, a large
+provider's catalogue, the generic rules, and last what the RFCs say the reply code means).
 """
 
 from __future__ import annotations
@@ -14,7 +15,15 @@ from engine.delivery.dsn_model import Finding
 from engine.delivery.dsn_mta import command_from_wording, mta_reason
 from engine.delivery.dsn_reason import RETRY_REASONS, bounce_type, find_reason
 from engine.delivery.dsn_rhost import rhost_reason
-from engine.delivery.dsn_status import find_command, find_reply, find_status, is_status, prefer_status
+from engine.delivery.dsn_status import (
+    REPLY_MEANING,
+    find_command,
+    find_reply,
+    find_status,
+    is_status,
+    prefer_status,
+    specificity,
+)
 from engine.delivery.dsn_text import squeeze
 
 DELIVERED_ACTIONS = frozenset({"delivered", "relayed", "expanded"})
@@ -49,7 +58,9 @@ def finalise(f: Finding, families: frozenset[str]) -> None:
         f.diagnostic_type = "SMTP"
     if not is_status(f.status):
         f.status = ""
-    in_text = find_status(f.diagnosis)
+    # A transcript may quote several answers (a first MX deferring, the next one refusing); the one
+    # of the class the Status field reports is the one it summarises.
+    in_text = (find_status(f.diagnosis, f.status) if f.status else "") or find_status(f.diagnosis)
     reply = find_reply(f.diagnosis, in_text)
     f.status = prefer_status(f.status, in_text, reply)
     if not f.reply_code:
@@ -72,14 +83,41 @@ def finalise(f: Finding, families: frozenset[str]) -> None:
             guessed = find_reason(f)
             if guessed not in ("", "undefined", "onhold") or not f.reason:
                 f.reason = guessed
+    _apply_reply_meaning(f)
     if f.reply_code and f.status and f.reply_code[0] != f.status[0]:
         same_class = find_reply(f.diagnosis, f.status[0])
         f.reply_code = same_class if same_class.startswith(f.status[0]) else ""
 
 
+def _apply_reply_meaning(f: Finding) -> None:
+    """Fill what is still unknown from the meaning the RFCs give the reply code.
+
+    Last resort: a "552" with no recognisable words is still "storage exceeded" (RFC 5321), a
+    "521" still "host does not accept mail" (RFC 7504). A status is only filled in when there is
+    none or a generic one, and a reason only when none could be named.
+    """
+    meaning = REPLY_MEANING.get(f.reply_code)
+    if meaning is None:
+        return
+    command, status, reason = meaning
+    if command and not f.command:
+        f.command = command
+    if status and (not f.status or specificity(f.status) == 0) and status[0] == f.reply_code[0]:
+        f.status = status
+    if reason and f.reason in ("", "undefined", "onhold"):
+        f.reason = reason
+
+
 def entry_type(f: Finding) -> str:
-    """The engine-facing type of a failed recipient: ``hard``, ``soft`` or ``block``."""
-    return bounce_type(f.reason, f.status, f.diagnosis)
+    """The engine-facing type of a failed recipient: ``hard``, ``soft`` or ``block``.
+
+    A delayed recipient (RFC 3464 ``Action: delayed``) is never ``hard``: the reporting MTA is
+    still trying, so nothing is known yet to be permanently wrong with the address.
+    """
+    kind = bounce_type(f.reason, f.status, f.diagnosis)
+    if kind == "hard" and f.action == "delayed":
+        return "soft"
+    return kind
 
 
 __all__ = ["DELIVERED_ACTIONS", "entry_type", "finalise", "unwrap_multiline"]

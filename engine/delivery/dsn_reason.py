@@ -28,6 +28,9 @@ SOFT_REASONS = frozenset(
      "systemfull", "onhold", "undefined", "speeding", "notaccept"}
 )
 _BEFORE_DATA = ("CONN", "EHLO", "HELO", "MAIL", "RCPT")
+# RFC 5321 replies that may say the mailbox is not there: 550 (and its temporary form 450) mailbox
+# unavailable, 551 user not local, 553 mailbox name not allowed.
+_MAILBOX_NOT_THERE = frozenset({"450", "550", "551", "553"})
 
 _PHRASES: dict[str, tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]] = {
     "userunknown": (rp.USERUNKNOWN, rp.USERUNKNOWN_SEQ),
@@ -92,15 +95,30 @@ def _explicit(reason: str) -> bool:
 
 
 def _probe_userunknown(f: Finding, by_status: str, text: str) -> bool:
+    """A dead address: an ``X.1.1``-like status, or "user unknown" words that nothing contradicts.
+
+    The words count at ``RCPT`` (the recipient was refused by name). At an unknown stage they
+    count when the reply is one RFC 5321 gives for a mailbox that is not there (550 or 450
+    "mailbox unavailable", 551 "user not local", 553 "mailbox name not allowed") and the status
+    names no other reason (none, or a generic ``X.0.0``): reply code and words then agree. After
+    ``DATA`` the recipient had been accepted, so the same words describe a filter
+    (:func:`_probe_filtered`), as they do under an ``X.2.x`` status (RFC 3463: the mailbox exists)
+    or, as Sisimai reads them, when no reply code backs them.
+    """
     if by_status == "suspend":
         return False
     if by_status == "userunknown":
         others = ("norelaying", "blocked", "mailboxfull", "hasmoved", "rejected", "notaccept")
         return not any(says(o, text) for o in others)
-    return f.command == "RCPT" and says("userunknown", text)
+    if f.command == "RCPT":
+        return says("userunknown", text)
+    if f.command == "" and not by_status and f.reply_code in _MAILBOX_NOT_THERE:
+        return says("userunknown", text) and not says("filtered", text)
+    return False
 
 
 def _probe_filtered(f: Finding, by_status: str, text: str) -> bool:
+    """Refused by the recipient's filter: the mailbox exists (``X.2.x``) or the refusal came after DATA."""
     if by_status == "suspend":
         return False
     if by_status == "filtered":

@@ -13,6 +13,7 @@ import re
 
 from engine.delivery import dsn_rhost_tables as t
 from engine.delivery.dsn_model import Finding
+from engine.delivery.dsn_text import squeeze
 
 _HOST_RE = re.compile(r"(?<![@A-Za-z0-9.-])((?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,})(?![A-Za-z0-9-]*@)")
 
@@ -96,8 +97,15 @@ def _coded(f: Finding, text: str, provider: str) -> str:
         return t.IUA_CODES.get(match.group(1), "") if match else ""
     if provider == "cox":
         match = re.search(r"AUP#([A-Z0-9]+)", raw)
-        if match and match.group(1) in t.COX_CODES:
-            return t.COX_CODES[match.group(1)]
+        if match:
+            code = match.group(1)
+            if code in t.COX_CODES:
+                return t.COX_CODES[code]
+            # Cox's documented code families: IPBLnnnn = the sending IP is on a DNS blocklist,
+            # URLBLnnn = a URL in the body is on one.
+            for prefix, reason in t.COX_CODE_FAMILIES:
+                if code.startswith(prefix):
+                    return reason
         return _by_phrases(t.PHRASES["cox"], text)
     return ""
 
@@ -126,6 +134,16 @@ def _gsuite(f: Finding, text: str) -> str:
     return _by_phrases(t.PHRASES["gsuite"], text)
 
 
+def _kddi(f: Finding, text: str) -> str:
+    """au (KDDI): "550 : User unknown", with no address, is the recipient's domain filter.
+
+    Relays re-quote the answer ("550: : User unknown", "550 :User unknown"); the spacing around the
+    colons is theirs, so it is normalised before the catalogue is read.
+    """
+    normalised = re.sub(r"\b550\s*:?\s*:\s*(?=user unknown)", "550 : ", squeeze(text))
+    return _by_phrases(t.PHRASES["kddi"], normalised)
+
+
 def rhost_reason(f: Finding) -> str:
     """The reason a known remote provider's error wording names, or ``""``."""
     if not f.diagnosis:
@@ -144,6 +162,8 @@ def rhost_reason(f: Finding) -> str:
         return _nttdocomo(f, text)
     if provider == "gsuite":
         return _gsuite(f, text)
+    if provider == "kddi":
+        return _kddi(f, text)
     if provider == "mimecast":
         return _by_phrases(t.MIMECAST, text) if f.reply_code else ""
     if provider in ("facebook", "godaddy", "spectrum", "iua", "cox"):

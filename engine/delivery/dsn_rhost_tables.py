@@ -260,6 +260,7 @@ COX_CODES: dict[str, str] = {
     "CXCNCT": "toomanyconn", "CXMXRT": "toomanyconn", "CDRBL": "blocked", "CXTHRT": "securityerror",
     "CXMJ": "securityerror",
 }
+COX_CODE_FAMILIES: tuple[tuple[str, str], ...] = (("IPBL", "blocked"), ("URLBL", "spamdetected"))
 IUA_CODES: dict[str, str] = {
     "1": "norelaying", "2": "userunknown", "3": "suspend", "4": "mailboxfull", "5": "toomanyconn",
     "6": "norelaying", "7": "blocked", "8": "rejected", "9": "blocked", "10": "filtered",

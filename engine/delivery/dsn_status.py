@@ -100,7 +100,8 @@ STATUS_REASON: dict[str, str] = {
     "5.7.24": "authfailure",
     "5.7.25": "requireptr",
     "5.7.26": "authfailure",
-    "5.7.27": "notaccept",
+    # RFC 7505: the *sender's* domain has a null MX; the recipient is not at fault.
+    "5.7.27": "rejected",
     "5.7.28": "spamdetected",
     "5.7.29": "authfailure",
     "5.7.30": "failedstarttls",
@@ -108,6 +109,30 @@ STATUS_REASON: dict[str, str] = {
 # Every other 5.7.x code is a security/policy refusal.
 for _detail in (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 14, 15, 19):
     STATUS_REASON.setdefault(f"5.7.{_detail}", "securityerror")
+
+# What an SMTP reply code says by itself, per the RFC that defines it: (command it answers, status,
+# reason). Used only when nothing more specific is known: RFC 5321 (451 local error, 452 insufficient
+# storage, 50x syntax, 552 storage exceeded), RFC 7504 (521 host / 556 domain does not accept mail),
+# RFC 4954 and RFC 5248 (the 52x/53x authentication and encryption replies).
+REPLY_MEANING: dict[str, tuple[str, str, str]] = {
+    "422": ("AUTH", "4.7.12", "securityerror"),
+    "432": ("AUTH", "4.7.12", "securityerror"),
+    "451": ("", "", "systemerror"),
+    "452": ("", "", "systemfull"),
+    "500": ("", "", "syntaxerror"),
+    "501": ("", "", "syntaxerror"),
+    "502": ("", "", "syntaxerror"),
+    "503": ("", "", "syntaxerror"),
+    "504": ("", "", "syntaxerror"),
+    "521": ("CONN", "", "notaccept"),
+    "523": ("AUTH", "", "securityerror"),
+    "524": ("AUTH", "", "securityerror"),
+    "534": ("AUTH", "5.7.9", "securityerror"),
+    "535": ("AUTH", "5.7.8", "securityerror"),
+    "538": ("AUTH", "5.7.11", "securityerror"),
+    "552": ("", "", "mailboxfull"),
+    "556": ("RCPT", "", "notaccept"),
+}
 
 _STATUS_RE = re.compile(r"(?<![0-9./vV])([245])\.([0-7])\.(\d{1,3})(?!\d)")
 _IPV4_RE = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}\b")
@@ -130,74 +155,89 @@ def is_status(code: str | None) -> bool:
 
 
 def status_reason(code: str) -> str:
-    """The reason a standard status code names by itself, or ``""`` when it names none."""
-    return STATUS_REASON.get(code, "")
+    """The reason a standard status code names by itself, or ``""`` when it names none.
+
+    In RFC 3463 the subject and detail mean the same in either failure class; the class only says
+    whether the condition may pass. So an addressing code sent as temporary (``4.1.1``, "bad
+    destination mailbox address", which some servers send while they are unsure) names the same
+    reason as its permanent form.
+    """
+    if code in STATUS_REASON:
+        return STATUS_REASON[code]
+    if code.startswith("4.1."):
+        return STATUS_REASON.get("5" + code[1:], "")
+    return ""
+
+
+def specificity(code: str) -> int:
+    """How much an enhanced status code says: 0 for ``X.0.0``, 1 for another "other or undefined", 2 else.
+
+    RFC 3463 reserves the subject ``0`` and the detail ``0`` for "other or undefined" statuses:
+    ``X.0.0`` tells only the class, ``X.2.0`` only that the mailbox is concerned, ``X.0.350`` only
+    a vendor's private detail. Such a code is a placeholder that a more specific one replaces.
+    """
+    parts = code.split(".")
+    if len(parts) != 3:
+        return 0
+    if parts[1] == "0" and parts[2] == "0":
+        return 0
+    return 1 if "0" in (parts[1], parts[2]) else 2
 
 
 def find_status(text: str, reply_class: str = "") -> str:
     """The enhanced status code quoted in ``text``, or ``""``.
 
-    Several codes may appear (a relay's and the remote server's); ``X.0.0`` and ``4.4.7`` are
-    too generic to win over a specific one, and the rest are reconciled by :func:`prefer_status`.
+    Several codes may appear (a relay's and the remote server's): the first of the most specific
+    ones wins (:func:`specificity`), and ``4.4.7`` (delivery time expired) yields to the code of
+    the problem that made delivery fail, as RFC 3463 asks.
     """
     if len(text) < 5:
         return ""
     cleaned = _IPV4_RE.sub("***.***.***.***", text)
     wanted = reply_class[:1] if reply_class[:1] in ("2", "4", "5") else ""
-    found: list[str] = []
-    fallback = ""
+    chosen = ""
     for match in _STATUS_RE.finditer(cleaned):
         if wanted and match.group(1) != wanted:
             continue
         code = ".".join(match.groups())
-        if code.endswith(".0.0") or code == "4.4.7":
-            fallback = code
-            continue
-        found.append(code)
-    if fallback:
-        found.append(fallback)
-    if not found:
-        return ""
-    chosen = found[0]
-    for other in found[1:]:
-        chosen = prefer_status(chosen, other, "")
+        if not chosen or _more_telling(code, chosen):
+            chosen = code
     return chosen
+
+
+def _more_telling(candidate: str, current: str) -> bool:
+    """True when ``candidate`` says more about the failure than ``current``."""
+    if current == "4.4.7" and candidate != "4.4.7":
+        return True
+    if candidate == "4.4.7":
+        return False
+    return specificity(candidate) > specificity(current)
 
 
 def prefer_status(field: str, in_text: str, reply: str) -> str:
     """Choose between the ``Status:`` field value and a code quoted in the diagnostic text.
 
-    The field usually comes from the reporting MTA, the quoted code from the server that refused
-    the mail; the more specific one wins, and a reply code breaks ties of class (4 versus 5).
+    The ``Status:`` field is the reporting MTA's own statement about the recipient (RFC 3464,
+    section 2.3.4), so it wins, with three exceptions: when the two disagree on the class (4 against
+    5), the SMTP reply code quoted with the text decides, because an enhanced code always shares
+    its reply's class (RFC 3463, section 2); a generic field (``X.0.0`` or another "other or
+    undefined" code) yields to a more specific quoted code; and ``4.4.7`` (delivery time expired)
+    yields to the code of the problem actually met, as RFC 3463 asks. The diagnostic text can
+    still refine the *reason* (a ``5.1.1`` whose text speaks of a full mailbox is a full mailbox),
+    but not replace a specific status.
     """
-    if not field:
+    if not is_status(field):
         return in_text
-    if not in_text or len(in_text) < 5:
+    if not is_status(in_text):
         return field
-    if len(field) < 5:
-        return in_text
-    if reply and field[0] != in_text[0]:
+    if field == in_text:
+        return field
+    if field[0] != in_text[0] and reply:
         if reply[0] == field[0]:
             return field
         if reply[0] == in_text[0]:
             return in_text
-    if field == in_text:
-        return field
-    if ".0.0" in field:
-        return field if ".0.0" in in_text else in_text
-    if ".0" in field and ".0" not in in_text:
-        return in_text
-    if ".0.0" in in_text:
-        return field
-    if field in ("4.4.7", "4.7.0") or field.startswith("5.3."):
-        return in_text
-    if field[1:4] in (".5.1", ".5.2", ".5.4", ".5.5"):
-        return in_text
-    if field == "5.1.1":
-        if ".0" in in_text or in_text.startswith("5.5."):
-            return field
-        return in_text
-    if field == "5.1.3" and in_text.startswith("5.7."):
+    if _more_telling(in_text, field):
         return in_text
     return field
 
@@ -257,11 +297,13 @@ def find_command(text: str) -> str:
 
 
 __all__ = [
+    "REPLY_MEANING",
     "STATUS_REASON",
     "find_command",
     "find_reply",
     "find_status",
     "is_status",
     "prefer_status",
+    "specificity",
     "status_reason",
 ]

@@ -42,7 +42,11 @@ _ADDRESS_RE = re.compile(
     r"(?<![A-Za-z0-9._%+=/-])([A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)"
 )
 _MAX_CANDIDATES = 100
-_SMTP_CODE = re.compile(r"(?<![\d.])(?:[245]\d\d|[245]\.\d{1,3}\.\d{1,3})(?![\d.])")
+# An SMTP answer in prose: a reply code followed by its text ("550 User unknown", "550-5.1.1",
+# "554 - Transaction failed") or an enhanced status code. A bare number ("Size: 512") is none.
+_SMTP_CODE = re.compile(
+    r"(?<![\d.])(?:[245]\d\d(?=[ \t]*-?[ \t]*[A-Za-z#<(\[:.])|[245]\.\d{1,3}\.\d{1,3}(?![\d.]))"
+)
 _SUMMARY_LINE = re.compile(r"^(?:\d{3}[ -]|<<<|>>>)")
 _DAEMON_LOCALPARTS = ("mailer-daemon", "postmaster", "mail-daemon", "maildaemon", "mailerdaemon",
                       "no-reply", "noreply", "bounce", "bounces", "root", "abuse")

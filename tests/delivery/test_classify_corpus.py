@@ -74,7 +74,8 @@ class Agreement:
         return pair[0] / pair[1] if pair[1] else 1.0
 
 
-def _tally(results: dict[str, tuple[list[dict[str, object]], Classification]]) -> Agreement:
+def tally(results: dict[str, tuple[list[dict[str, object]], Classification]]) -> Agreement:
+    """Count agreements of readings with labels (also used by scripts/score_classifier.py)."""
     kinds, types, statuses, reasons = [0, 0], [0, 0], [0, 0], [0, 0]
     misses: list[str] = []
     for name, (labels, got) in sorted(results.items()):
@@ -114,14 +115,14 @@ def agreement() -> Agreement:
         pytest.fail(f"labelled corpus not found at {folder} (set CAMPAIGN_ENGINE_CORPUS)")
     labels = json.loads((folder / "labels.json").read_text(encoding="utf-8"))
     results = {name: (entries, classify_message((folder / name).read_bytes())) for name, entries in labels.items()}
-    tally = _tally(results)
+    counted = tally(results)
     print(
-        f"\ncorpus {folder}: kinds {Agreement.rate(tally.kinds):.3f} {tally.kinds}, "
-        f"types {Agreement.rate(tally.types):.3f} {tally.types}, "
-        f"statuses {Agreement.rate(tally.statuses):.3f} {tally.statuses}, "
-        f"reasons {Agreement.rate(tally.reasons):.3f} {tally.reasons}"
+        f"\ncorpus {folder}: kinds {Agreement.rate(counted.kinds):.3f} {counted.kinds}, "
+        f"types {Agreement.rate(counted.types):.3f} {counted.types}, "
+        f"statuses {Agreement.rate(counted.statuses):.3f} {counted.statuses}, "
+        f"reasons {Agreement.rate(counted.reasons):.3f} {counted.reasons}"
     )
-    return tally
+    return counted
 
 
 def test_corpus_is_substantial(agreement: Agreement) -> None:

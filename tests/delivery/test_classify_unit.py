@@ -348,3 +348,300 @@ def test_never_raises_on_malformed_reports(status: str, diagnostic: str, action:
     assert result.kind in ("bounce", "delivery_report")
     for entry in result.bounces:
         assert entry.type in ("hard", "soft", "block")
+
+
+# --- Generalised rules (RFC 3463 / 3464 / 5321 and Sisimai's documented reading) ----------------
+
+
+def report(status: str | None, diagnostic: str | None, *, action: str | None = "failed",
+           notice: str = "Delivery to bob@example.org failed.", subject: str = "Undelivered Mail Returned to Sender",
+           fields: str = "", recipient: str = "bob@example.org") -> bytes:
+    """A minimal RFC 3464 report: only the fields given, and a notice that names no SMTP command."""
+    lines = [f"Final-Recipient: rfc822; {recipient}"]
+    if action is not None:
+        lines.append(f"Action: {action}")
+    if status is not None:
+        lines.append(f"Status: {status}")
+    if diagnostic is not None:
+        lines.append(f"Diagnostic-Code: smtp; {diagnostic}")
+    if fields:
+        lines.append(fields)
+    per_recipient = "\n".join(lines)
+    return f"""\
+From: MAILER-DAEMON@mx.sender.example
+To: alice@sender.example
+Subject: {subject}
+Message-ID: <report-1@mx.sender.example>
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status; boundary="B"
+
+--B
+Content-Type: text/plain
+
+{notice}
+
+--B
+Content-Type: message/delivery-status
+
+Reporting-MTA: dns; mx.sender.example
+
+{per_recipient}
+
+--B
+Content-Type: text/rfc822-headers
+
+From: alice@sender.example
+To: {recipient}
+Message-ID: <orig-9@sender.example>
+Subject: hello
+
+--B--
+""".replace("\n", "\r\n").encode()
+
+
+def test_status_field_wins_over_a_different_code_in_the_diagnostic() -> None:
+    # Given a report whose Status field says 5.1.1 while the quoted answer says 5.7.1
+    raw = report("5.1.1", "550 5.7.1 <bob@example.org>: Recipient address rejected: User unknown")
+    # When it is classified
+    entry = single(classify_message(raw))
+    # Then the Status field is kept (RFC 3464 2.3.4) and the address is dead
+    assert (entry.status, entry.type, entry.reason) == ("5.1.1", "hard", "userunknown")
+
+
+def test_the_diagnostic_refines_the_reason_but_not_a_specific_status() -> None:
+    # Given Status 5.1.1 whose quoted answer is a blocklist refusal
+    raw = report("5.1.1", "550 5.7.1 Service unavailable; client [192.0.2.9] blocked using zen.spamhaus.org")
+    # When it is classified
+    entry = single(classify_message(raw))
+    # Then the status stays 5.1.1, but the words make it a block, not a dead address
+    assert (entry.status, entry.type, entry.reason) == ("5.1.1", "block", "blocked")
+
+
+@pytest.mark.parametrize(("field", "diagnostic", "expected"), [
+    ("5.0.0", "550 5.1.1 <bob@example.org>... User unknown", "5.1.1"),  # X.0.0 only tells the class
+    ("5.7.0", "550 5.7.1 Message rejected as spam", "5.7.1"),  # X.Y.0 is "other or undefined"
+    ("4.4.7", "421 4.4.2 Connection timed out", "4.4.2"),  # RFC 3463: report the actual problem
+])
+def test_a_generic_status_field_yields_to_the_specific_quoted_code(field: str, diagnostic: str,
+                                                                   expected: str) -> None:
+    # Given a Status field that is a placeholder and a quoted answer with a specific code
+    # When it is classified
+    entry = single(classify_message(report(field, diagnostic)))
+    # Then the specific code is the status
+    assert entry.status == expected
+
+
+def test_the_reply_code_settles_a_class_disagreement() -> None:
+    # Given Status 4.2.2 but a quoted permanent answer "552 5.2.2"
+    entry = single(classify_message(report("4.2.2", "552 5.2.2 Mailbox full")))
+    # When it is classified, then the code that shares the reply's class wins (RFC 3463 section 2)
+    assert (entry.status, entry.reply_code) == ("5.2.2", "552")
+
+
+def test_a_later_mx_refusal_is_read_in_the_class_of_the_status_field() -> None:
+    # Given a transcript where a first MX deferred (4.4.1) and the next refused the user (5.1.1)
+    raw = report("5.1.1", "451 4.4.1 reply: read error from mx1.example.org; "
+                          "550 5.1.1 <bob@example.org>... User unknown")
+    # When it is classified
+    entry = single(classify_message(raw))
+    # Then the refusal the Status field summarises decides: a dead address
+    assert (entry.status, entry.type, entry.reason) == ("5.1.1", "hard", "userunknown")
+
+
+@pytest.mark.parametrize("status", ["5.0.0", None])
+def test_550_user_unknown_is_a_dead_address_even_without_a_command(status: str | None) -> None:
+    # Given "550 User unknown" with a generic Status (or none) and no word about the SMTP stage
+    entry = single(classify_message(report(status, "550 User unknown")))
+    # When it is classified, then the reply code and the words agree: the mailbox does not exist
+    assert (entry.type, entry.reason, entry.reply_code) == ("hard", "userunknown", "550")
+
+
+def test_user_unknown_after_data_is_a_filter() -> None:
+    # Given the same words, but the recipient was refused only after DATA (it had been accepted)
+    raw = report("5.0.0", "550 User unknown", notice="bob@example.org: host mx.example.org said: 550 User "
+                                                     "unknown (in reply to end of DATA command)")
+    # When it is classified, then it is a filter refusal: the contact is not at fault
+    entry = single(classify_message(raw))
+    assert (entry.type, entry.reason) == ("block", "filtered")
+
+
+def test_a_mailbox_status_says_the_mailbox_exists() -> None:
+    # Given X.2.0 (RFC 3463: the mailbox exists) with "user unknown" words
+    entry = single(classify_message(report("5.2.0", "550 5.2.0 User unknown")))
+    # When it is classified, then it is a filter refusal, not a dead address
+    assert (entry.type, entry.reason) == ("block", "filtered")
+
+
+def test_a_full_mailbox_is_soft_even_when_permanent() -> None:
+    # Given a permanent 5.2.2 (mailbox full)
+    entry = single(classify_message(report("5.2.2", "552 5.2.2 <bob@example.org>: Mailbox full")))
+    # When it is classified, then it may succeed later (RFC 3463: X.2.2 is a persistent transient failure)
+    assert (entry.status, entry.type, entry.reason) == ("5.2.2", "soft", "mailboxfull")
+
+
+@pytest.mark.parametrize(("diagnostic", "reason", "kind"), [
+    ("552 Sorry", "mailboxfull", "soft"),  # RFC 5321: exceeded storage allocation
+    ("521 mx.example.org", "notaccept", "hard"),  # RFC 7504: host does not accept mail
+    ("556 example.org", "notaccept", "hard"),  # RFC 7504: domain does not accept mail
+    ("451 Try later", "systemerror", "soft"),  # RFC 5321: local error in processing
+])
+def test_a_bare_reply_code_still_means_what_its_rfc_says(diagnostic: str, reason: str, kind: str) -> None:
+    # Given an answer with a reply code and no recognisable words
+    entry = single(classify_message(report(None, diagnostic)))
+    # When it is classified, then the reason is the one the reply code is defined for
+    assert (entry.reason, entry.type) == (reason, kind)
+
+
+def test_a_sender_null_mx_is_not_the_recipients_fault() -> None:
+    # Given 5.7.27 (RFC 7505: the sender's domain has a null MX)
+    entry = single(classify_message(report("5.7.27", "550 5.7.27 Sender address has null MX")))
+    # When it is classified, then the contact is not blamed
+    assert (entry.type, entry.reason) == ("block", "rejected")
+
+
+def test_a_delayed_report_is_exposed_and_never_hard() -> None:
+    # Given an RFC 3464 report with Action: delayed whose last answer was "user unknown"
+    raw = report("4.1.1", "450 4.1.1 <bob@example.org>: Recipient address rejected: User unknown",
+                 action="delayed", subject="Delayed Mail (still being retried)")
+    # When it is classified
+    result = classify_message(raw)
+    entry = single(result)
+    # Then the engine can tell a delay notice from a bounce, and the address is not declared dead
+    assert (entry.action, entry.delayed, result.delayed) == ("delayed", True, True)
+    assert entry.type == "soft"
+
+
+def test_a_failed_report_has_the_failed_action() -> None:
+    # Given an ordinary failure report
+    result = classify_message(report("5.1.1", "550 5.1.1 User unknown"))
+    # When it is classified, then it is no delay
+    assert (single(result).action, result.delayed) == ("failed", False)
+
+
+def test_will_retry_until_without_an_action_is_a_delay() -> None:
+    # Given a report with no Action field but a Will-Retry-Until date (only a delayed report has one)
+    raw = report("4.4.1", "451 4.4.1 No answer from host", action=None,
+                 fields="Will-Retry-Until: Fri, 8 May 2026 10:00:00 +0000")
+    # When it is classified, then it is a delay
+    assert single(classify_message(raw)).action == "delayed"
+
+
+def test_a_bent_action_value_is_read_as_the_standard_one() -> None:
+    # Given a non-standard spelling of the action ("Failure")
+    entry = single(classify_message(report("5.1.1", "550 5.1.1 User unknown", action="Failure")))
+    # When it is classified, then it is the RFC 3464 "failed"
+    assert entry.action == "failed"
+
+
+def test_a_report_mixing_failed_and_delayed_recipients_is_not_a_delay() -> None:
+    # Given one failed and one delayed recipient in the same report
+    raw = report("5.1.1", "550 5.1.1 User unknown").replace(
+        b"Final-Recipient: rfc822; bob@example.org",
+        b"Final-Recipient: rfc822; joe@example.org\r\nAction: delayed\r\nStatus: 4.4.1\r\n"
+        b"Diagnostic-Code: smtp; 451 4.4.1 No answer from host\r\n\r\nFinal-Recipient: rfc822; bob@example.org",
+    )
+    # When it is classified
+    result = classify_message(raw)
+    # Then each entry says what happened to it, and the message as a whole is a bounce
+    assert [(entry.recipient, entry.action) for entry in result.bounces] == [
+        ("joe@example.org", "delayed"), ("bob@example.org", "failed")]
+    assert result.delayed is False
+
+
+def test_a_prose_delay_warning_is_a_delay() -> None:
+    # Given Exim's delay warning (no delivery-status part), as in test_delay_warning_is_a_soft_bounce
+    raw = b"""\
+From: Mail Delivery System <Mailer-Daemon@mail.example.net>
+To: alice@sender.example
+Subject: Warning: message 1abc-0001 delayed 24 hours
+
+This message was created automatically by mail delivery software.
+A message that you sent has not yet been delivered to one or more of its
+recipients after more than 24 hours on the queue on mail.example.net.
+
+  kim@example.com
+    Delay reason: SMTP error from remote mail server after RCPT TO:<kim@example.com>:
+    451 4.3.0 Temporary local problem - please try later
+
+No action is required on your part. Delivery attempts will continue for
+some time, and this warning may be repeated at intervals if the message
+remains undelivered.
+"""
+    # When it is classified
+    result = classify_message(raw)
+    # Then it is flagged as a delay
+    assert (single(result).action, result.delayed) == ("delayed", True)
+
+
+VERIZON = b"""\
+Return-Path: <>
+From: post_master@vtext.com
+To: alice@sender.example
+Subject: Re: Spring newsletter
+Message-ID: <ndr-1@vtext.com>
+
+Error: No valid recipients for this MM
+
+Message details:
+  Subject: Spring newsletter
+  Sent date: Wed Jun 12 02:22:12 GMT 2013
+  MAIL FROM: alice@sender.example
+  RCPT TO: 2125550100@vtext.com
+  From: alice@sender.example
+  To: 2125550100@vtext.com
+  Size (bytes): 512
+"""
+
+
+def test_a_report_spelling_out_the_envelope_is_a_bounce_even_with_a_reply_subject() -> None:
+    # Given a gateway notice with a "Re:" subject, whose body lists the MAIL FROM / RCPT TO envelope
+    # and puts the error before the recipient ("Size (bytes): 512" is no SMTP reply)
+    result = classify_message(VERIZON)
+    # When it is classified, then it is a hard bounce of the listed recipient
+    entry = single(result)
+    assert (entry.recipient, entry.type, entry.reason) == ("2125550100@vtext.com", "hard", "userunknown")
+
+
+def test_a_person_quoting_an_envelope_is_still_a_message() -> None:
+    # Given a person's reply that quotes MAIL FROM / RCPT TO lines, from a person's mailbox
+    raw = (b"From: Dave <dave@example.org>\nTo: alice@sender.example\nSubject: Re: SMTP question\n\n"
+           b"I typed:\nMAIL FROM: <alice@sender.example>\nRCPT TO: <dave@example.org>\nand it worked.\n")
+    # When it is classified, then one clue is not enough: it is a message
+    assert classify_message(raw).kind == "message"
+
+
+def test_a_providers_documented_code_family_names_the_reason() -> None:
+    # Given Cox's "AUP#IPBLnnnn" (the sending IP is on a DNS blocklist)
+    raw = report("5.7.1", "554 5.7.1 cox.net rejected IP 192.0.2.9 AUP#IPBL0010", recipient="bob@cox.net")
+    # When it is classified, then it is a block
+    entry = single(classify_message(raw))
+    assert (entry.type, entry.reason) == ("block", "blocked")
+
+
+def test_a_provider_catalogue_applies_to_a_notice_sent_by_the_providers_host() -> None:
+    # Given a prose notice without Reporting-MTA, handed to us by Cox's own MTA
+    raw = b"""\
+Received: from mta104.cox.net (mta104.cox.net [192.0.2.46]) by mx.sender.example; Mon, 1 Mar 2021 10:00:00 +0000
+From: MAILER-DAEMON@cox.net
+To: alice@sender.example
+Subject: failure notice
+
+Hi. This is the qmail-send program at cox.net.
+I'm afraid I wasn't able to deliver your message to the following addresses.
+
+<carol@example.net>:
+192.0.2.55 does not like recipient.
+Remote host said: 554 Message rejected AUP#CXBL
+Giving up on 192.0.2.55.
+"""
+    # When it is classified, then Cox's catalogue names the reason
+    entry = single(classify_message(raw))
+    assert (entry.recipient, entry.type, entry.reason) == ("carol@example.net", "block", "blocked")
+
+
+@pytest.mark.parametrize("answer", ["550 : User unknown", "550: : User unknown", "550 :User unknown"])
+def test_au_domain_filter_answer_is_read_whatever_its_spacing(answer: str) -> None:
+    # Given au's documented domain-filter answer, as relays re-quote it
+    entry = single(classify_message(report("5.0.0", answer, recipient="bob@ezweb.ne.jp")))
+    # When it is classified, then it is the recipient's filter (Sisimai's KDDI catalogue), not a dead address
+    assert (entry.type, entry.reason) == ("block", "filtered")
