@@ -14,6 +14,11 @@ its claims and their SMTP outcomes (leaving them to expire as uncertain) on ever
 
 A failing tick (say the database restarted) is retried after 1 s, doubling to 30 s; on PostgreSQL
 the LISTEN connection for other nodes' NOTIFYs is re-established when it dies.
+
+For ``/readyz`` the loop keeps, on the engine clock, when its last good tick began and the moment
+it owes the next one (the report's ``next_due_at``, a wake-up, or at the latest the safety
+interval after the last tick): :meth:`Runtime.lag_seconds` is how far behind that it is. A failing
+tick does not move the debt forward, so a loop that keeps failing shows a growing lag.
 """
 
 from __future__ import annotations
@@ -45,6 +50,30 @@ class Runtime:
         self._stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._failures = 0  # ticks failed in a row: the retry backs off from 1 s to 30 s
+        # Readiness, on the engine clock: see the module docstring and lag_seconds().
+        self.started_at: datetime | None = None
+        self.last_tick_at: datetime | None = None  # when the last successful tick began
+        self.owed_at: datetime | None = None  # the earliest moment a tick is owed and not yet done
+        self._woken_at: datetime | None = None
+
+    @property
+    def failing(self) -> bool:
+        """The last tick failed (it is being retried)."""
+        return self._failures > 0
+
+    def lag_seconds(self, now: datetime) -> float:
+        """How far the loop is behind the tick it owes: 0 while on time."""
+        owed = self.owed_at
+        if self.last_tick_at is not None:  # the safety job ticks at least this often
+            latest = self.last_tick_at + timedelta(seconds=self.safety_seconds)
+            owed = latest if owed is None or latest < owed else owed
+        if owed is None:
+            return 0.0
+        return max(0.0, (now - owed).total_seconds())
+
+    def _owe(self, at: datetime) -> None:
+        if self.owed_at is None or at < self.owed_at:
+            self.owed_at = at
 
     def _wall_time_for(self, due: datetime | None) -> datetime:
         """Map an engine-clock moment to wall time (the clock may be simulated)."""
@@ -61,7 +90,10 @@ class Runtime:
 
     def wake(self) -> None:
         """Called by commands that create work: tick as soon as possible."""
-        self._arm(self.engine.now())
+        now = self.engine.now()
+        self._woken_at = now
+        self._owe(now)
+        self._arm(now)
 
     async def _kick(self) -> None:
         """Job body: start a tick in a task the scheduler does not own, unless one is already queued."""
@@ -77,6 +109,7 @@ class Runtime:
             self._queued = False
             if self._stopping:
                 return
+            begun = self.engine.now()
             try:
                 report = await self.engine.tick()
             except Exception:  # noqa: BLE001 - the loop must survive a failing tick
@@ -88,6 +121,10 @@ class Runtime:
             self._failures = 0
             self.ticks += 1
             self.last_report = report
+            self.last_tick_at = begun
+            self.owed_at = report.next_due_at
+            if self._woken_at is not None and self._woken_at > begun:  # woken mid-tick: the queued tick owes it
+                self._owe(self._woken_at)
             if report.sent or report.claimed:
                 log.info("tick", sent=report.sent, claimed=report.claimed, next_due_at=str(report.next_due_at))
             self._arm(report.next_due_at)
@@ -158,9 +195,13 @@ class Runtime:
                           max_instances=1, misfire_grace_time=None)
         scheduler.add_job(self._webhooks, "interval", seconds=self.webhook_seconds, id="webhooks", coalesce=True,
                           max_instances=1, misfire_grace_time=None)
+        self.started_at = self.engine.now()
+        self._owe(self.started_at)
         self._arm(self.engine.now())
         previous_wake = getattr(self.engine, "_wake", None)
         self.engine._wake = self.wake
+        previous_runtime = getattr(self.engine, "_runtime", None)
+        self.engine._runtime = self
         listener = None
         if self.engine.store.dialect == "postgresql":
             listener = asyncio.create_task(self._keep_listening(*await self._listen()))
@@ -171,6 +212,7 @@ class Runtime:
                 listener.cancel()
                 await asyncio.gather(listener, return_exceptions=True)
             self.engine._wake = previous_wake
+            self.engine._runtime = previous_runtime
             self._stopping = True  # a queued tick returns without claiming
             scheduler.shutdown(wait=False)
             # let the tick in flight record its outcomes (its task is not the scheduler's to cancel)
@@ -178,3 +220,9 @@ class Runtime:
             async with self._lock:
                 pass
             self._scheduler = None
+
+
+def runtime_of(engine: Any) -> Runtime | None:
+    """The runtime loop driving ``engine`` in this process, if one runs (``engine.run()``)."""
+    found = getattr(engine, "_runtime", None)
+    return found if isinstance(found, Runtime) else None

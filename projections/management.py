@@ -7,7 +7,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import bindparam, delete, inspect, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from events.registry import format_time
@@ -29,7 +29,32 @@ def _d(ev: StoredEvent) -> Any:
 
 
 # -- workspaces, API keys, webhooks -----------------------------------------------------------
-workspaces = Projection("workspaces", 1, [t.workspaces, t.api_keys, t.webhooks])
+class ReshapingProjection(Projection):
+    """A projection whose clear also brings its tables' columns up to the code's.
+
+    Read models never migrate: a changed projection gets a new version and is rebuilt at start-up.
+    But ``create_all`` leaves an existing table as it is, so a table that gained a column (here
+    ``rm_api_keys.name``) would refuse the rebuild's inserts on a database made by older code.
+    Its clear therefore drops and recreates each table whose columns differ, inside the rebuild's
+    transaction; a table already in shape is only emptied.
+    """
+
+    async def clear(self, conn: AsyncConnection) -> None:
+        for table in self.tables:
+            present = await conn.run_sync(_column_names, table.name)
+            if present != {col.name for col in table.columns}:
+                await conn.run_sync(table.drop, checkfirst=True)
+                await conn.run_sync(table.create)
+        await super().clear(conn)
+
+
+def _column_names(sync_conn: Any, name: str) -> set[str] | None:
+    found = inspect(sync_conn)
+    return {col["name"] for col in found.get_columns(name)} if found.has_table(name) else None
+
+
+# Version 2: API keys carry a name.
+workspaces = ReshapingProjection("workspaces", 2, [t.workspaces, t.api_keys, t.webhooks])
 
 
 @workspaces.on("workspace.created")
@@ -43,7 +68,7 @@ async def _ws_created(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None
 async def _key_created(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
     await conn.execute(t.api_keys.insert(), [
         {"key_id": _d(e).key_id, "workspace_id": _d(e).workspace_id, "key_hash": _d(e).key_hash,
-         "prefix": _d(e).prefix, "revoked": False, "created_at": _at(e)} for e in evs])
+         "prefix": _d(e).prefix, "name": _d(e).name, "revoked": False, "created_at": _at(e)} for e in evs])
 
 
 @workspaces.on("api_key.revoked")

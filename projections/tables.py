@@ -18,11 +18,21 @@ workspaces = Table(
 api_keys = Table(
     "rm_api_keys", metadata,
     Column("key_id", String(64), primary_key=True),
-    Column("workspace_id", String(64), nullable=False),
+    Column("workspace_id", String(64), nullable=False, index=True),
     Column("key_hash", String(64), nullable=False, unique=True),
     Column("prefix", String(32), nullable=False),
+    Column("name", String(255), nullable=False),
     Column("revoked", Boolean, nullable=False),
     Column("created_at", String(32), nullable=False),
+)
+
+# Not a read model: when each key was last used, written by authentication (at most once a minute
+# per key and process) outside the log, since an event per request would swamp it. No projection
+# owns it, so a rebuild leaves it as it is.
+api_key_usage = Table(
+    "api_key_usage", metadata,
+    Column("key_id", String(64), primary_key=True),
+    Column("last_used_at", String(32), nullable=False),
 )
 
 senders = Table(

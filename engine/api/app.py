@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from engine.api import campaigns, management, tracking
+from engine.api import api_keys, campaigns, management, ops, tracking
 from engine.api import reports as report_routes
 from engine.api.support import DEFAULT_MAX_BODY, RateLimiter, error_response
 from engine.errors import EngineError
@@ -44,4 +44,7 @@ def create_app(engine: Any, *, max_body_bytes: int = DEFAULT_MAX_BODY, rate_limi
     app.include_router(campaigns.router)
     app.include_router(report_routes.router)
     app.include_router(tracking.router)
+    app.include_router(api_keys.router)
+    app.include_router(ops.router)
+    app.add_middleware(ops.RequestMetrics)
     return app

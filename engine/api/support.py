@@ -75,11 +75,12 @@ async def workspace_of(request: Request) -> str:
     if scheme.lower() != "bearer" or not key.strip():
         raise Unauthorized("missing API key: send Authorization: Bearer <key>")
     key = key.strip()
-    ws = await request.app.state.engine.authenticate(key)
-    if ws is None:
+    owner = await request.app.state.engine.authenticate_key(key)
+    if owner is None:
         raise Unauthorized("unknown API key")
+    request.state.api_key_id = owner.key_id  # the actor of what this request appends
     request.app.state.limiter.check(hashlib.sha256(key.encode()).hexdigest(), request.app.state.engine.now())
-    return str(ws)
+    return str(owner.workspace_id)
 
 
 async def idempotent(request: Request, ws: str, body: Any, run: Callable[[], Awaitable[tuple[int, Any]]]

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from engine import metrics
 from engine.delivery.classify import Classification, classify_message
 from engine.delivery.imap import Checkpoint, MailboxError, MailboxReader
 from engine.delivery.mime import parse_message_id
@@ -115,6 +116,7 @@ class InboundService(ServiceBase):
             return
         await conn.execute(inbound_seen.insert().values(workspace_id=ws, message_key=key[:255], kind=c.kind,
                                                         received_at=format_time(self.now())))
+        metrics.record_inbound(c.kind)
         if c.kind == "bounce":
             await self._bounce(conn, ws, c, report)
         elif c.kind == "feedback":

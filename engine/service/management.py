@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import secrets
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select
@@ -16,8 +14,9 @@ from engine.delivery import destinations
 from engine.domain import models as m
 from engine.errors import Conflict, NotFound, ValidationFailed
 from engine.service import views
-from engine.service.base import Page, ServiceBase, new_id
+from engine.service.base import Page, new_id
 from engine.service.webhooks import forget_webhook
+from engine.service.workspaces import ApiKeyOwner, Workspace, WorkspaceService, hash_api_key
 from events import schema
 from events.catalog import contact as ce
 from events.catalog import sender as se
@@ -27,51 +26,10 @@ from events.store import AppendBatch
 from projections import tables as t
 
 
-@dataclass(frozen=True, slots=True)
-class Workspace:
-    """A created workspace. ``api_key`` is the plaintext key, returned this once only."""
+class ManagementService(WorkspaceService):
+    """Workspaces and keys (inherited), senders, contacts, lists, suppressions, webhooks, the raw log."""
 
-    id: str
-    name: str
-    api_key: str
-    monthly_limit: int | None
-    require_approval: bool
-
-
-def hash_api_key(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
-class ManagementService(ServiceBase):
-    # -- workspaces and keys --------------------------------------------------------------------
-    async def create_workspace(self, name: str, monthly_limit: int | None = None,
-                               require_approval: bool = False) -> Workspace:
-        if not name or len(name) > 255:
-            raise ValidationFailed([{"field": "name", "message": "name must be 1-255 characters"}])
-        if monthly_limit is not None and monthly_limit < 0:
-            raise ValidationFailed([{"field": "monthly_limit", "message": "must be >= 0"}])
-        ws_id = new_id("ws", self.now())
-        key = "ce_" + secrets.token_urlsafe(32)
-        await self.store.append(f"workspace-{ws_id}", [
-            we.WorkspaceCreated(workspace_id=ws_id, name=name, monthly_limit=monthly_limit,
-                                require_approval=require_approval),
-            we.ApiKeyCreated(workspace_id=ws_id, key_id=new_id("key", self.now()), key_hash=hash_api_key(key),
-                             prefix=key[:7]),
-        ], 0, workspace_id=ws_id, metadata={"actor": "system"})
-        return Workspace(ws_id, name, key, monthly_limit, require_approval)
-
-    async def has_workspaces(self) -> bool:
-        async with self.store.reading() as c:
-            return (await c.execute(select(t.workspaces.c.id).limit(1))).first() is not None
-
-    async def authenticate(self, api_key: str) -> str | None:
-        """The workspace of a live key, by its hash; None for an unknown or revoked key."""
-        k = t.api_keys.c
-        async with self.store.reading() as c:
-            row = (await c.execute(select(k.workspace_id).where(k.key_hash == hash_api_key(api_key),
-                                                                  k.revoked.is_(False)))).first()
-        return None if row is None else str(row[0])
-
+    # -- the account ----------------------------------------------------------------------------
     async def get_account(self, ws: str) -> dict[str, Any]:
         w = await self._one(select(t.workspaces).where(t.workspaces.c.id == ws), "workspace", ws)
         return {"id": w["id"], "name": w["name"], "monthly_limit": w["monthly_limit"],
@@ -480,4 +438,4 @@ def _differs(row: Any, key: str, value: Any) -> bool:
     return bool(old != value)
 
 
-__all__ = ["ManagementService", "Workspace", "and_"]
+__all__ = ["ApiKeyOwner", "ManagementService", "Workspace", "and_", "hash_api_key"]

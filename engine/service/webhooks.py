@@ -50,6 +50,7 @@ from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from engine import metrics
 from engine.delivery.destinations import DestinationRefused, allows_private, resolve
 from engine.service.base import ServiceBase
 from events.registry import format_time, parse_time, to_data
@@ -253,6 +254,7 @@ class _Pass:
             error = f"destination refused: {exc}"[:500]
         except (httpx.HTTPError, TimeoutError, OSError) as exc:
             error = (f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)[:500]
+        metrics.record_webhook(error is None)
         base = {"webhook_id": self.id, "position": ev.position, "workspace_id": self.ws, "event_type": ev.type,
                 "lane": lane_of(ev)}
         if error is None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from events.registry import Event, register
+from events.registry import Event, register, upcaster
 
 
 @register
@@ -20,18 +21,32 @@ class WorkspaceCreated(Event):
 @register
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ApiKeyCreated(Event):
-    """Only the key's SHA-256 is stored; the plaintext is shown once to whoever created it."""
+    """Only the key's SHA-256 is stored; the plaintext is shown once to whoever created it.
+
+    ``prefix``: the key's first characters (8 since version 2), enough to recognise a key in a
+    list without being able to use it. ``name``: what the key is for, set by whoever created it.
+    """
 
     TYPE = "api_key.created"
+    VERSION = 2
     workspace_id: str
     key_id: str
     key_hash: str
     prefix: str
+    name: str
+
+
+@upcaster("api_key.created", 1)
+def _api_key_named(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 keys had no name; they were all created with their workspace."""
+    return {**data, "name": "initial"}
 
 
 @register
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ApiKeyRevoked(Event):
+    """From this event on the key answers 401; a workspace's last live key is never revoked."""
+
     TYPE = "api_key.revoked"
     workspace_id: str
     key_id: str
