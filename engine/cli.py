@@ -1,27 +1,62 @@
-"""The command line (typer + rich): serve, workspace create."""
+"""The command line (typer + rich): serve, worker, workspaces and their API keys, demo, forecast.
+
+Every command runs through :func:`engine.cli_audit.run_command`: an expected failure (bad input,
+an unknown id, a refused request, an unreachable database, a bad secret key) is one ``error:``
+line on stderr and exit 1 (not found) or 2 (anything else), never a traceback; a closed stdout
+(``| head``) ends the command quietly. Output is full width when piped.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import os
+import shlex
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
 from typing import Any
 
 import typer
-from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
 
+from engine.cli_audit import fail, make_console, run_command
 from engine.facade import CampaignEngine
 
 app = typer.Typer(help="campaign-engine: event-sourced sending engine for multi-step email campaigns.",
                   no_args_is_help=True)
 workspace_app = typer.Typer(help="Workspaces and API keys.", no_args_is_help=True)
 app.add_typer(workspace_app, name="workspace")
-console = Console()
+keys_app = typer.Typer(help="A workspace's API keys: list, create (the key is shown once), revoke.",
+                       no_args_is_help=True)
+workspace_app.add_typer(keys_app, name="keys")
+console = make_console()
+CLI_ACTOR = "cli"
 
 DB_OPTION = typer.Option(None, "--db", help="Database URL (default: $CAMPAIGN_ENGINE_DB or ./campaign-engine.db)")
+WORKSPACE_OPTION = typer.Option(None, "--workspace", "-w",
+                                help="Workspace id or name (default: the only workspace, when there is one)")
+JSON_OPTION = typer.Option(False, "--json", help="Print JSON instead of a table")
 PRIVATE_WEBHOOKS_OPTION = typer.Option(
     True, "--private-webhooks/--no-private-webhooks", envvar="CAMPAIGN_ENGINE_PRIVATE_WEBHOOKS",
     help="Let webhooks call loopback and private-network addresses (link-local ones never)")
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        try:
+            found = package_version("campaign-engine")
+        except PackageNotFoundError:  # running from a source tree that was never installed
+            found = "unknown"
+        console.print(f"campaign-engine {found}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", is_eager=True, callback=_version_callback,
+                                          help="Print the version and exit")) -> None:
+    """campaign-engine: event-sourced sending engine for multi-step email campaigns."""
 
 
 def _is_loopback(host: str) -> bool:
@@ -40,7 +75,12 @@ def serve(db: str | None = DB_OPTION, host: str = typer.Option("127.0.0.1", help
     if not _is_loopback(host) and not os.environ.get("CAMPAIGN_ENGINE_SECRET_KEY"):
         console.print("[red]Refusing to listen on a non-loopback host without CAMPAIGN_ENGINE_SECRET_KEY.[/red]")
         raise typer.Exit(2)
-    asyncio.run(_serve(db, host, port, private_webhooks))
+    run_command(lambda: _serve(db, host, port, private_webhooks))
+
+
+def _db_flag(db: str | None) -> str:
+    """The ``--db`` part of a command to suggest: only when the user gave one."""
+    return f" --db {shlex.quote(db)}" if db else ""
 
 
 async def _serve(db: str | None, host: str, port: int, private_webhooks: bool) -> None:
@@ -48,14 +88,24 @@ async def _serve(db: str | None, host: str, port: int, private_webhooks: bool) -
 
     from engine.api import create_app
 
+    # serve always runs the loop: /readyz is 503 until it runs (and after it stopped)
     async with CampaignEngine(db, public_url=os.environ.get("CAMPAIGN_ENGINE_PUBLIC_URL"),
-                              webhook_allow_private_addresses=private_webhooks) as engine:
+                              webhook_allow_private_addresses=private_webhooks, ready_requires_runtime=True) as engine:
         if not await engine.has_workspaces():
-            ws = await engine.create_workspace("default")
+            ws = await engine.create_workspace("default", actor=CLI_ACTOR)
             console.print(f"Created workspace [bold]default[/bold] ({ws.id}). Its API key, shown once:")
             console.print(f"  [bold green]{ws.api_key}[/bold green]")
             console.print(f"Try: curl -H 'Authorization: Bearer {ws.api_key}' http://{host}:{port}/v1/account",
                           soft_wrap=True)
+        else:
+            workspaces = await engine.list_workspaces()
+            names = ", ".join(f"{escape(w['name'])} ({w['id']})" for w in workspaces[:5])
+            more = f" and {len(workspaces) - 5} more" if len(workspaces) > 5 else ""
+            first = shlex.quote(workspaces[0]["name"])
+            console.print(f"Workspaces: {names}{more}. API keys are shown only when created; to get a new one:",
+                          soft_wrap=True)
+            console.print(f"  campaign-engine workspace keys create --workspace {escape(first)} --name NAME"
+                          f"{escape(_db_flag(db))}", soft_wrap=True)
         console.print(f"Interactive docs at http://{host}:{port}/docs")
         config = uvicorn.Config(create_app(engine), host=host, port=port, log_level="info")
         stop = asyncio.Event()
@@ -73,10 +123,19 @@ def worker(db: str | None = DB_OPTION,
            safety_seconds: float = typer.Option(300.0, help="Tick at least this often"),
            poll_seconds: float = typer.Option(60.0, help="Mailbox polling interval"),
            smtp_timeout: float = typer.Option(30.0, help="SMTP timeout in seconds"),
-           private_webhooks: bool = PRIVATE_WEBHOOKS_OPTION) -> None:
+           private_webhooks: bool = PRIVATE_WEBHOOKS_OPTION,
+           metrics_port: int | None = typer.Option(None, "--metrics-port", min=1, max=65535,
+                                                   help="Serve this worker's Prometheus metrics on this port"),
+           metrics_host: str = typer.Option("127.0.0.1", "--metrics-host", help="Interface for --metrics-port")
+           ) -> None:
     """Run the sending loop only (add nodes on PostgreSQL). SIGTERM finishes in-flight sends first."""
-    asyncio.run(_worker(db, lease_seconds=lease_seconds, safety_seconds=safety_seconds, poll_seconds=poll_seconds,
-                        smtp_timeout=smtp_timeout, private_webhooks=private_webhooks))
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr=metrics_host)  # the default registry: engine/metrics.py
+    run_command(lambda: _worker(db, lease_seconds=lease_seconds, safety_seconds=safety_seconds,
+                                poll_seconds=poll_seconds, smtp_timeout=smtp_timeout,
+                                private_webhooks=private_webhooks))
 
 
 async def _worker(db: str | None, *, lease_seconds: float, safety_seconds: float, poll_seconds: float,
@@ -99,15 +158,96 @@ async def _worker(db: str | None, *, lease_seconds: float, safety_seconds: float
 def workspace_create(name: str, db: str | None = DB_OPTION,
                      monthly_limit: int | None = typer.Option(None, "--monthly-limit", help="Emails per month"),
                      require_approval: bool = typer.Option(False, "--require-approval")) -> None:
-    """Create a workspace and print its API key (shown once; only its hash is stored)."""
+    """Create a workspace and print its API key (shown once; only its hash is stored). Names are unique."""
 
     async def run() -> None:
         async with CampaignEngine(db) as engine:
-            ws = await engine.create_workspace(name, monthly_limit=monthly_limit, require_approval=require_approval)
+            ws = await engine.create_workspace(name, monthly_limit=monthly_limit, require_approval=require_approval,
+                                               actor=CLI_ACTOR)
             console.print(f"workspace {ws.id} created")
-            console.print(f"api key: {ws.api_key}")
+            console.print(f"api key: {ws.api_key}", soft_wrap=True)
 
-    asyncio.run(run())
+    run_command(run)
+
+
+@workspace_app.command("list")
+def workspace_list(db: str | None = DB_OPTION, as_json: bool = JSON_OPTION) -> None:
+    """Every workspace with its number of live API keys."""
+
+    async def run() -> None:
+        async with CampaignEngine(db) as engine:
+            found = await engine.list_workspaces()
+        if as_json:
+            console.print_json(json.dumps(found))
+            return
+        table = Table("id", "name", "monthly limit", "api keys", "created")
+        for w in found:
+            table.add_row(w["id"], escape(w["name"]), "-" if w["monthly_limit"] is None else str(w["monthly_limit"]),
+                          str(w["api_keys"]), w["created_at"])
+        console.print(table)
+
+    run_command(run)
+
+
+async def _workspace(engine: CampaignEngine, ref: str | None, db: str | None) -> str:
+    """The workspace ``--workspace`` names, or the only one there is."""
+    if ref is not None:
+        return await engine.find_workspace(ref)
+    found = await engine.list_workspaces()
+    if len(found) == 1:
+        return str(found[0]["id"])
+    if not found:
+        fail(f"no workspace yet: create one with `campaign-engine workspace create NAME{_db_flag(db)}`")
+    fail(f"{len(found)} workspaces: name one with --workspace ID|NAME (see `campaign-engine workspace list"
+         f"{_db_flag(db)}`)")
+
+
+@keys_app.command("list")
+def keys_list(workspace: str | None = WORKSPACE_OPTION, db: str | None = DB_OPTION,
+              as_json: bool = JSON_OPTION) -> None:
+    """The workspace's live keys: id, name, prefix (the key's first 8 characters), created, last used."""
+
+    async def run() -> None:
+        async with CampaignEngine(db) as engine:
+            keys = await engine.list_api_keys(await _workspace(engine, workspace, db))
+        if as_json:
+            console.print_json(json.dumps(keys))
+            return
+        table = Table("id", "name", "prefix", "created", "last used")
+        for k in keys:
+            table.add_row(k["id"], escape(k["name"]), k["prefix"], k["created_at"], k["last_used_at"] or "never")
+        console.print(table)
+
+    run_command(run)
+
+
+@keys_app.command("create")
+def keys_create(workspace: str | None = WORKSPACE_OPTION, db: str | None = DB_OPTION,
+                name: str = typer.Option("cli", "--name", help="What the key is for")) -> None:
+    """Create a key and print it once (only its hash is stored: copy it now)."""
+
+    async def run() -> None:
+        async with CampaignEngine(db) as engine:
+            created = await engine.create_api_key(await _workspace(engine, workspace, db), {"name": name},
+                                                  actor=CLI_ACTOR)
+        console.print(f"api key {created['id']} ({escape(created['name'])}) created; the key, shown once:")
+        console.print(f"  {created['key']}", soft_wrap=True, highlight=False)
+
+    run_command(run)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str, workspace: str | None = WORKSPACE_OPTION, db: str | None = DB_OPTION) -> None:
+    """Revoke a key by its id: it answers 401 at once. A workspace's last key cannot be revoked."""
+
+    async def run() -> None:
+        async with CampaignEngine(db) as engine:
+            ws = await (engine.find_workspace(workspace) if workspace is not None
+                        else engine.workspace_of_api_key(key_id))
+            await engine.revoke_api_key(ws, key_id, actor=CLI_ACTOR)
+        console.print(f"api key {key_id} revoked")
+
+    run_command(run)
 
 
 @app.command()
@@ -126,18 +266,17 @@ def forecast(campaign_id: str, db: str | None = DB_OPTION,
              days: int = typer.Option(7, help="Local calendar days from today"),
              workspace: str | None = typer.Option(None, help="Workspace id (default: the campaign's)")) -> None:
     """The emails a campaign will send per day: a table and a bar chart."""
-    from rich.table import Table
 
-    async def run() -> dict[str, Any]:
+    async def run() -> None:
         async with CampaignEngine(db) as engine:
             ws = workspace or await engine.workspace_of_campaign(campaign_id)
-            return await engine.forecast(ws, campaign_id, days)
+            result = await engine.forecast(ws, campaign_id, days)
+        _print_forecast(campaign_id, result)
 
-    try:
-        result = asyncio.run(run())
-    except LookupError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from None
+    run_command(run)
+
+
+def _print_forecast(campaign_id: str, result: dict[str, Any]) -> None:
     table = Table(title=f"Forecast for {campaign_id} ({result['timezone']})")
     for col in ("date", "emails", "by step", "by sender", ""):
         table.add_column(col)

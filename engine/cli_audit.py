@@ -3,6 +3,9 @@
 ``register(app)`` adds them to the main typer app. Every command is a thin shell over
 ``engine/service/audit.py``: parse options, run one coroutine, print. Exit codes: 0 done,
 1 tampering found or an unknown contact/enrollment/campaign, 2 bad input (nothing changed).
+
+:func:`run_command` and :func:`make_console` are shared with ``engine/cli.py``: every command of
+the CLI turns expected failures into one line on stderr and those exit codes.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 from cryptography.exceptions import InvalidTag
@@ -22,12 +25,28 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
-from engine.facade import DEFAULT_URL
+from engine.errors import EngineError, NotFound
+from engine.facade import DEFAULT_URL, secret_bytes
 from engine.service import audit
 from events.registry import format_time
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+PIPED_WIDTH = 10_000  # piped output is read by programs: never cut a table to 80 columns
+
+
+def make_console(*, stderr: bool = False) -> Console:
+    """A rich console that is as wide as the terminal, or unbounded when the output is piped or
+    redirected (``$COLUMNS``, when set, still wins)."""
+    stream = sys.stderr if stderr else sys.stdout
+    try:
+        piped = not stream.isatty()
+    except (AttributeError, ValueError):  # closed or replaced by something without isatty
+        piped = True
+    width = PIPED_WIDTH if piped and not os.environ.get("COLUMNS") else None
+    return Console(stderr=stderr, highlight=False, width=width)
+
+
+out = make_console()
+err = make_console(stderr=True)
 
 DB_OPTION = typer.Option(None, "--db", help="Database URL (default: $CAMPAIGN_ENGINE_DB or ./campaign-engine.db)")
 PROGRESS_THRESHOLD = 2000  # events: below this a replay is over before a bar would be readable
@@ -37,22 +56,66 @@ def _db(db: str | None) -> str:
     return db or os.environ.get("CAMPAIGN_ENGINE_DB") or DEFAULT_URL
 
 
-def _run(make: Callable[[], Coroutine[Any, Any, int]]) -> None:
-    """Run one command's coroutine; turn expected failures into a message and an exit code."""
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print one ``error:`` line on stderr and exit with ``code``."""
+    err.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def describe(exc: EngineError) -> str:
+    """An engine error as one line: validation failures name each field."""
+    problems = exc.details.get("errors") if isinstance(exc.details, dict) else None
+    if isinstance(problems, list) and problems:
+        return "; ".join(f"{p.get('field')}: {p.get('message')}" if isinstance(p, dict) else str(p) for p in problems)
+    return exc.message
+
+
+def quiet_stdout() -> None:
+    """The reader of stdout went away (``| head``): point stdout at /dev/null so that the
+    interpreter's last flush does not print a second broken-pipe error on the way out."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (a test runner's capture)
+        pass
+
+
+def _check_secret_key() -> None:
+    value = os.environ.get("CAMPAIGN_ENGINE_SECRET_KEY")
+    if value is not None:
+        try:
+            secret_bytes(value)
+        except ValueError:
+            fail("CAMPAIGN_ENGINE_SECRET_KEY must be at least 16 bytes long")
+
+
+def run_command(make: Callable[[], Coroutine[Any, Any, int | None]]) -> None:
+    """Run one command's coroutine; turn expected failures into one line on stderr and an exit code.
+
+    Exit 0 done (also when the reader of stdout went away: ``events export | head -3``), 1 an
+    unknown id or tampering, 2 bad input, a refused request (nothing changed) or an unusable
+    database or secret key. Anything else is a bug and keeps its traceback.
+    """
+    _check_secret_key()
     try:
         code = asyncio.run(make())
-    except audit.AuditError as exc:
-        err.print(f"[red]error:[/red] {escape(exc.message)}")
-        raise typer.Exit(exc.exit_code) from None
+    except BrokenPipeError:
+        quiet_stdout()
+        raise typer.Exit(0) from None
+    except EngineError as exc:
+        exit_code = getattr(exc, "exit_code", 1 if isinstance(exc, NotFound) else 2)
+        fail(describe(exc), int(exit_code))
     except InvalidTag:
-        err.print("[red]error:[/red] the secret key does not open this database's personal data "
-                  "(wrong CAMPAIGN_ENGINE_SECRET_KEY or key file)")
-        raise typer.Exit(2) from None
+        fail("the secret key does not open this database's personal data (wrong CAMPAIGN_ENGINE_SECRET_KEY or "
+             "key file)")
     except (SQLAlchemyError, OSError) as exc:
-        err.print(f"[red]error:[/red] cannot use the database: {escape(str(exc).splitlines()[0])}")
-        raise typer.Exit(2) from None
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        fail(f"cannot use the database: {first}")
     if code:
         raise typer.Exit(code)
+
+
+_run = run_command
 
 
 def _moment(value: str | None, option: str) -> Any:
