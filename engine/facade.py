@@ -32,6 +32,7 @@ from projections import inbound as _inbound_tables  # noqa: F401  (mailbox check
 from projections.base import Projector
 from projections.management import ALL as MANAGEMENT_PROJECTIONS
 from projections.sending import send_queue
+from projections.usage import usage
 
 log = structlog.get_logger("campaign_engine")
 
@@ -98,8 +99,8 @@ class CampaignEngine(ManagementService, CampaignService, SendingService, StatsSe
         self.public_url = (public_url or DEFAULT_PUBLIC_URL).rstrip("/")
         self.dns_nameservers = dns_nameservers
         self.options = options
-        self.projector = Projector([*MANAGEMENT_PROJECTIONS, send_queue])
-        self.mailer = SmtpMailer()
+        self.projector = Projector([*MANAGEMENT_PROJECTIONS, send_queue, usage])
+        self.mailer = SmtpMailer(max_connections=int(options.get("max_connections_per_sender", 4)))
         from engine.delivery.mx import MxChecker
 
         self.mx = MxChecker(nameservers=dns_nameservers, timeout=float(options.get("dns_timeout", 3.0)),

@@ -49,7 +49,8 @@ emails = Table(
     Column("complained_at", String(32)),
     Column("updated_at", String(32), nullable=False),
     Index("ix_rm_emails_status_due", "status", "due_at"),
-    Index("ix_rm_emails_campaign", "campaign_id", "status"),
+    # The tick's reads: per (campaign, pinned sender), the due emails and the earliest later one.
+    Index("ix_rm_emails_queue", "campaign_id", "status", "sender_id", "due_at"),
     Index("ix_rm_emails_sender_claimed", "sender_id", "claimed_at"),
     Index("ix_rm_emails_ws_sent", "workspace_id", "sent_at"),
     Index("ix_rm_emails_message_id", "message_id"),
@@ -58,7 +59,7 @@ emails = Table(
 # Every handler updates the rows of its own enrollment's emails, except the two contact events,
 # which reach across streams and so keep their place in the log order. Handlers find rows by
 # email_id (the primary key) or contact_id (not indexed): the indexes serve the readers.
-send_queue = Projection("send_queue", 2, [emails], stream_local=True,
+send_queue = Projection("send_queue", 3, [emails], stream_local=True,
                         barriers=frozenset({"contact.erased", "contact.unsubscribed"}), defer_indexes=True)
 E = emails.c
 

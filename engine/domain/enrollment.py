@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from engine.domain.campaign import CampaignState
@@ -177,3 +177,128 @@ def matches(rule_tree: Mapping[str, Any], contact: Mapping[str, Any]) -> bool:
     if not results:
         return True
     return all(results) if rule_tree.get("operator", "and") == "and" else any(results)
+
+
+# -- after an SMTP attempt: what happens to the enrollment -----------------------------------
+RETRY_BACKOFF = (timedelta(minutes=5), timedelta(minutes=15), timedelta(minutes=45), timedelta(hours=2),
+                 timedelta(hours=6))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClaimedEmail:
+    """One claimed email, as its claim recorded it."""
+
+    enrollment_id: str
+    campaign_id: str
+    contact_id: str
+    email_id: str
+    step: int
+    sender_id: str
+    message_id: str
+    attempt: int
+    claimed_at: datetime
+    timezone: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Attempt:
+    """What SMTP answered, as a value: ``sent``, ``deferred``, ``rejected``, ``uncertain``,
+    ``auth_failed`` or ``connect_failed`` (see ``engine/delivery/smtp.py``)."""
+
+    outcome: str
+    code: int | None
+    message: str
+    enhanced_status: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NextStep:
+    """The next step of the sequence, as the planner's ``follow_up`` computed it."""
+
+    step: int
+    due_at: datetime
+    sender_id: str | None
+    priority: int
+    seq: int
+
+
+def refusal_type(code: int | None, status: str | None) -> str:
+    """A synchronous 5xx refusal read as RFC 3463 says: ``hard``, ``soft`` or ``block``.
+
+    X.1.x is about the address (hard), except the sender's own (5.1.7, 5.1.8: block); X.2.x about
+    the mailbox: full or over quota (5.2.2) or disabled for now (5.2.1) may pass later (soft), a
+    message too big for it (5.2.3) is the content (block); X.3.4 (too big), X.5.x (protocol),
+    X.6.x (content) and X.7.x (policy, security) are refusals of the message or the sender (block);
+    X.4.x (routing, network) may pass later (soft). Without an enhanced status, 552 (storage) is
+    soft and other 5xx codes hard, the common meaning of 550/551/553.
+    """
+    if status:
+        parts = status.split(".")
+        subject = parts[1] if len(parts) == 3 else ""
+        if status in ("5.1.7", "5.1.8"):
+            return "block"
+        if subject == "1":
+            return "hard"
+        if subject == "2":
+            return "block" if status.endswith(".3") else "soft"
+        if subject == "4":
+            return "soft"
+        if subject in ("3", "5", "6", "7"):
+            return "block" if subject != "3" or status.endswith(".4") else "soft"
+    return "soft" if code == 552 else "hard"
+
+
+def decide_outcome(claim: ClaimedEmail, attempt: Attempt, next_step: NextStep | None, now: datetime,
+                   *, links: tuple[str, ...] | None = None) -> list[Event]:
+    """The events that record `attempt` of `claim`, and what the enrollment does next.
+
+    sent or uncertain: the next step is scheduled (`next_step`) or the enrollment completes; an
+    uncertain email is never sent again. rejected: a bounce; hard and block bounces stop the
+    enrollment, a soft one lets the sequence go on. deferred, connect_failed, auth_failed: retried
+    after the backoff (5 min, 15 min, 45 min, 2 h, 6 h), then failed (a login failure is the
+    sender's fault: the email waits for its fix instead of failing).
+    """
+    base: dict[str, Any] = {"enrollment_id": claim.enrollment_id, "campaign_id": claim.campaign_id,
+                            "contact_id": claim.contact_id, "email_id": claim.email_id, "step": claim.step}
+    stop: dict[str, Any] = {"enrollment_id": claim.enrollment_id, "campaign_id": claim.campaign_id,
+                            "contact_id": claim.contact_id}
+    then = _continue(claim, next_step)
+    if attempt.outcome == "sent":
+        return [em.EmailSent(**base, sender_id=claim.sender_id, message_id=claim.message_id, smtp_code=attempt.code,
+                             links=links or ()), *then]
+    if attempt.outcome == "uncertain":
+        return [em.EmailUncertain(**base, sender_id=claim.sender_id, message=attempt.message), *then]
+    if attempt.outcome == "rejected":
+        kind = refusal_type(attempt.code, attempt.enhanced_status)
+        bounced = em.EmailBounced(**base, sender_id=claim.sender_id, bounce_type=kind, reason=attempt.message[:500],
+                                  status=attempt.enhanced_status, code=attempt.code, source="smtp")
+        if kind == "soft":
+            return [bounced, *then]
+        return [bounced, en.EnrollmentStopped(**stop, reason="bounced", status="bounced")]
+    if claim.attempt >= len(RETRY_BACKOFF) and attempt.outcome != "auth_failed":
+        return [em.EmailFailed(**base, sender_id=claim.sender_id, code=attempt.code, message=attempt.message[:500]),
+                en.EnrollmentStopped(**stop, reason="failed", status="failed")]
+    wait = RETRY_BACKOFF[min(claim.attempt, len(RETRY_BACKOFF)) - 1]
+    return [em.EmailDeferred(**base, sender_id=claim.sender_id, code=attempt.code, message=attempt.message[:500],
+                             retry_at=now + wait, attempt=claim.attempt, claimed_at=claim.claimed_at,
+                             timezone=claim.timezone)]
+
+
+def _continue(claim: ClaimedEmail, next_step: NextStep | None) -> list[Event]:
+    if next_step is None:
+        return [en.EnrollmentCompleted(enrollment_id=claim.enrollment_id, campaign_id=claim.campaign_id,
+                                       contact_id=claim.contact_id)]
+    return [schedule_step(claim.enrollment_id, claim.campaign_id, claim.contact_id, next_step.step,
+                          next_step.due_at, next_step.sender_id, next_step.priority, next_step.seq)]
+
+
+def decide_expired(claim: ClaimedEmail, next_step: NextStep | None, *, still_open: bool) -> list[Event]:
+    """A claim whose lease ran out without an outcome (its worker died): uncertain, never re-sent.
+
+    The sequence goes on from the claim's time unless the enrollment was stopped meanwhile;
+    otherwise it would stay open forever and its campaign would never complete.
+    """
+    uncertain = em.EmailUncertain(enrollment_id=claim.enrollment_id, campaign_id=claim.campaign_id,
+                                  contact_id=claim.contact_id, email_id=claim.email_id, step=claim.step,
+                                  sender_id=claim.sender_id, message="claim expired without an SMTP outcome")
+    return [uncertain, *(_continue(claim, next_step) if still_open else [])]

@@ -16,7 +16,7 @@ from engine.schedule.model import (
     SendRecord,
     Usage,
 )
-from engine.schedule.planner import Assignment, Plan, follow_up, next_due_at, plan
+from engine.schedule.planner import Assignment, Plan, PlanRound, follow_up, next_due_at, plan
 from engine.schedule.simulate import (
     SimulatedSend,
     default_email_id,
@@ -49,6 +49,7 @@ __all__ = [
     "InvalidSchedule",
     "LastSend",
     "Plan",
+    "PlanRound",
     "QueueItem",
     "ScheduleSpec",
     "SendRecord",

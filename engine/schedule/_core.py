@@ -9,7 +9,8 @@ The pair's *slot* S is the first open time >= L at which one of its items is due
 the first such time that is also a fire time). A pair may send at `now` when S <= now, an item is
 due and in its window at `now`, and no limit is full at `now`. Normally S == now: the tick runs at
 the slot. After downtime S lies in the past and the pair sends once, now, and its spacing starts
-again from that send: never a burst, never a skipped contact.
+again from that send: never a burst, never a skipped contact. A cron pair is the exception: it
+sends only at its fire times, so after downtime it waits for the next one.
 
 S depends only on the queue and the usage, never on `now`; that is what makes ``next_due`` exact
 (no call strictly between `now` and the answer can send) and the forecast robust to extra ticks.
@@ -238,13 +239,19 @@ def _slot_of(
     return _earliest_over(ctx, usage, pair, groups, floor, need_fire, stop)
 
 
-def _candidate(ctx: Context, queue: ItemQueue, usage: Usage, c: str, s: str, now: datetime) -> RankKey | None:
+def _candidate(
+    ctx: Context, queue: ItemQueue, usage: Usage, c: str, s: str, now: datetime, slot_known: bool = False
+) -> RankKey | None:
     """The item the pair would send at `now`, or None if it may not send now.
 
-    Cheap checks (limits at `now`, an item due and in its window) come before the slot search.
+    Cheap checks (limits at `now`, an item due and in its window) come before the slot search;
+    `slot_known` skips the search when this call already found the pair's slot at or before `now`.
     """
     if _limits_release(ctx, usage, c, s, now) != now:
         return None
+    spec = ctx.campaigns[c].schedule
+    if spec.cron is not None and next_fire_at_or_after(spec.cron, spec.timezone, now) != now:
+        return None  # a cron schedule sends at its fire times only, even after downtime
     best: RankKey | None = None
     for tz, pools in queue.groups(c, s):
         if not ctx.window(c, tz).contains(now):
@@ -253,57 +260,88 @@ def _candidate(ctx: Context, queue: ItemQueue, usage: Usage, c: str, s: str, now
             key = pool.best_due(now)
             if key is not None and (best is None or key < best):
                 best = key
-    if best is None or _slot(ctx, queue, usage, c, s, now) is None:
+    if best is None or (not slot_known and _slot(ctx, queue, usage, c, s, now) is None):
         return None
     return best
 
 
-def _rotation(ctx: Context, usage: Usage) -> dict[tuple[str, str], int]:
-    """Round-robin order of each campaign's senders, starting after the one that sent last."""
-    order: dict[tuple[str, str], int] = {}
-    for c, senders in ctx.active_senders.items():
+def _campaign_rotation(ctx: Context, usage: Usage, c: str) -> dict[tuple[str, str], int]:
+    """Round-robin order of campaign `c`'s senders, starting after the one that sent last."""
+    senders = ctx.active_senders[c]
+    last = usage.last_sender(c)
+    if last in senders:
+        after = senders.index(last)
+    else:  # the last sender left the campaign: resume after the latest of those still in it
         latest: tuple[datetime, int] | None = None
         for index, s in enumerate(senders):
-            last = usage.last_send(c, s)
-            if last is not None and (latest is None or (last.at, index) > latest):
-                latest = (last.at, index)
+            send = usage.last_send(c, s)
+            if send is not None and (latest is None or (send.at, index) > latest):
+                latest = (send.at, index)
         after = -1 if latest is None else latest[1]
-        for index, s in enumerate(senders):
-            order[(c, s)] = (index - after - 1) % len(senders)
+    return {(c, s): (index - after - 1) % len(senders) for index, s in enumerate(senders)}
+
+
+def _rotation(ctx: Context, usage: Usage) -> dict[tuple[str, str], int]:
+    """Round-robin order of each campaign's senders (see :func:`_campaign_rotation`)."""
+    order: dict[tuple[str, str], int] = {}
+    for c in ctx.active_senders:
+        order.update(_campaign_rotation(ctx, usage, c))
     return order
 
 
-def send_now(now: datetime, queue: ItemQueue, ctx: Context, usage: Usage) -> tuple[list[Assignment], Usage]:
-    """What goes at `now`: at most one email per pair, best item first; removes them from `queue`.
+def _may_repeat(ctx: Context, usage: Usage, c: str, s: str, now: datetime) -> bool:
+    """Whether the pair may send again at `now`: its spacing after the send just made is zero.
 
-    Each send is applied to the usage before the next one is chosen, so limits shared between
-    pairs (sender day, workspace month, campaign hour and day) hold inside one call.
+    A schedule with no wait between sends (min = max = 0 seconds) means "as fast as the limits
+    allow"; cron and every_minutes always space sends.
+    """
+    spec = ctx.campaigns[c].schedule
+    if spec.cron is not None or spec.every_minutes is not None:
+        return False
+    bound = _lower_bound(ctx, usage, c, s)
+    return not isinstance(bound, _Never) and (bound is None or bound <= now)
+
+
+def send_now(
+    now: datetime, queue: ItemQueue, ctx: Context, usage: Usage, limit: int | None = None
+) -> tuple[list[Assignment], Usage]:
+    """What goes at `now`, best item first; removes the items sent from `queue`.
+
+    A pair sends once per instant, or again and again while its spacing is zero. Each send is
+    applied to the usage before the next one is chosen, so limits shared between pairs (sender
+    day, workspace month, campaign hour and day) hold inside one call, and the campaign's sender
+    rotation moves on. The choice depends only on (queue, usage, now): a call stopped after
+    `limit` sends and called again at the same `now` continues exactly where it stopped, so a
+    tick that claims in bounded batches sends what one unbounded call (the forecast) sends.
     """
     rotation = _rotation(ctx, usage)
     versions: dict[str, int] = dict.fromkeys(ctx.campaigns, 0)
     heap: list[tuple[RankKey, int, str, str, int]] = []
+    # Pairs whose slot is known to be at or before `now`. Another pair's send cannot move a slot
+    # earlier, and when it fills a shared limit the check at pop time catches it; so the slot
+    # search runs again only for the pair that sent (its spacing starts anew).
+    slotted: set[tuple[str, str]] = set()
 
     def push(c: str, s: str) -> None:
-        key = _candidate(ctx, queue, usage, c, s, now)
+        key = _candidate(ctx, queue, usage, c, s, now, (c, s) in slotted)
         if key is not None:
+            slotted.add((c, s))
             heapq.heappush(heap, (key, rotation[(c, s)], c, s, versions[c]))
 
     for c, s in ctx.pairs:
         push(c, s)
     used: set[tuple[str, str]] = set()
     sends: list[Assignment] = []
-    while heap:
+    while heap and (limit is None or len(sends) < limit):
         key, _, c, s, version = heapq.heappop(heap)
         if (c, s) in used:
             continue
         if version != versions[c] or key[-1] not in queue.items:
-            push(c, s)  # an item it could draw on went elsewhere: decide again
+            push(c, s)  # the campaign moved on (an item went, the rotation turned): decide again
             continue
         if _limits_release(ctx, usage, c, s, now) != now:
             continue  # a shared limit filled up during this call
         item = queue.remove(key[-1])
-        if item.sender_id is None:
-            versions[c] += 1
         campaign = ctx.campaigns[c]
         usage = usage.record(
             campaign_id=c,
@@ -312,8 +350,14 @@ def send_now(now: datetime, queue: ItemQueue, ctx: Context, usage: Usage) -> tup
             at=now,
             timezone=campaign.schedule.timezone,
         )
-        used.add((c, s))
         sends.append(Assignment(item=item, sender_id=s, at=now))
+        versions[c] += 1
+        slotted.discard((c, s))
+        rotation.update(_campaign_rotation(ctx, usage, c))
+        if _may_repeat(ctx, usage, c, s, now):
+            push(c, s)
+        else:
+            used.add((c, s))
     return sends, usage
 
 
@@ -343,7 +387,8 @@ def next_due(now: datetime, queue: ItemQueue, ctx: Context, usage: Usage) -> dat
         if slot is None:
             continue
         if slot < after:  # slot already passed (downtime or contention): next open due moment
-            slot = _earliest_over(ctx, usage, (c, s), groups, after, False, best)
+            need_fire = ctx.campaigns[c].schedule.cron is not None
+            slot = _earliest_over(ctx, usage, (c, s), groups, after, need_fire, best)
             if slot is None:
                 continue
         if best is None or slot < best:

@@ -257,7 +257,9 @@ class Usage:
       are keyed by their UTC start, so a repeated fall-back hour is its own bucket);
     * workspace month: the **UTC** calendar month;
     * last send per (campaign, sender), with its sequence number within the campaign-local day,
-      which seeds the next random wait.
+      which seeds the next random wait;
+    * the sender of each campaign's latest send, where sender rotation resumes (several sends of
+      one instant are told apart by the order they were recorded in).
     """
 
     sender_days: Mapping[tuple[str, date], int] = field(default_factory=dict)
@@ -265,6 +267,7 @@ class Usage:
     campaign_hours: Mapping[tuple[str, datetime], int] = field(default_factory=dict)
     workspace_months: Mapping[tuple[str, int, int], int] = field(default_factory=dict)
     last_sends: Mapping[tuple[str, str], LastSend] = field(default_factory=dict)
+    last_senders: Mapping[str, str] = field(default_factory=dict)
 
     def sent_by_sender_on(self, sender_id: str, utc_day: date) -> int:
         return self.sender_days.get((sender_id, utc_day), 0)
@@ -281,6 +284,10 @@ class Usage:
     def last_send(self, campaign_id: str, sender_id: str) -> LastSend | None:
         return self.last_sends.get((campaign_id, sender_id))
 
+    def last_sender(self, campaign_id: str) -> str | None:
+        """The sender of the campaign's latest send (ties at one instant: the one recorded last)."""
+        return self.last_senders.get(campaign_id)
+
     def record(
         self, *, campaign_id: str, sender_id: str, workspace_id: str, at: datetime, timezone: str = "UTC"
     ) -> Usage:
@@ -291,6 +298,7 @@ class Usage:
             dict(self.campaign_hours),
             dict(self.workspace_months),
             dict(self.last_sends),
+            dict(self.last_senders),
         )
         _apply(maps, campaign_id, sender_id, workspace_id, as_utc(at, "at"), timezone)
         return Usage(*maps)
@@ -303,12 +311,12 @@ class Usage:
         or a (campaign_id, sender_id, workspace_id, sent_at) tuple; sent_at must be aware.
         Pass every send of the current UTC month and of the two days before it (local days and
         sequence numbers may start before the month does) and, whatever its age, the latest send
-        of each (campaign, sender) pair. A campaign missing from `campaigns` is counted in UTC.
+        of each (campaign, sender) pair, in log order (which breaks ties between sends of one
+        instant). A campaign missing from `campaigns` is counted in UTC.
         """
-        maps: tuple[dict[Any, int], dict[Any, int], dict[Any, int], dict[Any, int], dict[Any, LastSend]]
-        maps = ({}, {}, {}, {}, {})
+        maps: _Maps = ({}, {}, {}, {}, {}, {})
         records = [_as_record(send) for send in sends]
-        ordered = sorted(records, key=lambda s: (s.sent_at, s.campaign_id, s.sender_id))
+        ordered = sorted(records, key=lambda s: s.sent_at)  # stable: sends of one instant keep log order
         for send in ordered:
             campaign = campaigns.get(send.campaign_id)
             tz = campaign.schedule.timezone if campaign is not None else "UTC"
@@ -316,15 +324,18 @@ class Usage:
         return cls(*maps)
 
 
+_Maps = tuple[dict[Any, int], dict[Any, int], dict[Any, int], dict[Any, int], dict[Any, LastSend], dict[str, str]]
+
+
 def _apply(
-    maps: tuple[dict[Any, int], dict[Any, int], dict[Any, int], dict[Any, int], dict[Any, LastSend]],
+    maps: _Maps,
     campaign_id: str,
     sender_id: str,
     workspace_id: str,
     at: datetime,
     tz_name: str,
 ) -> None:
-    sender_days, campaign_days, campaign_hours, months, last_sends = maps
+    sender_days, campaign_days, campaign_hours, months, last_sends, last_senders = maps
     tz = zone(tz_name)
     day = local_date(at, tz)
     _bump(sender_days, (sender_id, at.date()))
@@ -335,3 +346,6 @@ def _apply(
     if last is None or at >= last.at:
         seq = last.seq + 1 if last is not None and last.local_date == day else 1
         last_sends[(campaign_id, sender_id)] = LastSend(at=at, local_date=day, seq=seq)
+    previous = last_senders.get(campaign_id)
+    if previous is None or at >= last_sends[(campaign_id, previous)].at:
+        last_senders[campaign_id] = sender_id

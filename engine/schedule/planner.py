@@ -24,11 +24,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from engine.schedule._core import Assignment, Context, build_queue, next_due, send_now
+from engine.schedule._queue import ItemQueue
 from engine.schedule.model import CampaignPlan, QueueItem, SenderPlan, Usage
 from engine.schedule.tzutil import as_utc
 from engine.schedule.windows import add_delay
 
-__all__ = ["Assignment", "Plan", "follow_up", "next_due_at", "plan"]
+__all__ = ["Assignment", "Plan", "PlanRound", "follow_up", "next_due_at", "plan"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,3 +105,42 @@ def follow_up(assignment: Assignment, campaign: CampaignPlan, email_id: str) -> 
         contact_timezone=item.contact_timezone,
         seq=item.seq,
     )
+
+
+class PlanRound:
+    """One tick's planning: what goes at `now` (taken in bounded batches), then when to wake.
+
+    The tick takes its sends, records their outcomes, puts back what comes next (the follow-ups
+    it scheduled, the retries of deferred emails) and asks :meth:`next_due_at` with the usage as
+    the outcomes left it. Taking in batches gives exactly what one :func:`plan` call (and the
+    forecast) would send at `now`: see ``_core.send_now``.
+    """
+
+    def __init__(
+        self,
+        now: datetime,
+        items: Iterable[QueueItem],
+        campaigns: Mapping[str, CampaignPlan],
+        senders: Mapping[str, SenderPlan],
+        usage: Usage,
+        monthly_limits: Mapping[str, int | None],
+    ) -> None:
+        self.now = as_utc(now, "now")
+        self._ctx = Context(campaigns, senders, monthly_limits)
+        self._queue: ItemQueue = build_queue(self._ctx, items)
+        self.usage = usage
+
+    def take(self, limit: int | None = None) -> tuple[Assignment, ...]:
+        """The next sends at `now` (at most `limit`), best first; the usage records them."""
+        sends, self.usage = send_now(self.now, self._queue, self._ctx, self.usage, limit)
+        return tuple(sends)
+
+    def requeue(self, item: QueueItem) -> None:
+        """Queue an email that now waits (a follow-up, a retry), if its campaign can send it."""
+        zone = self._ctx.admit(item)
+        if zone is not None:
+            self._queue.add(item, zone)
+
+    def next_due_at(self, usage: Usage | None = None) -> datetime | None:
+        """The earliest moment strictly after `now` at which the queue could send (see :func:`next_due_at`)."""
+        return next_due(self.now, self._queue, self._ctx, self.usage if usage is None else usage)

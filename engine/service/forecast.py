@@ -7,7 +7,7 @@ from typing import Any
 from engine.errors import ValidationFailed
 from engine.schedule import forecast_by_day, forecast_range, simulate
 from engine.service.base import ServiceBase
-from engine.service.planning import load_inputs
+from engine.service.planner_inputs import load_inputs
 
 
 def _days(days: Any) -> int:

@@ -1,26 +1,41 @@
-"""Loading the planner's inputs from the read models (shared by tick and forecast)."""
+"""Loading the planner's inputs from the read models (shared by tick and forecast).
+
+The tick reads only what can matter now: per (campaign, pinned sender) group, the best-ranked
+emails already due (at most what one tick may claim), and the earliest due time of the others;
+usage comes from the counters of ``projections/usage.py`` (the buckets that contain `now`, and
+each pair's latest send), never from a scan of emails already sent. So a tick's reads do not
+grow with the history. The forecast reads the whole queue, since it plays it all forward.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from engine.schedule import CampaignPlan, Delay, QueueItem, ScheduleSpec, SenderPlan, SendRecord, Usage
+from engine.schedule import CampaignPlan, Delay, LastSend, QueueItem, ScheduleSpec, SenderPlan, Usage
 from events.registry import format_time, parse_time
-from projections import tables as t
+from projections import tables
+from projections import usage as usage_model
 from projections.sending import emails
 
 PLANNED_STATUSES = ("active", "scheduled")
+QUEUE = emails.c
 
 
 @dataclass(frozen=True, slots=True)
 class PlannerInputs:
-    """Everything the pure planner needs, read in one go (under the log's lock when claiming)."""
+    """Everything the pure planner needs, read in one go (under the log's lock when claiming).
+
+    ``cut``: the (campaign, pinned sender) groups that had more due emails than were read, with
+    how many were read: a tick that took that many from one of them may have more to send at the
+    same instant.
+    """
 
     items: list[QueueItem]
     campaigns: dict[str, CampaignPlan]
@@ -28,6 +43,15 @@ class PlannerInputs:
     usage: Usage
     monthly_limits: dict[str, int | None]
     definitions: dict[str, dict[str, Any]]
+    cut: dict[tuple[str, str | None], int] = field(default_factory=dict)
+
+    def exhausted(self, taken: Iterable[QueueItem]) -> bool:
+        """Whether the sends `taken` used up a group that was cut short (then more may go now)."""
+        counts: dict[tuple[str, str | None], int] = {}
+        for item in taken:
+            key = (item.campaign_id, item.sender_id)
+            counts[key] = counts.get(key, 0) + 1
+        return any(counts.get(key, 0) >= limit for key, limit in self.cut.items())
 
 
 def campaign_plan(row: Any, definition: dict[str, Any]) -> CampaignPlan:
@@ -40,54 +64,213 @@ def campaign_plan(row: Any, definition: dict[str, Any]) -> CampaignPlan:
     )
 
 
-async def load_inputs(conn: AsyncConnection, now: datetime, workspace_id: str | None = None) -> PlannerInputs:
-    c = t.campaigns.c
-    q = select(t.campaigns).where(c.status.in_(PLANNED_STATUSES), c.deleted.is_(False))
-    if workspace_id is not None:
-        q = q.where(c.workspace_id == workspace_id)
-    rows = (await conn.execute(q)).mappings().all()
-    definitions = {r["id"]: json.loads(r["definition"]) for r in rows}
-    campaigns = {r["id"]: campaign_plan(r, definitions[r["id"]]) for r in rows}
-    workspaces = sorted({r["workspace_id"] for r in rows})
+_PARSED: dict[tuple[str, str], tuple[dict[str, Any], CampaignPlan]] = {}
 
-    s = t.senders.c
+
+def parsed_campaign(row: Any) -> tuple[dict[str, Any], CampaignPlan]:
+    """The row's definition and plan, parsed once per definition text (ticks run many times a second)."""
+    key = (row["id"], row["definition"])
+    found = _PARSED.get(key)
+    if found is None:
+        if len(_PARSED) > 4096:
+            _PARSED.clear()
+        definition = json.loads(row["definition"])
+        found = _PARSED[key] = (definition, campaign_plan(row, definition))
+    return found
+
+
+async def _campaigns(conn: AsyncConnection, workspace_id: str | None
+                     ) -> tuple[dict[str, dict[str, Any]], dict[str, CampaignPlan]]:
+    c = tables.campaigns.c
+    query = select(c.id, c.workspace_id, c.definition).where(c.status.in_(PLANNED_STATUSES), c.deleted.is_(False))
+    if workspace_id is not None:
+        query = query.where(c.workspace_id == workspace_id)
+    definitions: dict[str, dict[str, Any]] = {}
+    plans: dict[str, CampaignPlan] = {}
+    for row in (await conn.execute(query)).mappings():
+        definitions[row["id"]], plans[row["id"]] = parsed_campaign(row)
+    return definitions, plans
+
+
+async def _senders_and_limits(conn: AsyncConnection, workspaces: list[str]
+                              ) -> tuple[dict[str, SenderPlan], dict[str, int | None]]:
+    s = tables.senders.c
     senders = {r["id"]: SenderPlan(sender_id=r["id"], daily_limit=r["daily_limit"],
                                    daily_limit_variation_pct=float(r["daily_limit_variation_pct"]),
                                    active=r["status"] == "active" and not r["removed"])
-               for r in (await conn.execute(select(t.senders).where(s.workspace_id.in_(workspaces)))).mappings()}
-    w = t.workspaces.c
-    monthly = {r["id"]: r["monthly_limit"]
-               for r in (await conn.execute(select(w.id, w.monthly_limit).where(w.id.in_(workspaces)))).mappings()}
+               for r in (await conn.execute(select(s.id, s.daily_limit, s.daily_limit_variation_pct, s.status,
+                                                   s.removed).where(s.workspace_id.in_(workspaces)))).mappings()}
+    w = tables.workspaces.c
+    monthly = {r[0]: r[1] for r in (await conn.execute(select(w.id, w.monthly_limit).where(w.id.in_(workspaces))))}
+    return senders, monthly
 
-    e = emails.c
+
+async def load_usage(conn: AsyncConnection, now: datetime, campaigns: dict[str, CampaignPlan],
+                     sender_ids: list[str], workspaces: list[str]) -> Usage:
+    """The usage the planner needs at `now` and later, from the counters.
+
+    Buckets that ended before `now` are left out (a bucket from two days back on): the planner
+    never asks about them except to find that a slot already passed, which it then searches again
+    from `now` (see ``engine/schedule/_core.py``), so they cannot change a decision.
+    """
+    utc_now = now.astimezone(UTC)
+    counts = usage_model.counts.c
+    since_day = (utc_now.date() - timedelta(days=2)).isoformat()
+    since_hour = format_time(utc_now - timedelta(hours=2))
+    month = f"{utc_now.year:04d}-{utc_now.month:02d}"
+    wanted = [and_(counts.scope == usage_model.SENDER_DAY, counts.owner.in_(sender_ids), counts.bucket >= since_day),
+              and_(counts.scope == usage_model.WORKSPACE_MONTH, counts.owner.in_(workspaces),
+                   counts.bucket >= month)]
+    if campaigns:
+        wanted += [and_(counts.scope == usage_model.CAMPAIGN_DAY, counts.owner.in_(list(campaigns)),
+                        counts.bucket >= since_day),
+                   and_(counts.scope == usage_model.CAMPAIGN_HOUR, counts.owner.in_(list(campaigns)),
+                        counts.bucket >= since_hour)]
+    sender_days: dict[tuple[str, date], int] = {}
+    campaign_days: dict[tuple[str, date], int] = {}
+    campaign_hours: dict[tuple[str, datetime], int] = {}
+    months: dict[tuple[str, int, int], int] = {}
+    for scope, owner, bucket, sends in (await conn.execute(
+            select(counts.scope, counts.owner, counts.bucket, counts.sends).where(or_(*wanted)))).all():
+        if not sends:
+            continue
+        if scope == usage_model.SENDER_DAY:
+            sender_days[(owner, date.fromisoformat(bucket))] = sends
+        elif scope == usage_model.CAMPAIGN_DAY:
+            campaign_days[(owner, date.fromisoformat(bucket))] = sends
+        elif scope == usage_model.CAMPAIGN_HOUR:
+            campaign_hours[(owner, parse_time(bucket))] = sends
+        else:
+            months[(owner, int(bucket[:4]), int(bucket[5:7]))] = sends
+    last_sends: dict[tuple[str, str], LastSend] = {}
+    last_senders: dict[str, str] = {}
+    if campaigns:
+        last = usage_model.last_sends.c
+        for campaign_id, sender_id, at, local_day, seq in (await conn.execute(
+                select(last.campaign_id, last.sender_id, last.at, last.local_day, last.seq)
+                .where(last.campaign_id.in_(list(campaigns))))).all():
+            last_sends[(campaign_id, sender_id)] = LastSend(parse_time(at), date.fromisoformat(local_day), seq)
+        turn = usage_model.rotation.c
+        last_senders = dict((await conn.execute(select(turn.campaign_id, turn.sender_id)
+                                                .where(turn.campaign_id.in_(list(campaigns))))).all())
+    return Usage(sender_days, campaign_days, campaign_hours, months, last_sends, last_senders)
+
+
+def _item(row: Any, contact_timezone: str | None) -> QueueItem:
+    return QueueItem(email_id=row["email_id"], enrollment_id=row["enrollment_id"], campaign_id=row["campaign_id"],
+                     contact_id=row["contact_id"], step=row["step"], due_at=parse_time(row["due_at"]),
+                     priority=row["priority"], seq=row["seq"], sender_id=row["sender_id"],
+                     contact_timezone=contact_timezone)
+
+
+_ITEM_COLUMNS = (QUEUE.email_id, QUEUE.enrollment_id, QUEUE.campaign_id, QUEUE.contact_id, QUEUE.step, QUEUE.due_at,
+                 QUEUE.priority, QUEUE.seq, QUEUE.sender_id)
+_RANK = (QUEUE.priority.desc(), QUEUE.due_at, QUEUE.seq, QUEUE.enrollment_id, QUEUE.step, QUEUE.email_id)
+
+
+async def load_inputs(conn: AsyncConnection, now: datetime, workspace_id: str | None = None) -> PlannerInputs:
+    """Every queued email of the planned campaigns (for the forecast, which plays them all)."""
+    definitions, campaigns = await _campaigns(conn, workspace_id)
+    workspaces = sorted({c.workspace_id for c in campaigns.values()})
+    senders, monthly = await _senders_and_limits(conn, workspaces)
     items: list[QueueItem] = []
     if campaigns:
-        q2 = (select(e.email_id, e.enrollment_id, e.campaign_id, e.contact_id, e.step, e.due_at, e.priority, e.seq,
-                     e.sender_id, t.contacts.c.timezone)
-              .join(t.contacts, t.contacts.c.id == e.contact_id)
-              .where(e.status == "scheduled", e.campaign_id.in_(list(campaigns))))
-        for r in (await conn.execute(q2)).mappings():
-            items.append(QueueItem(email_id=r["email_id"], enrollment_id=r["enrollment_id"],
-                                   campaign_id=r["campaign_id"], contact_id=r["contact_id"], step=r["step"],
-                                   due_at=parse_time(r["due_at"]), priority=r["priority"], seq=r["seq"],
-                                   sender_id=r["sender_id"], contact_timezone=r["timezone"]))
-    usage = await load_usage(conn, now, workspaces, campaigns)
+        query = (select(*_ITEM_COLUMNS, tables.contacts.c.timezone)
+                 .join(tables.contacts, tables.contacts.c.id == QUEUE.contact_id)
+                 .where(QUEUE.status == "scheduled", QUEUE.campaign_id.in_(list(campaigns))))
+        items = [_item(row, row["timezone"]) for row in (await conn.execute(query)).mappings()]
+    usage = await load_usage(conn, now, campaigns, list(senders), workspaces)
     return PlannerInputs(items, campaigns, senders, usage, monthly, definitions)
 
 
-async def load_usage(conn: AsyncConnection, now: datetime, workspaces: list[str],
-                     campaigns: dict[str, CampaignPlan]) -> Usage:
-    """Sends of this UTC month and the two days before, plus each pair's latest send."""
-    if not workspaces:
-        return Usage.from_sends([], campaigns)
-    e = emails.c
-    month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0) - timedelta(days=2)
-    counted = e.claimed_at.is_not(None)
-    rows = list((await conn.execute(select(e.campaign_id, e.sender_id, e.workspace_id, e.claimed_at).where(
-        counted, e.workspace_id.in_(workspaces), e.claimed_at >= format_time(month_start)))).all())
-    older = e.claimed_at < format_time(month_start)
-    latest = (await conn.execute(select(e.campaign_id, e.sender_id, e.workspace_id, func.max(e.claimed_at))
-                                 .where(counted, e.workspace_id.in_(workspaces), older)
-                                 .group_by(e.campaign_id, e.sender_id, e.workspace_id))).all()
-    rows.extend(latest)
-    return Usage.from_sends([SendRecord(r[0], r[1], r[2], parse_time(r[3])) for r in rows if r[1]], campaigns)
+def _pins(plan: CampaignPlan, senders: dict[str, SenderPlan]) -> list[str | None]:
+    """The groups a campaign's queue can send from now: unpinned, and pinned to an active sender of it."""
+    active = [s for s in dict.fromkeys(plan.sender_ids) if s in senders and senders[s].active]
+    return [None, *active]
+
+
+def _zero_spacing(plan: CampaignPlan) -> bool:
+    spec = plan.schedule
+    return spec.cron is None and spec.every_minutes is None and spec.max_wait_seconds == 0
+
+
+async def load_due(conn: AsyncConnection, now: datetime, budget: int, hold: frozenset[str] = frozenset()
+                   ) -> PlannerInputs:
+    """What one tick may send at `now`, reading no more than that.
+
+    Per (campaign, pinned sender) group: the best-ranked emails due at `now`, as many as the tick
+    could take from that group (one per sender and instant, or `budget` when the campaign has no
+    spacing), plus one more to tell whether the group was cut short; and a placeholder carrying
+    the earliest due time of the group's later emails, from which ``next_due_at`` is exact.
+    Campaigns read in the contact's timezone are read whole (their groups depend on the
+    contact), which is the one read here that grows with the queue.
+    """
+    definitions, campaigns = await _campaigns(conn, None)
+    workspaces = sorted({c.workspace_id for c in campaigns.values()})
+    senders, monthly = await _senders_and_limits(conn, workspaces)
+    items: list[QueueItem] = []
+    cut: dict[tuple[str, str | None], int] = {}
+    now_text = format_time(now)
+    base = QUEUE.status == "scheduled"
+    for campaign_id, plan in campaigns.items():
+        in_campaign = and_(base, QUEUE.campaign_id == campaign_id)
+        if plan.schedule.use_contact_timezone:
+            items.extend(await _contact_zone_groups(conn, in_campaign, now_text))
+            continue
+        pins = _pins(plan, senders)
+        active = len(pins) - 1
+        if not active:
+            continue
+        per_pair = budget if _zero_spacing(plan) else 1
+        due_parts: list[Any] = []
+        next_parts: list[Any] = []
+        for pin in pins:
+            pinned = QUEUE.sender_id.is_(None) if pin is None else QUEUE.sender_id == pin
+            limit = (min(budget, per_pair * active) if pin is None else per_pair) + 1
+            due_parts.append(select(*_ITEM_COLUMNS).where(in_campaign, pinned, QUEUE.due_at <= now_text)
+                             .order_by(*_RANK).limit(limit).subquery().select())
+            next_parts.append(select(literal(len(next_parts)).label("pin"), func.min(QUEUE.due_at).label("due_at"))
+                              .where(in_campaign, pinned, QUEUE.due_at > now_text))
+        rows = (await conn.execute(due_parts[0].union_all(*due_parts[1:]) if len(due_parts) > 1
+                                   else due_parts[0])).mappings().all()
+        counted: dict[str | None, int] = {}
+        for row in rows:
+            counted[row["sender_id"]] = counted.get(row["sender_id"], 0) + 1
+            if row["email_id"] not in hold:
+                items.append(_item(row, None))
+        for pin, n in counted.items():
+            limit = min(budget, per_pair * active) if pin is None else per_pair
+            if n > limit and per_pair > 1:  # with spacing, every pair already had its one send of the instant
+                cut[(campaign_id, pin)] = limit
+        for index, due_at in (await conn.execute(next_parts[0].union_all(*next_parts[1:]))).all():
+            if due_at is not None:
+                items.append(_placeholder(campaign_id, pins[int(index)], parse_time(due_at), None))
+    usage = await load_usage(conn, now, campaigns, list(senders), workspaces)
+    return PlannerInputs(items, campaigns, senders, usage, monthly, definitions, cut)
+
+
+async def _contact_zone_groups(conn: AsyncConnection, in_campaign: Any, now_text: str) -> list[QueueItem]:
+    k = tables.contacts.c
+    joined = tables.contacts.join(emails, k.id == QUEUE.contact_id)
+    due = (await conn.execute(select(*_ITEM_COLUMNS, k.timezone).select_from(joined)
+                              .where(in_campaign, QUEUE.due_at <= now_text))).mappings().all()
+    items = [_item(row, row["timezone"]) for row in due]
+    later = (await conn.execute(select(QUEUE.campaign_id, QUEUE.sender_id, k.timezone, func.min(QUEUE.due_at))
+                                .select_from(joined).where(in_campaign, QUEUE.due_at > now_text)
+                                .group_by(QUEUE.campaign_id, QUEUE.sender_id, k.timezone))).all()
+    items += [_placeholder(campaign_id, pin, parse_time(due_at), zone) for campaign_id, pin, zone, due_at in later]
+    return items
+
+
+PLACEHOLDER = "~later~"
+
+
+def _placeholder(campaign_id: str, pin: str | None, due_at: datetime, zone: str | None) -> QueueItem:
+    """Stands for a group's emails not yet due: only its due time and group matter (to next_due_at)."""
+    return QueueItem(email_id=f"{PLACEHOLDER}{campaign_id}~{pin or ''}~{zone or ''}", enrollment_id=PLACEHOLDER,
+                     campaign_id=campaign_id, contact_id=PLACEHOLDER, step=0, due_at=due_at, sender_id=pin,
+                     contact_timezone=zone)
+
+
+def is_placeholder(item: QueueItem) -> bool:
+    return item.enrollment_id == PLACEHOLDER

@@ -40,6 +40,9 @@ class EmailClaimed(EmailEvent):
     message_id: str
     lease_until: datetime
     attempt: int = 1
+    # The campaign's timezone when it was claimed: the local day and hour the claim counts in
+    # against the campaign's daily_limit and max_per_hour (projections/usage.py).
+    timezone: str = "UTC"
 
 
 @register
@@ -62,6 +65,10 @@ class EmailDeferred(EmailEvent):
     message: str
     retry_at: datetime
     attempt: int
+    # The claim this deferral undoes (its time and the campaign's timezone then): nothing was
+    # delivered, so it stops counting against the limits. None in events written before.
+    claimed_at: datetime | None = None
+    timezone: str | None = None
 
 
 @register

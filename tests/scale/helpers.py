@@ -45,9 +45,15 @@ def cli() -> list[str]:
     return [found] if found else [sys.executable, "-m", "engine.cli"]
 
 
-def cli_env() -> dict[str, str]:
-    """The workers must decrypt what the test's engine wrote: the same secret key."""
+def cli_env(claim_batch: int | None = None) -> dict[str, str]:
+    """The workers must decrypt what the test's engine wrote: the same secret key.
+
+    `claim_batch` caps the emails a worker claims per tick, so that tests which stop workers
+    mid-send find them in the middle of their work rather than done in one tick.
+    """
     env = dict(os.environ)
+    if claim_batch is not None:
+        env["CAMPAIGN_ENGINE_CLAIM_BATCH"] = str(claim_batch)
     env["CAMPAIGN_ENGINE_SECRET_KEY"] = SECRET
     env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.pop("CAMPAIGN_ENGINE_DB", None)
@@ -58,14 +64,14 @@ class Worker:
     """One ``campaign-engine worker`` process; its output goes to a file (a pipe could fill and block it)."""
 
     def __init__(self, db_url: str, log_path: Path, *, lease_seconds: float = 600.0, safety_seconds: float = 300.0,
-                 poll_seconds: float = 3600.0, smtp_timeout: float = 10.0) -> None:
+                 poll_seconds: float = 3600.0, smtp_timeout: float = 10.0, claim_batch: int | None = None) -> None:
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in wait()
         self.proc = subprocess.Popen(
             [*cli(), "worker", "--db", db_url, "--lease-seconds", str(lease_seconds),
              "--safety-seconds", str(safety_seconds), "--poll-seconds", str(poll_seconds),
              "--smtp-timeout", str(smtp_timeout)],
-            stdout=self._log, stderr=subprocess.STDOUT, env=cli_env(), cwd=str(ROOT))
+            stdout=self._log, stderr=subprocess.STDOUT, env=cli_env(claim_batch), cwd=str(ROOT))
 
     @property
     def pid(self) -> int:

@@ -85,7 +85,7 @@ async def test_sigkill_and_sigterm_at_random_moments(tmp_path: Path) -> None:
                         if trial >= MIN_SIGKILLS and await remaining() < fleet.emails_total * 0.6:
                             break
                         kills += 1
-                        w = Worker(url, tmp_path / f"kill{trial}.log", lease_seconds=1)
+                        w = Worker(url, tmp_path / f"kill{trial}.log", lease_seconds=1, claim_batch=4)
                         workers.append(w)
                         await start_sending(w, engine, await claims_made(engine))
                         await asyncio.sleep(rng.uniform(0.05, 0.6))  # a random moment of sending
@@ -101,7 +101,7 @@ async def test_sigkill_and_sigterm_at_random_moments(tmp_path: Path) -> None:
                             break
                         terms += 1
                         start = await engine.store.last_position()
-                        w = Worker(url, tmp_path / f"term{trial}.log", lease_seconds=1)
+                        w = Worker(url, tmp_path / f"term{trial}.log", lease_seconds=1, claim_batch=4)
                         workers.append(w)
                         await start_sending(w, engine, await claims_made(engine))
                         await asyncio.sleep(rng.uniform(0.05, 0.6))
@@ -174,7 +174,7 @@ async def test_database_connections_killed_while_sending(tmp_path: Path) -> None
             async with CampaignEngine(url, secret_key=SECRET) as engine:
                 fleet = await build(engine, sink.host, sink.port, contacts=500, senders=3, campaigns=3, steps=1)
                 try:
-                    w = Worker(url, tmp_path / "worker.log", lease_seconds=60, safety_seconds=3600)
+                    w = Worker(url, tmp_path / "worker.log", lease_seconds=60, safety_seconds=3600, claim_batch=20)
                     workers.append(w)
                     terminated = 0
                     for _ in range(6):

@@ -197,5 +197,5 @@ async def test_auth_failure_disconnects_sender(sqlite_url: str, clock: ManualClo
             await eng.update_sender(ws, sid, {"smtp": {"host": sink.host, "port": sink.port, "username": "rep",
                                                        "password": "right", "security": "none"}})
             await eng.reenable_sender(ws, sid)
-            clock.advance(timedelta(minutes=5))
+            clock.advance(timedelta(minutes=10))  # past the retry (5 min) and the spacing after the attempt
             assert (await eng.tick()).sent == 1
