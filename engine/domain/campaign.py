@@ -127,7 +127,8 @@ def launch_problems(state: CampaignState, facts: LaunchFacts) -> list[str]:
     if not steps:
         problems.append("the campaign has no steps")
     for i, step in enumerate(steps, start=1):
-        if not (step.get("subject") or "").strip():
+        threaded = i > 1 and step.get("same_thread", True)  # sent as "Re: " + step 1's subject
+        if not (step.get("subject") or "").strip() and not threaded:
             problems.append(f"step {i} has no subject")
         if not (step.get("body_html") or "").strip() and not (step.get("body_text") or "").strip():
             problems.append(f"step {i} has no body")

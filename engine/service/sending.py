@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -26,9 +27,10 @@ from sqlalchemy import exists, func, select
 from sqlalchemy.exc import DBAPIError, InterfaceError, InternalError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from engine import metrics
 from engine.delivery import mime
+from engine.delivery.compose import ComposedEmail, compose_email
 from engine.delivery.smtp import SendResult, SmtpMailer, SmtpSettings
-from engine.delivery.templates import render, render_header
 from engine.domain import campaign as campaign_domain
 from engine.domain import enrollment as enrollment_domain
 from engine.domain.enrollment import Attempt, ClaimedEmail, NextStep
@@ -134,6 +136,13 @@ class SendingService(ServiceBase):
 
     async def tick(self) -> TickReport:
         """Do everything due at ``clock.now()``. Idempotent: a second call at the same time sends nothing."""
+        started = time.perf_counter()
+        try:
+            return await self._tick()
+        finally:
+            metrics.observe_tick(time.perf_counter() - started)
+
+    async def _tick(self) -> TickReport:
         now = self.now()
         report = TickReport()
         hold, report.skipped = await self._verify_mx(now)
@@ -185,6 +194,9 @@ class SendingService(ServiceBase):
                 emails.c.status == "claimed"))).scalar()
         after = now + timedelta(microseconds=1)
         candidates += [max(parse_time(value), after) for value in (launch, lease) if value]
+        retry = getattr(self, "_mx_retry_at", None)
+        if retry is not None:
+            candidates.append(max(retry, after))
         found = [c for c in candidates if c is not None]
         return min(found) if found else None
 
@@ -245,9 +257,11 @@ class SendingService(ServiceBase):
         """With ``verify_mx``, check each due first step's domain before it is claimed.
 
         Invalid (NXDOMAIN, null MX, no mail host): the enrollment is skipped as ``mx_invalid``.
-        Unknown (timeout, SERVFAIL): the email is held back this tick and checked again later.
-        Returns (email ids to hold back, enrollments skipped).
+        Unknown (timeout, SERVFAIL): the email is held back until the checker's ``retry_at``
+        (5 min, then longer), which ``next_due_at`` reports. Returns (email ids to hold back,
+        enrollments skipped).
         """
+        self._mx_retry_at: datetime | None = None
         e, c, k = emails.c, tables.campaigns.c, tables.contacts.c
         async with self.store.reading() as conn:
             campaigns = (await conn.execute(select(c.id, c.definition).where(
@@ -262,10 +276,16 @@ class SendingService(ServiceBase):
                        e.campaign_id.in_(checked)))).mappings().all()
         hold: set[str] = set()
         by_workspace: dict[str, list[AppendBatch]] = {}
+        # Off the claim path: every domain at most once, concurrently, answered from the cache
+        # while its TTL lasts; no transaction is open meanwhile.
+        results = await self.mx.check_many({r["email_domain"] for r in due})  # type: ignore[attr-defined]
         for r in due:
-            result = await self.mx.check(r["email_domain"])  # type: ignore[attr-defined]
+            result = results[r["email_domain"]]
             if result.status == "unknown":
                 hold.add(r["email_id"])
+                if result.retry_at is not None:
+                    retry = result.retry_at
+                    self._mx_retry_at = retry if self._mx_retry_at is None else min(self._mx_retry_at, retry)
             elif result.status == "invalid":
                 base = {"enrollment_id": r["enrollment_id"], "campaign_id": r["campaign_id"],
                         "contact_id": r["contact_id"]}
@@ -380,13 +400,13 @@ class SendingService(ServiceBase):
         async def send(claim: Claim) -> None:
             async with gate:
                 try:
-                    built = self._build(inputs.definitions[claim.email.campaign_id], claim, now)
+                    composed = self._compose(inputs.definitions[claim.email.campaign_id], claim, now)
                     sender = claim.sender
                     if sender["id"] not in settings:
                         settings[sender["id"]] = self._smtp_settings(sender)
                     result = await self.mailer.send(sender["id"], settings[sender["id"]], sender["email"],
-                                                    [claim.contact["email"]], built.raw)
-                    links = built.links
+                                                    [composed.recipient], composed.raw)
+                    links: tuple[str, ...] | None = composed.links
                 except Exception as exc:  # a message that cannot be built: never sent, recorded as failed
                     log.error("compose_failed", email_id=claim.email.email_id, error=repr(exc)[:300])
                     result, links = SendResult("rejected", None, f"message could not be built: {exc!r}"[:300]), None
@@ -463,14 +483,19 @@ class SendingService(ServiceBase):
             if isinstance(event, email_events.EmailSent):
                 report.sent += 1
                 report.message_ids.append(claim.email.message_id)
+                metrics.record_email_outcome("sent")
             elif isinstance(event, email_events.EmailUncertain):
                 report.uncertain += 1
+                metrics.record_email_outcome("uncertain")
             elif isinstance(event, email_events.EmailBounced):
                 report.bounced += 1
+                metrics.record_email_outcome("bounced")
             elif isinstance(event, email_events.EmailFailed):
                 report.failed += 1
+                metrics.record_email_outcome("failed")
             elif isinstance(event, email_events.EmailDeferred):
                 report.deferred += 1
+                metrics.record_email_outcome("deferred")
 
     async def _disconnect(self, conn: AsyncConnection, workspace_id: str, sender_id: str, reason: str) -> None:
         status = (await conn.execute(select(tables.senders.c.status).where(tables.senders.c.id == sender_id))).scalar()
@@ -488,32 +513,16 @@ class SendingService(ServiceBase):
         streams = {f"enrollment-{o.claim.email.enrollment_id}" for o in batch if o.claim.email.email_id in live}
         return {ws: [a for a in appends if a.stream in streams] for ws, appends in by_workspace.items()}
 
-    def _build(self, definition: dict[str, Any], claim: Claim, now: datetime) -> mime.BuiltMessage:
+    def _compose(self, definition: dict[str, Any], claim: Claim, now: datetime) -> ComposedEmail:
+        """The message for one claim, through the one compose path that preview and test_send use."""
         item = claim.assignment.item
-        contact, sender = claim.contact, claim.sender
-        steps = definition["steps"]
-        step = steps[item.step - 1]
         settings = definition.get("settings") or {}
-        data = {"first_name": contact["first_name"], "last_name": contact["last_name"], "email": contact["email"],
-                "company": contact["company"],
-                "custom_fields": json.loads(contact["custom_fields"]) if contact["custom_fields"] else {}}
-        thread = None
-        if step.get("same_thread", True) and item.step > 1:
-            domain = sender["email"].rsplit("@", 1)[1]
-            thread = mime.Thread(first_subject=render_header(steps[0]["subject"], data),
-                                 previous_message_ids=tuple(mime.message_id_for(item.enrollment_id, k, domain)
-                                                            for k in range(1, item.step)))
         tracking = mime.Tracking(public_url=self.public_url, secret=self.vault.token_key, email_id=item.email_id,
                                  opens=bool(settings.get("track_opens")), clicks=bool(settings.get("track_clicks")),
                                  unsubscribe=bool(settings.get("unsubscribe_link", True)),
                                  workspace_id=claim.workspace_id, contact_id=item.contact_id)
-        to_name = " ".join(p for p in (contact["first_name"], contact["last_name"]) if p) or None
-        return mime.build_message(
-            message_id=claim.email.message_id, date=now, from_email=sender["email"], from_name=sender["from_name"],
-            to_email=contact["email"], to_name=to_name, subject=render_header(step.get("subject") or "", data),
-            body_html=render(step.get("body_html") or "", data, html=True),
-            body_text=render(step["body_text"], data, html=False) if step.get("body_text") else None,
-            thread=thread, tracking=tracking)
+        return compose_email(definition, item.step, claim.contact, claim.sender, enrollment_id=item.enrollment_id,
+                             email_id=item.email_id, message_id=claim.email.message_id, now=now, tracking=tracking)
 
     async def _complete_campaigns(self, conn: AsyncConnection) -> int:
         """Active campaigns with enrollments, none of them open any more, complete (two index probes each)."""

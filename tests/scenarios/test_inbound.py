@@ -88,7 +88,7 @@ async def test_replies_ooo_and_company_rule(eng: CampaignEngine, clock: ManualCl
     assert stats["engagement"]["replied"] == 2 and stats["engagement"]["out_of_office"] == 1
     clock.advance(timedelta(days=2))
     await send_first_steps(eng, clock, 5)
-    second_steps = sorted(m.rcpt_tos[0] for m in sink.messages if "Re: hello" in str(m.headers["Subject"]))
+    second_steps = sorted(m.rcpt_tos[0] for m in sink.messages if str(m.headers["Subject"]) == "again")
     assert second_steps == ["cy@other.io", "eve@gmail.com"]
 
 

@@ -91,7 +91,8 @@ async def test_follow_ups_thread_and_keep_their_sender(eng: CampaignEngine, cloc
         assert len(msgs) == 3
         assert len({m.mail_from for m in msgs}) == 1  # one sender for all steps
         first, second, third = (m.headers for m in msgs)
-        assert second["Subject"].startswith("Re: ") and second["In-Reply-To"] == first["Message-ID"]
+        assert second["Subject"] == "Step 2"  # a follow-up with its own subject keeps it, threaded all the same
+        assert second["In-Reply-To"] == first["Message-ID"]
         assert first["Message-ID"] in third["References"] and second["Message-ID"] in third["References"]
         assert first["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
         assert "https://track.example.com/u/" in first["List-Unsubscribe"]
@@ -199,3 +200,24 @@ async def test_auth_failure_disconnects_sender(sqlite_url: str, clock: ManualClo
             await eng.reenable_sender(ws, sid)
             clock.advance(timedelta(minutes=10))  # past the retry (5 min) and the spacing after the attempt
             assert (await eng.tick()).sent == 1
+
+
+async def test_follow_up_without_subject_replies_to_step_one(eng: CampaignEngine, clock: ManualClock,
+                                                              sink: SmtpSink) -> None:
+    """Given a same-thread step 2 with an empty subject, when it is sent, then its subject is
+    ``Re: `` + step 1's rendered subject, and preview shows the very same subject."""
+    ws = (await eng.create_workspace("w")).id
+    sid = (await eng.create_sender(ws, {"email": "rep@sales.io", "smtp": {
+        "host": sink.host, "port": sink.port, "security": "none"}}))["id"]
+    con = (await eng.create_contact(ws, {"email": "ann@corp.io", "first_name": "Ann", "company": "Corp One"}))["id"]
+    cmp = await eng.create_campaign(ws, {"name": "c", "sender_ids": [sid], "schedule": {
+        "start_time": "00:00", "end_time": "24:00", "min_wait_seconds": 0, "max_wait_seconds": 0}, "steps": [
+        {"subject": "Hi {{first_name|there}}", "body_html": "<p>one</p>"},
+        {"subject": "", "body_html": "<p>two</p>", "delay": {"days": 1}}]})
+    await eng.enroll(ws, cmp["id"], {"contact_ids": [con]})
+    await eng.launch_campaign(ws, cmp["id"])
+    await run_until(eng, clock, clock.now() + timedelta(days=2))
+    subjects = [m.headers["Subject"] for m in sink.messages]
+    assert subjects == ["Hi Ann", "Re: Hi Ann"]
+    preview = await eng.preview(ws, cmp["id"], contact_id=con)
+    assert [s["subject"] for s in preview["steps"]] == subjects
