@@ -46,15 +46,21 @@ class ContactFacts:
 
 
 def skip_reason(settings: Mapping[str, Any], f: ContactFacts) -> str | None:
-    """The first reason to skip this contact, in the contract's order, or None."""
+    """The first reason to skip this contact, in the contract's order, or None.
+
+    ``unsubscribed`` comes before ``suppressed`` although the contract lists them the other way:
+    unsubscribing also suppresses the address, so checking the suppression first would hide the
+    more specific reason for good (contract section 6: the most specific reason wins). A
+    suppression of a contact who never unsubscribed is still reported as ``suppressed``.
+    """
     if f.enrolled_here:
         return "already_enrolled"
     if f.same_outreach_elsewhere or (settings.get("skip_if_enrolled_elsewhere") and f.enrolled_elsewhere):
         return "duplicate_elsewhere"
-    if f.suppressed:
-        return "suppressed"
     if f.unsubscribed:
         return "unsubscribed"
+    if f.suppressed:
+        return "suppressed"
     if settings.get("skip_previously_bounced", True) and f.bounced:
         return "previously_bounced"
     if settings.get("skip_previously_replied", False) and f.replied:

@@ -9,11 +9,16 @@ that fails marks its sender ``disconnected`` and never stops the others.
 
 from __future__ import annotations
 
+import email
+import email.message
+import email.policy
+import email.utils
 import hashlib
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select, text
@@ -44,6 +49,7 @@ class PollReport:
     replies: int = 0
     out_of_office: int = 0
     bounces: int = 0
+    delayed: int = 0
     complaints: int = 0
     ignored: int = 0
     errors: dict[str, str] = field(default_factory=dict)
@@ -118,7 +124,7 @@ class InboundService(ServiceBase):
                                                         received_at=format_time(self.now())))
         metrics.record_inbound(c.kind)
         if c.kind == "bounce":
-            await self._bounce(conn, ws, c, report)
+            await self._bounce(conn, ws, c, report, raw)
         elif c.kind == "feedback":
             await self._complaint(conn, ws, c, report)
         elif c.kind in ("auto_reply", "message"):
@@ -159,17 +165,33 @@ class InboundService(ServiceBase):
         return (await conn.execute(select(t.enrollments).where(
             e.id == enrollment_id, e.status.in_(["pending", "in_progress"])))).mappings().first()
 
-    async def _bounce(self, conn: AsyncConnection, ws: str, c: Classification, report: PollReport) -> None:
+    async def _bounce(self, conn: AsyncConnection, ws: str, c: Classification, report: PollReport,
+                      raw: bytes) -> None:
+        """Record each failed recipient as a bounce and each delayed one as a delay.
+
+        A delay (``Action: delayed``) is only a warning that the remote MTA keeps trying: it is
+        recorded as ``email.delayed`` for the activity feed, and neither counts as a bounce, nor
+        stops the enrollment, nor weighs on the sender's bounce rate.
+        """
+        retry_until: dict[str, datetime] | None = None
         for b in c.bounces:
             row = await self._our_email(conn, ws, c.refers_to, b.recipient or None)
             if row is None or row["status"] == "bounced":
                 report.ignored += 1
                 continue
+            code = int(b.reply_code) if b.reply_code and str(b.reply_code).isdigit() else None
+            if b.delayed:
+                if retry_until is None:
+                    retry_until = will_retry_until(raw)
+                report.delayed += 1
+                await self.store.append(f"enrollment-{row['enrollment_id']}", [em.EmailDelayed(
+                    **self._base(row), sender_id=row["sender_id"], status=b.status, reason=b.reason, code=code,
+                    will_retry_until=retry_until.get(b.recipient.lower(), retry_until.get("")))], None,
+                    workspace_id=ws, conn=conn)
+                continue
             report.bounces += 1
             events: list[Event] = [em.EmailBounced(**self._base(row), sender_id=row["sender_id"], bounce_type=b.type,
-                                                   reason=b.reason, status=b.status,
-                                                   code=int(b.reply_code) if b.reply_code and
-                                                   str(b.reply_code).isdigit() else None, source="dsn")]
+                                                   reason=b.reason, status=b.status, code=code, source="dsn")]
             await self.store.append(f"enrollment-{row['enrollment_id']}", events, None, workspace_id=ws, conn=conn)
             enrollment = await self._open_enrollment(conn, row["enrollment_id"])
             if b.type in ("hard", "block") and enrollment is not None:
@@ -261,6 +283,35 @@ class InboundService(ServiceBase):
             e.campaign_id == row["campaign_id"], e.contact_id != row["contact_id"], k.email_domain == domain,
             e.status.in_(["pending", "in_progress"])))).mappings().all()
         await self._stop_rows(conn, ws, rows, "company_replied")  # type: ignore[attr-defined]
+
+
+def will_retry_until(raw: bytes) -> dict[str, datetime]:
+    """The ``Will-Retry-Until`` times of a delivery status notification (RFC 3464 section 2.3.9),
+    by lower-cased final recipient; the key ``""`` holds the first one, for entries the report
+    does not name. A date that does not parse is left out: the delay is recorded without it."""
+    found: dict[str, datetime] = {}
+    message = email.message_from_bytes(raw, policy=email.policy.compat32)
+    for part in message.walk():
+        if part.get_content_type() != "message/delivery-status":
+            continue
+        blocks = part.get_payload()
+        for block in blocks if isinstance(blocks, list) else []:
+            if not isinstance(block, email.message.Message):
+                continue
+            value = block.get("Will-Retry-Until")
+            if not value:
+                continue
+            try:
+                at = email.utils.parsedate_to_datetime(str(value).strip())
+            except (TypeError, ValueError):
+                continue
+            if at.tzinfo is None:  # RFC 5322 "-0000": a UTC time with no known zone
+                at = at.replace(tzinfo=UTC)
+            recipient = str(block.get("Final-Recipient") or block.get("Original-Recipient") or "")
+            address = recipient.split(";", 1)[-1].strip().strip("<>").lower()
+            found.setdefault(address, at)
+            found.setdefault("", at)
+    return found
 
 
 __all__ = ["AppendBatch", "InboundService", "PollReport"]

@@ -50,14 +50,18 @@ class StatsService(ServiceBase):
         n = {k: int(v) for k, v in dict(r).items()}
         sent = n["sent"]
         senders = []
+        # A sender's bounce_rate has the campaign's denominator (contract section 3): sent plus the
+        # emails refused during SMTP, which were attempted but never counted as sent.
         for row in await self._all(select(E.sender_id, count(E.sent_at.is_not(None)).label("sent"),
-                                          count(E.status == "bounced").label("bounced"))
+                                          count(E.status == "bounced").label("bounced"),
+                                          count((E.status == "bounced") & (E.bounce_source == "smtp")).label("refused"))
                                    .where(E.campaign_id == cid, E.sender_id.is_not(None)).group_by(E.sender_id)
                                    .order_by(E.sender_id)):
             status = await self._all(select(t.senders.c.status).where(t.senders.c.id == row["sender_id"]))
-            s_sent, s_b = int(row["sent"]), int(row["bounced"])
+            s_sent, s_b, s_refused = int(row["sent"]), int(row["bounced"]), int(row["refused"])
             senders.append({"sender_id": row["sender_id"], "sent": s_sent, "bounced": s_b,
-                            "bounce_rate": _pct(s_b, s_sent), "status": status[0]["status"] if status else "removed"})
+                            "bounce_rate": _pct(s_b, s_sent + s_refused),
+                            "status": status[0]["status"] if status else "removed"})
         return {
             "emails": {"scheduled": n["scheduled"] + n["claimed"], "sent": sent, "deferred": n["deferred"],
                        "failed": n["failed"], "bounced": n["bounced"], "cancelled": n["cancelled"],

@@ -152,3 +152,21 @@ class TestEmailSent(Event):
     recipients: tuple[str, ...]
     steps: int
     outcome: dict[str, Any]
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EmailDelayed(EmailEvent):
+    """A delivery status notification with ``Action: delayed``: a remote MTA still holds the
+    message and keeps trying. It is a warning, not a bounce (the message may yet be delivered),
+    so it changes no email status, no bounce count and no enrollment; it is kept for the
+    activity feed and the audit trail. ``reason`` is the classifier's vocabulary, never the
+    diagnostic text (which often names the address, and events outlive an erasure).
+    ``will_retry_until`` is the DSN's ``Will-Retry-Until`` when the MTA gave one."""
+
+    TYPE = "email.delayed"
+    sender_id: str | None
+    status: str | None
+    reason: str
+    code: int | None = None
+    will_retry_until: datetime | None = None
