@@ -1,0 +1,104 @@
+"""Rules of the second-round send path, at the planner level.
+
+Given a queue, campaigns, senders and usage; when the planner runs; then:
+- a pair with no wait between sends sends everything due at once, rotating over its senders;
+- a tick that takes its sends in bounded batches at one instant sends exactly what one unbounded
+  call (the forecast) sends;
+- a cron schedule sends at its fire times only, after downtime too;
+- usage cut down to the buckets that contain `now` (what the engine reads from its counters)
+  plans exactly like the usage of the whole history.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from engine.schedule import PlanRound, SendRecord, Usage, plan, simulate
+from engine.schedule.tzutil import hour_start, local_date, zone
+from tests.schedule.factories import by_id, campaign, item, sender, utc
+from tests.schedule.test_properties import Scenario, scenarios
+
+MONDAY = utc(2026, 1, 5)
+ALL_DAY = {"days": ("mon", "tue", "wed", "thu", "fri", "sat", "sun"), "start_time": "00:00", "end_time": "24:00"}
+
+
+def test_zero_wait_pair_sends_all_that_is_due_at_once_in_rotation() -> None:
+    campaigns = by_id(campaign(senders=("s1", "s2"), min_wait_seconds=0, max_wait_seconds=0, **ALL_DAY))
+    senders = by_id(sender("s1"), sender("s2"))
+    queue = [item(f"e{i}", MONDAY) for i in range(5)]
+    result = plan(MONDAY, queue, campaigns, senders, Usage(), {})
+    assert [a.item.email_id for a in result.sends] == ["e0", "e1", "e2", "e3", "e4"]
+    assert [a.sender_id for a in result.sends] == ["s1", "s2", "s1", "s2", "s1"]
+    # limits still hold inside the burst
+    limited = by_id(sender("s1", limit=1), sender("s2", limit=1))
+    assert len(plan(MONDAY, queue, campaigns, limited, Usage(), {}).sends) == 2
+
+
+def test_spaced_pair_still_sends_once_per_instant() -> None:
+    campaigns = by_id(campaign(senders=("s1",), min_wait_seconds=0, max_wait_seconds=60, **ALL_DAY))
+    queue = [item(f"e{i}", MONDAY) for i in range(3)]
+    assert len(plan(MONDAY, queue, campaigns, by_id(sender("s1")), Usage(), {}).sends) <= 3
+    every = by_id(campaign(senders=("s1",), every_minutes=1, **ALL_DAY))
+    assert len(plan(MONDAY, queue, every, by_id(sender("s1")), Usage(), {}).sends) == 1
+
+
+def test_cron_waits_for_its_next_fire_time_after_downtime() -> None:
+    campaigns = by_id(campaign(cron="*/15 * * * *", **ALL_DAY))
+    senders = by_id(sender("s1"))
+    usage = Usage.from_sends([SendRecord("c1", "s1", "w1", MONDAY.replace(hour=9))], campaigns)
+    queue = [item("x", MONDAY.replace(hour=9))]
+    late = MONDAY.replace(hour=9, minute=20)  # the 09:15 fire passed while nobody ticked
+    result = plan(late, queue, campaigns, senders, usage, {})
+    assert result.sends == ()
+    assert result.next_due_at == MONDAY.replace(hour=9, minute=30)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios(), st.integers(min_value=1, max_value=3))
+def test_batches_at_one_instant_send_what_one_call_sends(sc: Scenario, batch: int) -> None:
+    usage = Usage.from_sends(sc["history"], sc["campaigns"])
+    at = sc["start"]
+    whole = plan(at, sc["queue"], sc["campaigns"], sc["senders"], usage, sc["monthly"]).sends
+    taken = []
+    queue = list(sc["queue"])
+    while True:  # each batch is a new tick at the same instant: fresh round, usage as it was left
+        round_ = PlanRound(at, queue, sc["campaigns"], sc["senders"], usage, sc["monthly"])
+        sends = round_.take(batch)
+        if not sends:
+            break
+        taken.extend(sends)
+        usage = round_.usage
+        gone = {a.item.email_id for a in sends}
+        queue = [i for i in queue if i.email_id not in gone]
+    assert [(a.item.email_id, a.sender_id) for a in taken] == [(a.item.email_id, a.sender_id) for a in whole]
+
+
+def current_buckets(usage: Usage, sc: Scenario) -> Usage:
+    """What the engine reads from its counters at `start`: only buckets that contain it or come later
+    (and, of campaign buckets, only those of campaigns being planned)."""
+    now = sc["start"]
+    zones = {cid: zone(c.schedule.timezone) for cid, c in sc["campaigns"].items()}
+    return Usage(
+        {k: v for k, v in usage.sender_days.items() if k[1] >= now.date()},
+        {k: v for k, v in usage.campaign_days.items() if k[0] in zones and k[1] >= local_date(now, zones[k[0]])},
+        {k: v for k, v in usage.campaign_hours.items() if k[0] in zones and k[1] >= hour_start(now, zones[k[0]])},
+        {k: v for k, v in usage.workspace_months.items() if (k[1], k[2]) >= (now.year, now.month)},
+        usage.last_sends,
+        usage.last_senders,
+    )
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios())
+def test_usage_of_current_buckets_plans_like_the_whole_history(sc: Scenario) -> None:
+    full = Usage.from_sends(sc["history"], sc["campaigns"])
+    cut = current_buckets(full, sc)
+    args = (sc["queue"], sc["campaigns"], sc["senders"])
+    assert simulate(sc["start"], sc["until"], *args, cut, sc["monthly"]) == \
+        simulate(sc["start"], sc["until"], *args, full, sc["monthly"])
+    later = sc["start"] + timedelta(days=3)
+    assert simulate(later, later + timedelta(days=2), *args, current_buckets(full, {**sc, "start": later}),
+                    sc["monthly"]) == simulate(later, later + timedelta(days=2), *args, full, sc["monthly"])
