@@ -19,8 +19,8 @@ from events.registry import parse_time
 from projections import usage as usage_model
 from projections.sending import emails
 from tests.delivery.smtp_server import SinkBehaviour, SmtpSink
-from tests.schedule.test_send_path import current_buckets
 from tests.scenarios.test_sending import run_until
+from tests.schedule.test_send_path import current_buckets
 
 
 async def counter_rows(eng: CampaignEngine) -> list[tuple[object, ...]]:
