@@ -289,7 +289,7 @@ async def test_one_click_unsubscribe_stops_everything(eng: CampaignEngine, clock
     assert await event_count(eng) == before
 
     third = await launch(eng, sink, contacts=0, ws=w.ws, enroll=[leaving])
-    assert (await eng.campaign_stats(w.ws, third.cid))["skipped"]["suppressed"] == 1
+    assert (await eng.campaign_stats(w.ws, third.cid))["skipped"]["unsubscribed"] == 1
 
     received = len(sink.messages)
     clock.advance(timedelta(days=5))  # well past step 2's due time

@@ -34,7 +34,7 @@ def dsn(to_mid: str, rcpt: str, status: str, diag: str) -> bytes:
             f"report-type=delivery-status; boundary=\"{b}\"\r\n\r\n--{b}\r\nContent-Type: text/plain\r\n\r\n"
             f"Delivery to {rcpt} failed.\r\n\r\n--{b}\r\nContent-Type: message/delivery-status\r\n\r\n"
             f"Reporting-MTA: dns; mx.example.com\r\n\r\nFinal-Recipient: rfc822; {rcpt}\r\n"
-            f"Action: {'delayed' if status.startswith('4') else 'failed'}\r\nStatus: {status}\r\n"
+            f"Action: failed\r\nStatus: {status}\r\n"
             f"Diagnostic-Code: smtp; {diag}\r\n\r\n--{b}\r\nContent-Type: text/rfc822-headers\r\n\r\n"
             f"From: rep@sales.io\r\nTo: {rcpt}\r\nMessage-ID: {to_mid}\r\nSubject: hello\r\n\r\n--{b}--\r\n").encode()
 
