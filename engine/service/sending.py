@@ -158,12 +158,17 @@ class SendingService(ServiceBase):
         report.skipped += skipped
         report.claimed = len(claims)
         await self._deliver_all(claims, inputs, now, report, planned)
-        async with self.store.transaction() as conn:
-            report.completed = await self._complete_campaigns(conn)
+        async def complete(_try: int) -> int:
+            async with self.store.transaction() as conn:
+                return await self._complete_campaigns(conn)
+
+        # After the sends, a lost connection must not fail the tick: its outcomes are recorded.
+        report.completed = await with_db_retries("complete campaigns", complete)
         if len(assignments) >= budget or inputs.exhausted(a.item for a in assignments):
             report.next_due_at = now  # more is due at this very instant: the caller ticks again
         else:
-            report.next_due_at = await self._next_due(now, planned, inputs)
+            report.next_due_at = await with_db_retries(
+                "next due", lambda _try: self._next_due(now, planned, inputs))
         return report
 
     async def next_due(self, now: datetime) -> datetime | None:

@@ -64,7 +64,7 @@ def schedules(draw: st.DrawFn, start: datetime) -> ScheduleSpec:
         raw["cron"] = draw(st.sampled_from(CRONS))
         if validate_schedule(raw):  # this cron never fires inside this window
             del raw["cron"]
-    low, high = draw(st.sampled_from(((60, 600), (120, 420), (600, 3600), (0, 90), (0, 0))))
+    low, high = draw(st.sampled_from(((60, 600), (120, 420), (600, 3600), (0, 90))))
     raw["min_wait_seconds"], raw["max_wait_seconds"] = low, high
     if draw(st.booleans()):
         raw["launch_at"] = start + timedelta(hours=draw(st.integers(0, 30)))
