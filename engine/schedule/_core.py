@@ -296,8 +296,8 @@ def _may_repeat(ctx: Context, usage: Usage, c: str, s: str, now: datetime) -> bo
     allow"; cron and every_minutes always space sends.
     """
     spec = ctx.campaigns[c].schedule
-    if spec.cron is not None or spec.every_minutes is not None:
-        return False
+    if spec.cron is not None or spec.every_minutes is not None or spec.max_wait_seconds != 0:
+        return False  # a drawn wait of 0 s within a range still spaces sends by an instant
     bound = _lower_bound(ctx, usage, c, s)
     return not isinstance(bound, _Never) and (bound is None or bound <= now)
 
