@@ -14,7 +14,6 @@ The shape of one tick::
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -60,6 +59,9 @@ MAX_CONCURRENT_SENDS = 64  # SMTP transactions in flight at once (engine option 
 OUTCOME_BATCH = 200  # outcomes recorded per transaction at most
 OUTCOME_LINGER = 0.01  # seconds an outcome waits for others to share its transaction
 ResultT = TypeVar("ResultT")
+# Event type -> the outcome it records (a TickReport field and a /metrics label).
+OUTCOME_OF = {"email.sent": "sent", "email.uncertain": "uncertain", "email.bounced": "bounced",
+              "email.failed": "failed", "email.deferred": "deferred"}
 log = structlog.get_logger("campaign_engine.sending")
 
 
@@ -145,7 +147,7 @@ class SendingService(ServiceBase):
     async def _tick(self) -> TickReport:
         now = self.now()
         report = TickReport()
-        hold, report.skipped = await self._verify_mx(now)
+        hold, report.skipped, mx_retry_at = await self._verify_mx(now)
         budget = self._claim_budget()
         async with self.store.transaction() as conn:
             report.activated = await self._activate_due(conn, now)
@@ -168,7 +170,7 @@ class SendingService(ServiceBase):
             report.next_due_at = now  # more is due at this very instant: the caller ticks again
         else:
             report.next_due_at = await with_db_retries(
-                "next due", lambda _try: self._next_due(now, planned, inputs))
+                "next due", lambda _try: self._next_due(now, planned, inputs, mx_retry_at))
         return report
 
     async def next_due(self, now: datetime) -> datetime | None:
@@ -187,7 +189,8 @@ class SendingService(ServiceBase):
         configured = self.options.get("claim_batch") or os.environ.get("CAMPAIGN_ENGINE_CLAIM_BATCH") or CLAIM_BATCH
         return max(1, int(configured))
 
-    async def _next_due(self, now: datetime, planned: PlanRound, inputs: PlannerInputs) -> datetime | None:
+    async def _next_due(self, now: datetime, planned: PlanRound, inputs: PlannerInputs,
+                        mx_retry_at: datetime | None = None) -> datetime | None:
         async with self.store.reading() as conn:
             usage = await load_usage(conn, now, inputs.campaigns, list(inputs.senders),
                                      sorted({c.workspace_id for c in inputs.campaigns.values()}))
@@ -199,9 +202,8 @@ class SendingService(ServiceBase):
                 emails.c.status == "claimed"))).scalar()
         after = now + timedelta(microseconds=1)
         candidates += [max(parse_time(value), after) for value in (launch, lease) if value]
-        retry = getattr(self, "_mx_retry_at", None)
-        if retry is not None:
-            candidates.append(max(retry, after))
+        if mx_retry_at is not None:
+            candidates.append(max(mx_retry_at, after))
         found = [c for c in candidates if c is not None]
         return min(found) if found else None
 
@@ -258,22 +260,23 @@ class SendingService(ServiceBase):
             await self.store.append_many(batches, workspace_id=workspace_id, conn=conn)
         return len(rows)
 
-    async def _verify_mx(self, now: datetime) -> tuple[set[str], int]:
+    async def _verify_mx(self, now: datetime) -> tuple[set[str], int, datetime | None]:
         """With ``verify_mx``, check each due first step's domain before it is claimed.
 
         Invalid (NXDOMAIN, null MX, no mail host): the enrollment is skipped as ``mx_invalid``.
         Unknown (timeout, SERVFAIL): the email is held back until the checker's ``retry_at``
         (5 min, then longer), which ``next_due_at`` reports. Returns (email ids to hold back,
-        enrollments skipped).
+        enrollments skipped, the earliest retry time of a held email).
         """
-        self._mx_retry_at: datetime | None = None
         e, c, k = emails.c, tables.campaigns.c, tables.contacts.c
+        retry_at: datetime | None = None
         async with self.store.reading() as conn:
-            campaigns = (await conn.execute(select(c.id, c.definition).where(
-                c.status.in_(["active", "scheduled"]), c.deleted.is_(False)))).all()
-            checked = [cid for cid, d in campaigns if (json.loads(d).get("settings") or {}).get("verify_mx")]
+            campaigns = (await conn.execute(select(c.id, c.workspace_id, c.definition).where(
+                c.status.in_(["active", "scheduled"]), c.deleted.is_(False)))).mappings().all()
+            checked = [row["id"] for row in campaigns
+                       if (parsed_campaign(row)[0].get("settings") or {}).get("verify_mx")]
             if not checked:
-                return set(), 0
+                return set(), 0, None
             due = (await conn.execute(
                 select(e.email_id, e.enrollment_id, e.campaign_id, e.contact_id, e.workspace_id, k.email_domain)
                 .join(tables.contacts, k.id == e.contact_id)
@@ -289,8 +292,7 @@ class SendingService(ServiceBase):
             if result.status == "unknown":
                 hold.add(r["email_id"])
                 if result.retry_at is not None:
-                    retry = result.retry_at
-                    self._mx_retry_at = retry if self._mx_retry_at is None else min(self._mx_retry_at, retry)
+                    retry_at = result.retry_at if retry_at is None else min(retry_at, result.retry_at)
             elif result.status == "invalid":
                 base = {"enrollment_id": r["enrollment_id"], "campaign_id": r["campaign_id"],
                         "contact_id": r["contact_id"]}
@@ -304,7 +306,7 @@ class SendingService(ServiceBase):
                 for workspace_id, batches in by_workspace.items():
                     stored = await self.store.append_many(batches, workspace_id=workspace_id, conn=conn)
                     skipped += sum(1 for s in stored if s.type == "enrollment.skipped")
-        return hold, skipped
+        return hold, skipped, retry_at
 
     async def _claim(self, conn: AsyncConnection, now: datetime, assignments: Sequence[Assignment],
                      inputs: PlannerInputs) -> tuple[list[Claim], int]:
@@ -484,23 +486,15 @@ class SendingService(ServiceBase):
             planned.requeue(item)
 
     def _count(self, events: Sequence[Event], claim: Claim, report: TickReport) -> None:
+        """Each outcome event counts once in the report (its field is the outcome's name) and in /metrics."""
         for event in events:
-            if isinstance(event, email_events.EmailSent):
-                report.sent += 1
+            outcome = OUTCOME_OF.get(event.TYPE)
+            if outcome is None:
+                continue
+            setattr(report, outcome, getattr(report, outcome) + 1)
+            metrics.record_email_outcome(outcome)
+            if outcome == "sent":
                 report.message_ids.append(claim.email.message_id)
-                metrics.record_email_outcome("sent")
-            elif isinstance(event, email_events.EmailUncertain):
-                report.uncertain += 1
-                metrics.record_email_outcome("uncertain")
-            elif isinstance(event, email_events.EmailBounced):
-                report.bounced += 1
-                metrics.record_email_outcome("bounced")
-            elif isinstance(event, email_events.EmailFailed):
-                report.failed += 1
-                metrics.record_email_outcome("failed")
-            elif isinstance(event, email_events.EmailDeferred):
-                report.deferred += 1
-                metrics.record_email_outcome("deferred")
 
     async def _disconnect(self, conn: AsyncConnection, workspace_id: str, sender_id: str, reason: str) -> None:
         status = (await conn.execute(select(tables.senders.c.status).where(tables.senders.c.id == sender_id))).scalar()
