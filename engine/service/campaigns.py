@@ -6,13 +6,14 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, cast, func, select
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from engine.domain import campaign as cd
 from engine.domain import enrollment as ed
 from engine.domain import models as m
-from engine.errors import NotFound, ValidationFailed
+from engine.errors import NotFound, PlanLimitReached, ValidationFailed
 from engine.service import views
 from engine.service.base import Page, ServiceBase, new_id
 from events.catalog import email as em
@@ -30,6 +31,29 @@ def _definition(body: m.CampaignIn) -> dict[str, Any]:
     if body.workflow is not None:
         data["steps"] = [m.StepIn.model_validate(s).model_dump() for s in cd.compile_workflow(data["workflow"])]
     return data
+
+
+def _matches(tree: dict[str, Any], row: Any) -> bool:
+    """Whether a contact row matches a filter rule tree (custom fields read from their JSON)."""
+    contact = dict(row)
+    contact["custom_fields"] = json.loads(row["custom_fields"]) if row["custom_fields"] else {}
+    return ed.matches(tree, contact)
+
+
+def _selection(data: m.EnrollIn) -> list[str]:
+    """How an enrollment request chose its contacts, echoed in the answer so that a client can
+    tell a narrowed list from a union: the enrolled contacts are the union of these parts, where
+    ``list_ids_matching_filter`` is the members of the lists that match the filter."""
+    parts = []
+    if data.contact_ids is not None:
+        parts.append("contact_ids")
+    if data.list_ids is not None and data.filter is not None:
+        parts.append("list_ids_matching_filter")
+    elif data.list_ids is not None:
+        parts.append("list_ids")
+    elif data.filter is not None:
+        parts.append("filter")
+    return parts
 
 
 class CampaignService(ServiceBase):
@@ -84,15 +108,22 @@ class CampaignService(ServiceBase):
         if folder:
             query = query.where(c.folder == folder)
         if tag:
-            query = query.where(c.tags.like(f'%{json.dumps(tag)[1:-1]}%'))
+            query = query.where(self._has_tag(tag))
         if q:
             query = query.where(func.lower(c.name).like(f"%{q.lower()}%"))
         col = getattr(c, sort)
         query = query.order_by(col.asc() if order == "asc" else col.desc(), c.id)
-        result = await self._paged(query, Page.of(page, per_page), views.campaign_view)
-        if tag:  # the LIKE above is a pre-filter; keep exact tag matches only
-            result["data"] = [d for d in result["data"] if tag in d["tags"]]
-        return result
+        return await self._paged(query, Page.of(page, per_page), views.campaign_view)
+
+    def _has_tag(self, tag: str) -> Any:
+        """Exact membership of ``tag`` in the campaign's JSON tag list, decided in SQL so that the
+        count and the page agree (a substring match would take ``q`` for ``q2``, and filtering
+        after the page would leave short or empty pages)."""
+        c = t.campaigns.c
+        if self.store.dialect == "postgresql":
+            return cast(c.tags, JSONB).contains([tag])
+        element = func.json_each(c.tags).table_valued("value")
+        return select(element.c.value).where(element.c.value == tag).exists()
 
     async def update_campaign(self, ws: str, cid: str, body: dict[str, Any]) -> dict[str, Any]:
         patch: m.CampaignPatch = m.parse(m.CampaignPatch, body)
@@ -172,11 +203,17 @@ class CampaignService(ServiceBase):
         c = t.senders.c
         rows = await self._all(select(c.id, c.status).where(c.workspace_id == ws, c.removed.is_(False)), conn)
         w = (await self._all(select(t.workspaces).where(t.workspaces.c.id == ws), conn))[0]
-        limit = w["monthly_limit"]
-        exhausted = limit is not None and await self.sent_this_month(ws) >= limit  # type: ignore[attr-defined]
         return cd.LaunchFacts(active_sender_ids=frozenset(r["id"] for r in rows if r["status"] == "active"),
                               known_sender_ids=frozenset(r["id"] for r in rows),
-                              require_approval=bool(w["require_approval"]), plan_exhausted=exhausted)
+                              require_approval=bool(w["require_approval"]),
+                              plan_exhausted=await self._plan_exhausted(ws, conn))
+
+    async def _plan_exhausted(self, ws: str, conn: AsyncConnection) -> bool:
+        """Whether the workspace has used its monthly limit: launch and dispatch would only queue
+        emails that cannot go this month, so both answer 402 instead."""
+        w = (await self._all(select(t.workspaces.c.monthly_limit).where(t.workspaces.c.id == ws), conn))[0]
+        limit = w["monthly_limit"]
+        return limit is not None and await self.sent_this_month(ws) >= limit  # type: ignore[attr-defined]
 
     async def pause_campaign(self, ws: str, cid: str) -> dict[str, Any]:
         return await self._lifecycle(ws, cid, lambda s: cd.decide_transition(s, "pause"))
@@ -258,9 +295,17 @@ class CampaignService(ServiceBase):
                 skipped[k] = skipped.get(k, 0) + v
         if added:
             self._notify_work()
-        return {"added": added, "skipped": skipped, "errors": errors}
+        return {"added": added, "skipped": skipped, "errors": errors, "selection": _selection(data)}
 
     async def _resolve_targets(self, ws: str, data: m.EnrollIn, errors: list[dict[str, Any]]) -> list[str]:
+        """The contacts a request names, in request order, duplicates kept (the decider skips
+        them as ``already_enrolled``).
+
+        ``contact_ids`` are explicit picks and always count. ``list_ids`` with ``filter`` select
+        the list members that match the filter (so a filter narrows a list); either one alone
+        selects what it says. Only the lists' members are read when lists are given, never the
+        whole contact table.
+        """
         c = t.contacts.c
         ids: list[str] = []
         if data.contact_ids:
@@ -274,23 +319,23 @@ class CampaignService(ServiceBase):
                     ids.append(cid)
                 else:
                     errors.append({"contact_id": cid, "error": "contact_not_found"})
+        tree = data.filter.model_dump() if data.filter is not None else None
+        lm = t.list_members.c
         for lid in data.list_ids or []:
             lc = t.lists.c
             if not await self._all(select(lc.id).where(lc.id == lid, lc.workspace_id == ws)):
                 raise NotFound("list", lid)
-            rows = await self._all(select(t.list_members.c.contact_id).join(
-                t.contacts, t.contacts.c.id == t.list_members.c.contact_id).where(
-                t.list_members.c.list_id == lid, c.erased.is_(False)).order_by(t.list_members.c.contact_id))
-            ids.extend(r["contact_id"] for r in rows)
-        if data.filter is not None:
-            tree = data.filter.model_dump()
+            columns = [t.contacts] if tree is not None else [lm.contact_id]
+            rows = await self._all(select(*columns).join(t.contacts, c.id == lm.contact_id).where(
+                lm.list_id == lid, c.erased.is_(False)).order_by(lm.contact_id))
+            if tree is None:
+                ids.extend(r["contact_id"] for r in rows)
+            else:
+                ids.extend(r["id"] for r in rows if _matches(tree, r))
+        if tree is not None and not data.list_ids:
             rows = await self._all(select(t.contacts).where(c.workspace_id == ws, c.erased.is_(False))
                                    .order_by(c.created_at, c.id))
-            for r in rows:
-                contact = dict(r)
-                contact["custom_fields"] = json.loads(r["custom_fields"]) if r["custom_fields"] else {}
-                if ed.matches(tree, contact):
-                    ids.append(r["id"])
+            ids.extend(r["id"] for r in rows if _matches(tree, r))
         return ids
 
     async def _next_seq(self, conn: AsyncConnection, cid: str) -> int:
@@ -408,6 +453,8 @@ class CampaignService(ServiceBase):
                 select(e.batch_number).distinct().where(e.campaign_id == cid, e.status == "pending",
                                                         e.next_send_at.is_(None), e.batch_number.is_not(None)), conn)]
             events = cd.decide_dispatch(state, pending, bn)
+            if await self._plan_exhausted(ws, conn):
+                raise PlanLimitReached("the workspace's monthly limit is reached")
             await self.store.append(f"campaign-{cid}", events, version, workspace_id=ws, conn=conn)
             for ev_ in events:
                 state = cd.evolve(state, ev_)
