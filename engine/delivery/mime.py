@@ -31,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.header import Header
+from functools import lru_cache
 from html.parser import HTMLParser
 from urllib.parse import quote
 
@@ -455,7 +456,13 @@ def _base_url(tracking: Tracking) -> str:
 def _unsubscribe_token(tracking: Tracking) -> str | None:
     if not tracking.workspace_id or not tracking.contact_id:
         return None
-    return unsubscribe_token(tracking.secret, tracking.workspace_id, tracking.contact_id, tracking.email_id)
+    return _signed_unsubscribe(tracking.secret, tracking.workspace_id, tracking.contact_id, tracking.email_id)
+
+
+@lru_cache(maxsize=1024)
+def _signed_unsubscribe(secret: bytes, workspace_id: str, contact_id: str, email_id: str) -> str:
+    """One signature per email: the merge tag and the List-Unsubscribe header carry the same token."""
+    return unsubscribe_token(secret, workspace_id, contact_id, email_id)
 
 
 def unsubscribe_url(tracking: Tracking) -> str | None:

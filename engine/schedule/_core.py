@@ -240,21 +240,36 @@ def _slot_of(
 
 
 def _candidate(
-    ctx: Context, queue: ItemQueue, usage: Usage, c: str, s: str, now: datetime, slot_known: bool = False
+    ctx: Context,
+    queue: ItemQueue,
+    usage: Usage,
+    c: str,
+    s: str,
+    now: datetime,
+    slot_known: bool = False,
+    open_zones: dict[tuple[str, str], bool] | None = None,
 ) -> RankKey | None:
     """The item the pair would send at `now`, or None if it may not send now.
 
-    Cheap checks (limits at `now`, an item due and in its window) come before the slot search;
-    `slot_known` skips the search when this call already found the pair's slot at or before `now`.
+    Cheap checks (limits at `now`, an item due and in its window) come before the slot search.
+    `slot_known`: this call already found the pair's slot at or before `now` and its limits open;
+    only the best due item is looked for again (a limit that filled up since is caught when the
+    pair is popped). `open_zones` memoises whether each (campaign, zone) window is open at `now`.
     """
-    if _limits_release(ctx, usage, c, s, now) != now:
-        return None
-    spec = ctx.campaigns[c].schedule
-    if spec.cron is not None and next_fire_at_or_after(spec.cron, spec.timezone, now) != now:
-        return None  # a cron schedule sends at its fire times only, even after downtime
+    if not slot_known:
+        if _limits_release(ctx, usage, c, s, now) != now:
+            return None
+        spec = ctx.campaigns[c].schedule
+        if spec.cron is not None and next_fire_at_or_after(spec.cron, spec.timezone, now) != now:
+            return None  # a cron schedule sends at its fire times only, even after downtime
     best: RankKey | None = None
     for tz, pools in queue.groups(c, s):
-        if not ctx.window(c, tz).contains(now):
+        is_open = None if open_zones is None else open_zones.get((c, tz))
+        if is_open is None:
+            is_open = ctx.window(c, tz).contains(now)
+            if open_zones is not None:
+                open_zones[(c, tz)] = is_open
+        if not is_open:
             continue
         for pool in pools:
             key = pool.best_due(now)
@@ -321,9 +336,10 @@ def send_now(
     # earlier, and when it fills a shared limit the check at pop time catches it; so the slot
     # search runs again only for the pair that sent (its spacing starts anew).
     slotted: set[tuple[str, str]] = set()
+    open_zones: dict[tuple[str, str], bool] = {}
 
     def push(c: str, s: str) -> None:
-        key = _candidate(ctx, queue, usage, c, s, now, (c, s) in slotted)
+        key = _candidate(ctx, queue, usage, c, s, now, (c, s) in slotted, open_zones)
         if key is not None:
             slotted.add((c, s))
             heapq.heappush(heap, (key, rotation[(c, s)], c, s, versions[c]))

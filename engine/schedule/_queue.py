@@ -78,6 +78,8 @@ class ItemQueue:
         self.items: dict[str, QueueItem] = {}
         self._zones: dict[str, str] = {}
         self._pools: dict[str, dict[tuple[str | None, str], Pool]] = {}
+        # groups() per (campaign, sender), valid while no pool of the campaign is created or emptied
+        self._groups: dict[tuple[str, str], list[tuple[str, list[Pool]]]] = {}
 
     def add(self, item: QueueItem, tz: str) -> None:
         """Add `item`, whose window is read in zone `tz`. An email id already queued is replaced."""
@@ -86,7 +88,11 @@ class ItemQueue:
         self.items[item.email_id] = item
         self._zones[item.email_id] = tz
         pools = self._pools.setdefault(item.campaign_id, {})
-        pools.setdefault((item.sender_id, tz), Pool()).add(item)
+        pool = pools.get((item.sender_id, tz))
+        if pool is None:
+            pool = pools[(item.sender_id, tz)] = Pool()
+            self._forget_groups(item.campaign_id)
+        pool.add(item)
 
     def remove(self, email_id: str) -> QueueItem:
         item = self.items.pop(email_id)
@@ -96,14 +102,26 @@ class ItemQueue:
         pools[key].remove(item)
         if not pools[key]:
             del pools[key]
+            self._forget_groups(item.campaign_id)
             if not pools:
                 del self._pools[item.campaign_id]
         return item
 
+    def _forget_groups(self, campaign_id: str) -> None:
+        for key in [k for k in self._groups if k[0] == campaign_id]:
+            del self._groups[key]
+
     def groups(self, campaign_id: str, sender_id: str) -> list[tuple[str, list[Pool]]]:
-        """Pools a (campaign, sender) pair may draw from (pinned to it, or unpinned), by zone."""
-        by_zone: dict[str, list[Pool]] = {}
-        for (pin, tz), pool in self._pools.get(campaign_id, {}).items():
-            if pin is None or pin == sender_id:
-                by_zone.setdefault(tz, []).append(pool)
-        return sorted(by_zone.items())
+        """Pools a (campaign, sender) pair may draw from (pinned to it, or unpinned), by zone.
+
+        Kept until a pool of the campaign appears or empties: the planner asks for the same
+        groups for every send it weighs, and their pools change far less often.
+        """
+        found = self._groups.get((campaign_id, sender_id))
+        if found is None:
+            by_zone: dict[str, list[Pool]] = {}
+            for (pin, tz), pool in self._pools.get(campaign_id, {}).items():
+                if pin is None or pin == sender_id:
+                    by_zone.setdefault(tz, []).append(pool)
+            found = self._groups[(campaign_id, sender_id)] = sorted(by_zone.items())
+        return found
