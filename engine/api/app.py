@@ -2,23 +2,47 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
-from fastapi import FastAPI, Request
+import structlog
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engine.api import api_keys, campaigns, management, ops, tracking
 from engine.api import reports as report_routes
-from engine.api.support import DEFAULT_MAX_BODY, RateLimiter, error_response
+from engine.api.support import DEFAULT_MAX_BODY, RateLimiter, check_query_numbers, error_response
 from engine.errors import EngineError
+
+log = structlog.get_logger("campaign_engine.api")
+
+
+def request_id_of(request: Request) -> str:
+    """The request's id when the logging middleware gave it one, else a fresh one for this answer."""
+    found = getattr(request.state, "request_id", None)
+    if not found:
+        found = uuid.uuid4().hex
+        request.state.request_id = found
+    return str(found)
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path: Starlette's 405 names only the first route's."""
+    methods: set[str] = set()
+    for pattern, route_methods in request.app.state.route_methods:
+        if pattern.match(request.url.path):
+            methods |= route_methods
+    return ", ".join(sorted(methods))
 
 
 def create_app(engine: Any, *, max_body_bytes: int = DEFAULT_MAX_BODY, rate_limit_per_minute: int = 6000) -> FastAPI:
     """Build the ASGI app serving the contract's REST API on top of a running engine."""
     app = FastAPI(title="campaign-engine", version="0.1.0",
-                  description="Event-sourced sending engine for multi-step email campaigns.")
+                  description="Event-sourced sending engine for multi-step email campaigns.",
+                  dependencies=[Depends(check_query_numbers)])
     app.state.engine = engine
     app.state.max_body = max_body_bytes
     app.state.limiter = RateLimiter(rate_limit_per_minute)
@@ -35,16 +59,37 @@ def create_app(engine: Any, *, max_body_bytes: int = DEFAULT_MAX_BODY, rate_limi
                                        "details": {"errors": errors}}}, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = allowed_methods(request)
         code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}.get(exc.status_code, "bad_request")
+        # exc.headers carries Allow on a 405 (RFC 9110 requires it) and WWW-Authenticate where set
         return JSONResponse({"error": {"code": code, "message": str(exc.detail), "details": {}}},
-                            status_code=exc.status_code)
+                            status_code=exc.status_code, headers=headers)
 
-    app.include_router(management.router)
-    app.include_router(campaigns.router)
-    app.include_router(report_routes.router)
-    app.include_router(tracking.router)
-    app.include_router(api_keys.router)
-    app.include_router(ops.router)
+    @app.exception_handler(OverflowError)
+    async def _overflow(_request: Request, exc: OverflowError) -> JSONResponse:
+        # a number too large for SQL or a date that slipped past the checks: the client's input, not our fault
+        return JSONResponse({"error": {"code": "validation_failed", "message": "validation failed",
+                                       "details": {"errors": [{"field": "request",
+                                                               "message": "a number is out of range"}]}}},
+                            status_code=422)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Starlette's ServerErrorMiddleware sends this answer, then re-raises for the server's log
+        request_id = request_id_of(request)
+        log.error("unhandled_error", request_id=request_id, path=request.url.path, error=repr(exc)[:500])
+        return JSONResponse({"error": {"code": "internal_error", "message": "internal server error",
+                                       "details": {"request_id": request_id}}},
+                            status_code=500, headers={"X-Request-Id": request_id})
+
+    routers = (management.router, campaigns.router, report_routes.router, tracking.router, api_keys.router,
+               ops.router)
+    for router in routers:
+        app.include_router(router)
+    app.state.route_methods = [(route.path_regex, set(route.methods or ())) for router in routers
+                               for route in router.routes if isinstance(route, APIRoute) and route.methods]
     app.add_middleware(ops.RequestMetrics)
     return app

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
@@ -11,9 +13,26 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
-from engine.errors import BadRequest, Conflict, EngineError, PayloadTooLarge, RateLimited, Unauthorized
+from engine.errors import (
+    BadRequest,
+    Conflict,
+    EngineError,
+    PayloadTooLarge,
+    RateLimited,
+    Unauthorized,
+    ValidationFailed,
+)
 
 DEFAULT_MAX_BODY = 10 * 1024 * 1024
+MAX_INT = 2**63 - 1
+"""The largest integer any request may carry: SQLite, PostgreSQL ``bigint`` and orjson stop there."""
+MAX_JSON_DEPTH = 64
+"""Deepest nesting of arrays and objects a JSON body may have. Real bodies (a filter tree nested a
+dozen times) stay far below it; thousands of levels would otherwise reach Python's recursion limit
+in the parser or in pydantic and answer a 500."""
+MAX_PAGE = MAX_INT // 200
+"""The last page any listing answers: beyond it, ``(page - 1) * per_page`` overflows SQL's OFFSET."""
+_INTEGER = re.compile(r"[+-]?\d+")
 
 
 def error_response(exc: EngineError) -> JSONResponse:
@@ -35,6 +54,80 @@ async def read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
+def _out_of_range(field: str, message: str) -> ValidationFailed:
+    return ValidationFailed([{"field": field, "message": message}])
+
+
+def _parse_int(text: str) -> int:
+    """JSON integers beyond 64 bits are refused here: stored events and SQL columns cannot hold them."""
+    if len(text.lstrip("+-")) > 19 or abs(int(text)) > MAX_INT:
+        raise _out_of_range("body", f"integer {text[:30]} is out of range (at most 2^63 - 1 in magnitude)")
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    """``1e999`` parses to infinity: refused like the ``Infinity`` literal."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise _out_of_range("body", f"number {text[:30]} is out of range")
+    return value
+
+
+def _parse_constant(name: str) -> Any:
+    """``NaN``, ``Infinity`` and ``-Infinity`` are not JSON (RFC 8259); Python's parser accepts them."""
+    raise _out_of_range("body", f"{name} is not a valid JSON number")
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    """Whether arrays/objects nest deeper than ``limit``, walked without recursion."""
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        pending.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+def parse_json(raw: bytes) -> Any:
+    """Parse a request body: invalid JSON is 400; valid JSON the engine cannot hold is 422.
+
+    422 ``validation_failed`` (before anything is written) for ``NaN``/``Infinity``, numbers
+    beyond 64 bits or infinite floats, and nesting deeper than :data:`MAX_JSON_DEPTH`.
+    """
+    try:
+        body = json.loads(raw, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_parse_constant)
+    except RecursionError:
+        raise _out_of_range("body", f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"body is not valid JSON: {exc}") from None
+    if _depth_exceeds(body, MAX_JSON_DEPTH):
+        raise _out_of_range("body", f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    return body
+
+
+def check_query_numbers(request: Request) -> None:
+    """App-wide dependency: an integer query parameter beyond 2^63 - 1 is 422, whatever the route.
+
+    The engine checks each parameter's own range (page >= 1, days 1..90, ...) but hands the
+    value to SQL, where a 20-digit number raised ``OverflowError`` (a 500). Checking every
+    integer-looking parameter here covers routes added later too.
+    """
+    errors = []
+    for name, value in request.query_params.multi_items():
+        text = value.strip()
+        if not _INTEGER.fullmatch(text):
+            continue
+        limit = MAX_PAGE if name == "page" else MAX_INT
+        if len(text.lstrip("+-")) > 19 or abs(int(text)) > limit:
+            errors.append({"field": name, "message": f"{name} is out of range (at most {limit} in magnitude)"})
+    if errors:
+        raise ValidationFailed(errors)
+
+
 async def json_body(request: Request, *, allow_empty: bool = False) -> Any:
     raw = await read_body(request)
     if not raw.strip():
@@ -44,10 +137,7 @@ async def json_body(request: Request, *, allow_empty: bool = False) -> Any:
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype != "application/json" and not ctype.endswith("+json"):
         raise BadRequest("content type must be application/json")
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"body is not valid JSON: {exc}") from None
+    return parse_json(raw)
 
 
 class RateLimiter:
