@@ -15,6 +15,7 @@ import structlog
 
 from engine.clock import Clock, SystemClock
 from engine.delivery.smtp import SmtpMailer
+from engine.errors import SecretKeyMismatch
 from engine.service.campaigns import CampaignService
 from engine.service.forecast import ForecastService
 from engine.service.inbound import InboundService
@@ -27,7 +28,7 @@ from engine.service.tracking import TrackingService
 from engine.service.webhooks import WebhookService
 from events import catalog as _catalog  # noqa: F401  (registers every event type)
 from events.store import EventStore
-from events.vault import Vault
+from events.vault import KeyCheck, Vault, check_database_key
 from projections import inbound as _inbound_tables  # noqa: F401  (mailbox checkpoints)
 from projections.base import Projector
 from projections.management import ALL as MANAGEMENT_PROJECTIONS
@@ -111,6 +112,7 @@ class CampaignEngine(ManagementService, CampaignService, SendingService, StatsSe
         secret = secret_bytes(self._secret) if self._secret is not None else load_or_create_secret(self.database_url)
         self.vault = Vault(secret)
         self.store = await EventStore.open(self.database_url, self.vault, self.clock.now)
+        await self._check_secret_key()
         rebuilt = await self.projector.start(self.store)
         if rebuilt:
             log.info("projections_rebuilt", projections=rebuilt)
@@ -119,6 +121,25 @@ class CampaignEngine(ManagementService, CampaignService, SendingService, StatsSe
         self.store.notify_when = creates_work
         self._opened = True
         return self
+
+    async def _check_secret_key(self) -> None:
+        """Refuse another key's database before any append or projection rebuild touches it."""
+        async with self.store.write_engine.begin() as conn:
+            found = await check_database_key(conn, self.vault)
+        if found is KeyCheck.MISMATCH:
+            await self.store.close()
+            raise SecretKeyMismatch(self.database_url, self._secret_source())
+        if found is KeyCheck.RECORDED_EXISTING:
+            log.info("key_check_recorded", detail="a database from before key checks: its secret key's check "
+                     "value is recorded now that its data proved the key")
+
+    def _secret_source(self) -> str:
+        """Where the key in use came from, for an error that tells the operator what to change."""
+        if self._secret is None:
+            return f"from the key file {_key_file_for(self.database_url)}"
+        if self._secret == os.environ.get("CAMPAIGN_ENGINE_SECRET_KEY"):
+            return "from CAMPAIGN_ENGINE_SECRET_KEY"
+        return "given to CampaignEngine"
 
     async def close(self) -> None:
         if self._opened:

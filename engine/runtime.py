@@ -214,6 +214,9 @@ class Runtime:
             self.engine._wake = previous_wake
             self.engine._runtime = previous_runtime
             self._stopping = True  # a queued tick returns without claiming
+            drain = getattr(self.engine, "drain_sends", None)
+            if drain is not None:  # transactions in DATA finish; claims not yet sent go back
+                drain()
             scheduler.shutdown(wait=False)
             # let the tick in flight record its outcomes (its task is not the scheduler's to cancel)
             await asyncio.gather(*self._tasks, return_exceptions=True)

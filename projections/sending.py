@@ -59,7 +59,7 @@ emails = Table(
 # Every handler updates the rows of its own enrollment's emails, except the two contact events,
 # which reach across streams and so keep their place in the log order. Handlers find rows by
 # email_id (the primary key) or contact_id (not indexed): the indexes serve the readers.
-send_queue = Projection("send_queue", 3, [emails], stream_local=True,
+send_queue = Projection("send_queue", 4, [emails], stream_local=True,
                         barriers=frozenset({"contact.erased", "contact.unsubscribed"}), defer_indexes=True)
 E = emails.c
 
@@ -135,6 +135,18 @@ async def _deferred(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
     texts = TimeTexts()
     await _DEFER.run(conn, [(texts[d.retry_at], d.code, d.message, texts[e.recorded_at], d.email_id)
                             for e in evs for d in [_ev(e)]])
+
+
+_RELEASE = _update(["p_at"], status=lit("scheduled"),
+                   sender_id=case((E.step == lit(1), lit(None)), else_=E.sender_id),  # as after a deferral
+                   attempt=case((E.attempt > lit(0), E.attempt - lit(1)), else_=E.attempt),  # no attempt made
+                   lease_until=lit(None), claimed_at=lit(None), updated_at=bindparam("p_at"))
+
+
+@send_queue.on("email.released")
+async def _released(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
+    texts = TimeTexts()
+    await _RELEASE.run(conn, [(texts[e.recorded_at], _ev(e).email_id) for e in evs])
 
 
 _FAIL = _update(["p_status", "p_msg", "p_at"], status=bindparam("p_status"), last_message=bindparam("p_msg"),

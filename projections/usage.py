@@ -14,8 +14,8 @@ scope               owner        bucket
 ``workspace_month`` workspace    UTC calendar month (``2026-01``)
 ==================  ===========  =====================================================
 
-A claim counts +1 in each of its four buckets; a deferral (nothing was delivered) counts -1 in
-the buckets of the claim it undoes. ``rm_usage_last_sends`` keeps each (campaign, sender) pair's
+A claim counts +1 in each of its four buckets; a deferral (nothing was delivered) or a release
+(no SMTP was spoken) counts -1 in the buckets of the claim it undoes. ``rm_usage_last_sends`` keeps each (campaign, sender) pair's
 latest claim and its number within that local day (it seeds the next random wait; a deferral does
 not undo it: the pair's spacing counts from the attempt). ``rm_usage_rotation`` keeps the sender
 of each campaign's latest claim, where round-robin resumes.
@@ -62,7 +62,7 @@ rotation = Table(
     Column("sender_id", String(64), nullable=False),
 )
 
-usage = Projection("usage", 1, [counts, last_sends, rotation])
+usage = Projection("usage", 2, [counts, last_sends, rotation])
 
 SENDER_DAY = "sender_day"
 CAMPAIGN_DAY = "campaign_day"
@@ -148,7 +148,7 @@ async def _claimed(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
     await conn.execute(_ROTATION, [{"campaign_id": c, "sender_id": s} for c, s in latest_sender.items()])
 
 
-@usage.on("email.deferred")
+@usage.on("email.deferred", "email.released")
 async def _deferred(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
     deltas: dict[Bucket, int] = {}
     for stored in evs:

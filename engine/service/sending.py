@@ -46,7 +46,7 @@ from events.catalog import email as email_events
 from events.catalog import enrollment as enrollment_events
 from events.catalog import sender as sender_events
 from events.registry import Event, format_time, parse_time
-from events.store import AppendBatch
+from events.store import AppendBatch, StoredEvent
 from projections import tables
 from projections.sending import emails
 
@@ -61,7 +61,7 @@ OUTCOME_LINGER = 0.01  # seconds an outcome waits for others to share its transa
 ResultT = TypeVar("ResultT")
 # Event type -> the outcome it records (a TickReport field and a /metrics label).
 OUTCOME_OF = {"email.sent": "sent", "email.uncertain": "uncertain", "email.bounced": "bounced",
-              "email.failed": "failed", "email.deferred": "deferred"}
+              "email.failed": "failed", "email.deferred": "deferred", "email.released": "released"}
 log = structlog.get_logger("campaign_engine.sending")
 
 
@@ -96,6 +96,7 @@ class TickReport:
     failed: int = 0
     bounced: int = 0
     uncertain: int = 0
+    released: int = 0  # claims given back before SMTP (a stop or a shutdown came first)
     skipped: int = 0
     activated: int = 0
     completed: int = 0
@@ -117,8 +118,24 @@ class Claim:
 @dataclass(slots=True)
 class _Outcome:
     claim: Claim
-    result: SendResult
+    result: SendResult | None  # None: released before SMTP (see ``release``)
     links: tuple[str, ...] | None
+    release: Release | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """Why a claim went back before its SMTP transaction began, and whether that ends the enrollment."""
+
+    reason: str
+    terminal: bool
+    enrollment_open: bool
+
+
+# Events after which a claim not yet sent may have to go back (see SendingService.note_stops).
+STOP_TYPES = frozenset({"campaign.paused", "campaign.cancelled", "campaign.deleted", "campaign.archived",
+                        "contact.unsubscribed", "contact.erased", "suppression.added", "sender.disabled",
+                        "sender.removed", "enrollment.stopped", "enrollment.removed"})
 
 
 def _next_step(assignment: Assignment, plan: CampaignPlan) -> QueueItem | None:
@@ -135,6 +152,19 @@ def _as_next(item: QueueItem | None) -> NextStep | None:
 
 class SendingService(ServiceBase):
     mailer: SmtpMailer
+    _stop_generation: int = 0  # bumped by every committed stop (and by a shutdown)
+    _draining: bool = False  # shutting down: no new SMTP transaction starts
+
+    async def note_stops(self, events: Sequence[StoredEvent]) -> None:
+        """After-commit hook: a pause, cancel, unsubscribe, erasure, suppression or sender stop was
+        committed, so the claims of a tick in flight are checked again before their SMTP begins."""
+        if any(event.type in STOP_TYPES for event in events):
+            self._stop_generation += 1
+
+    def drain_sends(self) -> None:
+        """Shutdown: SMTP transactions already started finish; claims not yet sent are released."""
+        self._draining = True
+        self._stop_generation += 1
 
     async def tick(self) -> TickReport:
         """Do everything due at ``clock.now()``. Idempotent: a second call at the same time sends nothing."""
@@ -403,9 +433,27 @@ class SendingService(ServiceBase):
         gate = asyncio.Semaphore(max(1, int(self.options.get("max_concurrent_sends", MAX_CONCURRENT_SENDS))))
         done: asyncio.Queue[_Outcome] = asyncio.Queue()
         settings: dict[str, SmtpSettings] = {}
+        stops: dict[str, Release] = {}
+        checked = [self._stop_generation]  # the generation `stops` was last read at
+        refreshing = asyncio.Lock()
+
+        async def released(claim: Claim) -> Release | None:
+            if self._draining:
+                return Release("shutdown", terminal=False, enrollment_open=True)
+            if self._stop_generation != checked[0]:
+                async with refreshing:  # concurrent sends share one read per stop
+                    if self._stop_generation != checked[0]:
+                        target = self._stop_generation
+                        stops.update(await with_db_retries("check stops", lambda _try: self._stops_among(claims)))
+                        checked[0] = target
+            return stops.get(claim.email.email_id)
 
         async def send(claim: Claim) -> None:
             async with gate:
+                release = await released(claim)
+                if release is not None:
+                    done.put_nowait(_Outcome(claim, None, None, release))
+                    return
                 try:
                     composed = self._compose(inputs.definitions[claim.email.campaign_id], claim, now)
                     sender = claim.sender
@@ -444,6 +492,20 @@ class SendingService(ServiceBase):
         requeue: list[QueueItem] = []
         for outcome in batch:
             claim, result = outcome.claim, outcome.result
+            if result is None:
+                assert outcome.release is not None
+                events = self._release_events(claim, outcome.release)
+                self._count(events, claim, report)
+                by_workspace.setdefault(claim.workspace_id, []).append(
+                    AppendBatch(f"enrollment-{claim.email.enrollment_id}", events))
+                if not outcome.release.terminal and outcome.release.reason != "paused":
+                    item = claim.assignment.item  # may go again, through another sender if need be
+                    requeue.append(QueueItem(email_id=item.email_id, enrollment_id=item.enrollment_id,
+                                             campaign_id=item.campaign_id, contact_id=item.contact_id,
+                                             step=item.step, due_at=item.due_at, priority=item.priority,
+                                             sender_id=None if item.step == 1 else item.sender_id,
+                                             contact_timezone=item.contact_timezone, seq=item.seq))
+                continue
             plan = inputs.campaigns[claim.email.campaign_id]
             following = _next_step(claim.assignment, plan) if result.outcome in ("sent", "uncertain") else None
             attempt = Attempt(outcome=result.outcome, code=result.code, message=result.message,
@@ -484,6 +546,70 @@ class SendingService(ServiceBase):
         await with_db_retries("record outcomes", write)
         for item in requeue:
             planned.requeue(item)
+
+    def _release_events(self, claim: Claim, release: Release) -> list[Event]:
+        """The claim goes back (not sent, not uncertain); a stop that ends the enrollment cancels it."""
+        email = claim.email
+        base: dict[str, Any] = {"enrollment_id": email.enrollment_id, "campaign_id": email.campaign_id,
+                                "contact_id": email.contact_id}
+        events: list[Event] = [email_events.EmailReleased(
+            **base, email_id=email.email_id, step=email.step, sender_id=email.sender_id, reason=release.reason,
+            claimed_at=email.claimed_at, timezone=email.timezone)]
+        if release.terminal:
+            events.append(email_events.EmailCancelled(**base, email_id=email.email_id, step=email.step,
+                                                      reason=release.reason))
+            if release.enrollment_open:
+                events.append(enrollment_events.EnrollmentStopped(
+                    **base, reason=release.reason,
+                    status="unsubscribed" if release.reason == "unsubscribed" else "stopped"))
+        return events
+
+    async def _stops_among(self, claims: Sequence[Claim]) -> dict[str, Release]:
+        """Which of `claims` may no longer go, read afresh: each with why and what follows."""
+        enrolled, c, k, s = tables.enrollments.c, tables.campaigns.c, tables.contacts.c, tables.senders.c
+        async with self.store.reading() as conn:
+            enrollments = dict((await conn.execute(select(enrolled.id, enrolled.status).where(
+                enrolled.id.in_([claim.email.enrollment_id for claim in claims])))).all())
+            campaigns = {row[0]: (row[1], row[2]) for row in (await conn.execute(
+                select(c.id, c.status, c.deleted).where(
+                    c.id.in_(list({claim.email.campaign_id for claim in claims}))))).all()}
+            contacts = {row["id"]: row for row in (await conn.execute(
+                select(k.id, k.erased, k.unsubscribed, k.email, k.email_domain, k.workspace_id).where(
+                    k.id.in_(list({claim.email.contact_id for claim in claims}))))).mappings()}
+            senders = {row[0]: (row[1], row[2]) for row in (await conn.execute(
+                select(s.id, s.status, s.removed).where(
+                    s.id.in_(list({claim.email.sender_id for claim in claims}))))).all()}
+            suppressed: set[str] = set()
+            by_workspace: dict[str, list[str]] = {}
+            for row in contacts.values():
+                by_workspace.setdefault(row["workspace_id"], []).extend([row["email"], row["email_domain"]])
+            for workspace_id, values in by_workspace.items():
+                suppressed |= await self._suppressed(workspace_id, values, conn)  # type: ignore[attr-defined]
+        found: dict[str, Release] = {}
+        for claim in claims:
+            email = claim.email
+            still_open = enrollments.get(email.enrollment_id) in ("pending", "in_progress")
+            status, deleted = campaigns.get(email.campaign_id, ("deleted", True))
+            contact: Any = contacts.get(email.contact_id)
+            sender_status, removed = senders.get(email.sender_id, ("removed", True))
+            reason, terminal = None, True
+            if not still_open:
+                reason = "enrollment_stopped"
+            elif deleted or status in ("cancelled", "archived", "completed"):
+                reason = f"campaign_{'deleted' if deleted else status}"
+            elif contact is None or contact["erased"]:
+                reason = "erased"
+            elif contact["unsubscribed"]:
+                reason = "unsubscribed"
+            elif {self.vault.lookup_hash(value) for value in (contact["email"], contact["email_domain"])} & suppressed:
+                reason = "suppressed"
+            elif status == "paused":
+                reason, terminal = "paused", False
+            elif removed or sender_status != "active":
+                reason, terminal = f"sender_{'removed' if removed else sender_status}", False
+            if reason is not None:
+                found[email.email_id] = Release(reason, terminal, still_open)
+        return found
 
     def _count(self, events: Sequence[Event], claim: Claim, report: TickReport) -> None:
         """Each outcome event counts once in the report (its field is the outcome's name) and in /metrics."""

@@ -170,3 +170,18 @@ class EmailDelayed(EmailEvent):
     reason: str
     code: int | None = None
     will_retry_until: datetime | None = None
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EmailReleased(EmailEvent):
+    """A claim given back before any SMTP was spoken for it: a pause, a stop, a disabled sender or
+    a shutdown came first. The email waits in the queue again (``email.cancelled`` follows when
+    the stop ends its enrollment); it is neither sent nor uncertain, and the claim stops counting
+    against the limits (``claimed_at`` and ``timezone`` name its buckets, as on a deferral)."""
+
+    TYPE = "email.released"
+    sender_id: str
+    reason: str
+    claimed_at: datetime
+    timezone: str

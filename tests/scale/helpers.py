@@ -35,7 +35,8 @@ ROOT = Path(__file__).resolve().parents[2]
 ALWAYS_OPEN: dict[str, Any] = {"timezone": "UTC", "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
                                "start_time": "00:00", "end_time": "24:00", "min_wait_seconds": 0,
                                "max_wait_seconds": 0}
-OUTCOMES = frozenset({"email.sent", "email.deferred", "email.failed", "email.bounced", "email.uncertain"})
+OUTCOMES = frozenset({"email.sent", "email.deferred", "email.failed", "email.bounced", "email.uncertain",
+                      "email.released"})
 
 
 # -- processes ---------------------------------------------------------------------------------

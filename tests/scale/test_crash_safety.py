@@ -145,7 +145,7 @@ async def test_sigkill_and_sigterm_at_random_moments(tmp_path: Path) -> None:
             assert result.returncode == 0, result.stdout + result.stderr
 
 
-OUTCOME_TYPES = ["email.sent", "email.deferred", "email.failed", "email.bounced", "email.uncertain"]
+OUTCOME_TYPES = ["email.sent", "email.deferred", "email.failed", "email.bounced", "email.uncertain", "email.released"]
 
 
 async def terminate_backends(database: str) -> int:
