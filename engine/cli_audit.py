@@ -25,7 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
-from engine.errors import EngineError, NotFound
+from engine.errors import EngineError, NotFound, SecretKeyMismatch
 from engine.facade import DEFAULT_URL, secret_bytes
 from engine.service import audit
 from events.registry import format_time
@@ -94,7 +94,8 @@ def run_command(make: Callable[[], Coroutine[Any, Any, int | None]]) -> None:
 
     Exit 0 done (also when the reader of stdout went away: ``events export | head -3``), 1 an
     unknown id or tampering, 2 bad input, a refused request (nothing changed) or an unusable
-    database or secret key. Anything else is a bug and keeps its traceback.
+    database or secret key (``secret_key_mismatch``: the database was created under another key,
+    refused before anything was written). Anything else is a bug and keeps its traceback.
     """
     _check_secret_key()
     try:
@@ -102,6 +103,8 @@ def run_command(make: Callable[[], Coroutine[Any, Any, int | None]]) -> None:
     except BrokenPipeError:
         quiet_stdout()
         raise typer.Exit(0) from None
+    except SecretKeyMismatch as exc:  # a configuration to fix, never tampering (exit 1)
+        fail(exc.message, 2)
     except EngineError as exc:
         exit_code = getattr(exc, "exit_code", 1 if isinstance(exc, NotFound) else 2)
         fail(describe(exc), int(exit_code))

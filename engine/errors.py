@@ -86,3 +86,30 @@ class NoPendingEnrollments(EngineError):
 
 class RateLimited(EngineError):
     code, status = "rate_limited", 429
+
+
+class SecretKeyMismatch(EngineError):
+    """The database was created under another secret key.
+
+    Raised by ``CampaignEngine.open`` before anything is appended: going on would chain new events
+    under the wrong HMAC key (``audit verify`` would then report tampering) and fail to decrypt
+    every personal field. The CLI exits 2 (an unusable configuration; nothing changed).
+    """
+
+    code, status = "secret_key_mismatch", 500
+
+    def __init__(self, database_url: str, source: str) -> None:
+        super().__init__(
+            f"the secret key ({source}) is not the one the database {_redacted(database_url)} was created with: "
+            "set CAMPAIGN_ENGINE_SECRET_KEY to that database's key; nothing was written",
+            {"key_source": source})
+
+
+def _redacted(url: str) -> str:
+    """The database URL without a password, fit for an error message."""
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest:
+        credentials, _, host = rest.rpartition("@")
+        user = credentials.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
+    return url

@@ -69,6 +69,16 @@ idempotency = Table(
     Column("created_at", String(32), nullable=False),
 )
 
+# The secret key's check value (``Vault.key_check_value``), recorded when the database is created:
+# opening under another key is refused before anything is appended. One row (``id`` = 1); a table
+# of its own so that the events table keeps only events and the check never enters the hash chain.
+key_check = Table(
+    "key_check",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("check_value", String(64), nullable=False),
+)
+
 _SQLITE_TRIGGERS = [
     """CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
        BEGIN SELECT RAISE(ABORT, 'events are append-only: UPDATE refused'); END""",

@@ -13,14 +13,24 @@ import hashlib
 import hmac
 import json
 import os
+from enum import Enum
 from typing import Any
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from events import schema
+from events.chain import GENESIS, event_hash
 
 PII_PREFIX = "pii:"
 SECRET_PREFIX = "enc:"
+# What the key check value is an HMAC of. Fixed for ever: changing it would make every existing
+# database look as if it had been created under another key.
+KEY_CHECK_LABEL = b"campaign-engine key check v1"
 
 
 def _derive(secret: bytes, purpose: bytes) -> bytes:
@@ -38,6 +48,22 @@ class Vault:
         self._hash_key = _derive(secret, b"lookup-hash")
         self.token_key = _derive(secret, b"tracking-tokens")
         self.chain_key = _derive(secret, b"hash-chain")
+        # Its own derived key, so the stored check value says nothing about any key in use.
+        self._check_key = _derive(secret, b"key-check")
+
+    # -- key check ----------------------------------------------------------------------------
+    def key_check_value(self) -> str:
+        """The value a database records when it is created, to recognise its secret key later.
+
+        Opening a database under another key would chain new events under the wrong HMAC key and
+        fail to decrypt every personal field; comparing this value first refuses such an open
+        before anything is written. It is an HMAC of a fixed label, so it reveals nothing of the key.
+        """
+        return hmac.new(self._check_key, KEY_CHECK_LABEL, hashlib.sha256).hexdigest()
+
+    def matches_key_check(self, recorded: str) -> bool:
+        """Whether ``recorded`` (a database's check value) was made under this vault's secret key."""
+        return hmac.compare_digest(self.key_check_value(), recorded)
 
     # -- subject keys -------------------------------------------------------------------------
     @staticmethod
@@ -83,3 +109,63 @@ class Vault:
     def lookup_hash(self, value: str) -> str:
         """A keyed hash for equality look-ups that must outlive erasure (suppressions)."""
         return hmac.new(self._hash_key, value.strip().lower().encode(), hashlib.sha256).hexdigest()
+
+
+# -- the database's key check -----------------------------------------------------------------
+class KeyCheck(Enum):
+    """What :func:`check_database_key` found."""
+
+    MATCHED = "matched"  # the recorded value is this key's
+    RECORDED = "recorded"  # a new (empty) database: this key's value is now recorded
+    RECORDED_EXISTING = "recorded_existing"  # a database from before key checks, proven to be this key's
+    MISMATCH = "mismatch"  # another key's database: refuse it
+
+
+async def check_database_key(conn: AsyncConnection, vault: Vault) -> KeyCheck:
+    """Compare the database's key check value with ``vault``'s; record it when there is none yet.
+
+    Run in its own transaction before anything else touches the database. A database created
+    before key checks existed has no value: it gets this key's only when the data already in it
+    proves the key (a subject key unwraps, or else the last event's hash chains under it), so
+    that a first open with the wrong key cannot lock the right one out. Two processes opening a
+    new database at once both insert with ``ON CONFLICT DO NOTHING`` and compare what won.
+    """
+    recorded = (await conn.execute(select(schema.key_check.c.check_value)
+                                   .where(schema.key_check.c.id == 1))).scalar()
+    if recorded is not None:
+        return KeyCheck.MATCHED if vault.matches_key_check(recorded) else KeyCheck.MISMATCH
+    proven = await _existing_data_proves_key(conn, vault)
+    if proven is False:
+        return KeyCheck.MISMATCH
+    await conn.execute(text("INSERT INTO key_check (id, check_value) VALUES (1, :value) ON CONFLICT (id) DO NOTHING"),
+                       {"value": vault.key_check_value()})
+    winner = (await conn.execute(select(schema.key_check.c.check_value)
+                                 .where(schema.key_check.c.id == 1))).scalar_one()
+    if not vault.matches_key_check(winner):
+        return KeyCheck.MISMATCH
+    return KeyCheck.RECORDED if proven is None else KeyCheck.RECORDED_EXISTING
+
+
+async def _existing_data_proves_key(conn: AsyncConnection, vault: Vault) -> bool | None:
+    """True or False when the data in the database says whether ``vault`` holds its key; None when
+    there is nothing to tell by (an empty database)."""
+    keys = schema.vault_keys.c
+    wrapped = (await conn.execute(select(keys.subject_id, keys.wrapped_key).limit(1))).first()
+    if wrapped is not None:
+        try:
+            vault.unwrap(wrapped.subject_id, wrapped.wrapped_key)
+        except InvalidTag:
+            return False
+        return True
+    ev = schema.events.c
+    found = (await conn.execute(select(schema.events).where(
+        ev.position == select(func.max(ev.position)).scalar_subquery()))).first()
+    if found is None:
+        return None
+    last = found._mapping
+    prev = (await conn.execute(select(ev.hash).where(ev.stream == last["stream"],
+                                                     ev.version == last["version"] - 1))).scalar()
+    computed = event_hash(prev or GENESIS, stream=last["stream"], version=last["version"], type_name=last["type"],
+                          type_version=last["type_version"], data=last["data"], metadata=last["metadata"],
+                          recorded_at=last["recorded_at"], workspace_id=last["workspace_id"], key=vault.chain_key)
+    return hmac.compare_digest(computed, last["hash"])

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
 import secrets
 from typing import Any
 
+import structlog
 from sqlalchemy import and_, func, or_, select
 
 from engine.delivery import destinations
@@ -24,6 +26,11 @@ from events.catalog import workspace as we
 from events.registry import Event, format_time
 from events.store import AppendBatch
 from projections import tables as t
+
+log = structlog.get_logger("campaign_engine")
+
+WAL_TRUNCATE_ATTEMPTS = 3  # a reader mid-snapshot makes a truncating checkpoint give up; try again shortly
+WAL_TRUNCATE_WAIT_MS = 2000  # per attempt, for readers to leave their snapshots
 
 
 class ManagementService(WorkspaceService):
@@ -277,7 +284,44 @@ class ManagementService(WorkspaceService):
             idem = schema.idempotency.c
             await conn.execute(schema.idempotency.delete().where(idem.workspace_id == ws,
                                                                  idem.response.like(f"%{cid}%")))
+        await self._truncate_wal_after_erasure(cid)
         return {"id": cid, "deleted": True}
+
+    async def _truncate_wal_after_erasure(self, cid: str) -> None:
+        """SQLite: fold the WAL into the main file and cut it to zero bytes once the erasure committed.
+
+        ``secure_delete`` zeroes what the erasure removed from the main file, but the WAL keeps
+        every earlier version of the pages the contact's rows were on, in clear, until a checkpoint
+        restarts it, and a running engine may not restart it for a long time. ``TRUNCATE`` copies
+        the blanked pages in and empties the file. A reader still inside an old snapshot makes it
+        give up (after a short wait); then it is tried again and, failing that, logged,
+        since the erasure itself has committed. PostgreSQL needs nothing here: the projections
+        rewrite every read-model row that held a clear value in the erasure's transaction (the old
+        row versions stay in the table's pages until VACUUM, unreachable through SQL).
+        """
+        if self.store.dialect != "sqlite":
+            return
+        for attempt in range(1, WAL_TRUNCATE_ATTEMPTS + 1):
+            async with self.store.write_engine.connect() as conn:
+                # Straight on aiosqlite's connection: a checkpoint cannot run inside the transaction
+                # SQLAlchemy would begin for a statement.
+                driver: Any = (await conn.get_raw_connection()).driver_connection
+                # The checkpoint holds the write lock while it waits for readers: wait less than the
+                # store's long busy_timeout, so that other writers are not held up for a minute.
+                usual = (await driver.execute_fetchall("PRAGMA busy_timeout"))[0][0]
+                await driver.execute_fetchall(f"PRAGMA busy_timeout = {WAL_TRUNCATE_WAIT_MS}")
+                try:
+                    rows = await driver.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")
+                finally:
+                    await driver.execute_fetchall(f"PRAGMA busy_timeout = {int(usual)}")
+            busy = int(rows[0][0]) if rows else 1
+            if not busy:
+                return
+            if attempt < WAL_TRUNCATE_ATTEMPTS:
+                await asyncio.sleep(0.1 * attempt)
+        log.warning("erasure_wal_not_truncated", contact_id=cid,
+                    detail="readers kept the WAL busy: erased values may stay in the -wal file until the next "
+                           "checkpoint")
 
     # -- lists ----------------------------------------------------------------------------------
     async def create_list(self, ws: str, body: dict[str, Any]) -> dict[str, Any]:
