@@ -14,6 +14,7 @@ from events.registry import format_time
 from events.store import StoredEvent
 from projections import tables as t
 from projections.base import Projection, Statement, TimeTexts, insert_statement, lit
+from projections.engagement import engagement
 
 
 def _j(value: Any) -> str:
@@ -431,4 +432,6 @@ async def _enr_stopped(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> Non
                                for e in evs for d in [_d(e)]])
 
 
-ALL = [workspaces, senders, contacts, campaigns, enrollments]
+# The engagement counters live in their own module; they join this list, the one the engine
+# registers, so that every read model the API serves is built inline and rebuilt the same way.
+ALL = [workspaces, senders, contacts, campaigns, enrollments, engagement]

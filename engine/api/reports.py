@@ -25,6 +25,11 @@ async def step_stats(request: Request, campaign_id: str, ws: str = Ws) -> Any:
     return await _engine(request).campaign_step_stats(ws, campaign_id)
 
 
+@router.get("/{campaign_id}/stats/links")
+async def link_stats(request: Request, campaign_id: str, ws: str = Ws) -> Any:
+    return await _engine(request).campaign_link_stats(ws, campaign_id)
+
+
 @router.get("/{campaign_id}/stats/timeline")
 async def timeline(request: Request, campaign_id: str, from_: str | None = Query(None, alias="from"),
                    to: str | None = None, interval: str = "day", ws: str = Ws) -> Any:

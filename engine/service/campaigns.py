@@ -113,7 +113,11 @@ class CampaignService(ServiceBase):
             query = query.where(func.lower(c.name).like(f"%{q.lower()}%"))
         col = getattr(c, sort)
         query = query.order_by(col.asc() if order == "asc" else col.desc(), c.id)
-        return await self._paged(query, Page.of(page, per_page), views.campaign_view)
+        result = await self._paged(query, Page.of(page, per_page), views.campaign_view)
+        stats = await self.campaign_stats_many(ws, [item["id"] for item in result["data"]])
+        for item in result["data"]:
+            item["stats"] = stats[item["id"]]
+        return result
 
     def _has_tag(self, tag: str) -> Any:
         """Exact membership of ``tag`` in the campaign's JSON tag list, decided in SQL so that the
@@ -464,21 +468,42 @@ class CampaignService(ServiceBase):
 
     # -- stats ----------------------------------------------------------------------------------
     async def campaign_stats(self, ws: str, cid: str) -> dict[str, Any]:
+        return (await self.campaign_stats_many(ws, [cid]))[cid]
+
+    async def campaign_stats_many(self, ws: str, cids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """``GET .../stats`` for several campaigns (a page of the list) in a fixed number of
+        grouped queries: one per read model, none per campaign."""
+        if not cids:
+            return {}
         e = t.enrollments.c
-        counts = {r["status"]: int(r["n"]) for r in await self._all(
-            select(e.status, func.count().label("n")).where(e.campaign_id == cid).group_by(e.status))}
+        counts: dict[str, dict[str, int]] = {cid: {} for cid in cids}
+        for r in await self._all(select(e.campaign_id, e.status, func.count().label("n"))
+                                 .where(e.campaign_id.in_(list(cids)), e.workspace_id == ws)
+                                 .group_by(e.campaign_id, e.status)):
+            counts[r["campaign_id"]][r["status"]] = int(r["n"])
         s = t.skips.c
-        skip_counts = {r["reason"]: int(r["n"]) for r in await self._all(
-            select(s.reason, func.count().label("n")).where(s.campaign_id == cid).group_by(s.reason))}
-        contacts = {k: counts.get(k, 0) for k in ("pending", "in_progress", "completed", "replied", "bounced",
-                                                  "unsubscribed", "stopped", "skipped", "failed")}
-        contacts["total"] = sum(counts.values())
-        stats: dict[str, Any] = {"contacts": {"total": contacts.pop("total"), **contacts},
-                                 "skipped": {k: skip_counts.get(k, 0) for k in ed.SKIP_REASONS}}
-        email_stats = getattr(self, "_email_stats", None)
-        if email_stats is not None:
-            stats.update(await email_stats(ws, cid))
-        return stats
+        skip_counts: dict[str, dict[str, int]] = {cid: {} for cid in cids}
+        for r in await self._all(select(s.campaign_id, s.reason, func.count().label("n"))
+                                 .where(s.campaign_id.in_(list(cids))).group_by(s.campaign_id, s.reason)):
+            skip_counts[r["campaign_id"]][r["reason"]] = int(r["n"])
+        email_stats = getattr(self, "_email_stats_many", None)
+        emails = await email_stats(ws, cids) if email_stats is not None else {}
+        out = {}
+        for cid in cids:
+            by_status = counts[cid]
+            contacts = {"total": sum(by_status.values()),
+                        **{k: by_status.get(k, 0) for k in ("pending", "in_progress", "completed", "replied",
+                                                            "bounced", "unsubscribed", "stopped", "skipped",
+                                                            "failed")}}
+            stats: dict[str, Any] = {"contacts": contacts,
+                                     "skipped": {k: skip_counts[cid].get(k, 0) for k in ed.SKIP_REASONS}}
+            if cid in emails:
+                email_part = dict(emails[cid])
+                # Contacts sent at least one email of the campaign.
+                contacts["contacted"] = email_part.pop("_contacted")
+                stats.update(email_part)
+            out[cid] = stats
+        return out
 
 
 __all__ = ["CampaignService", "and_"]

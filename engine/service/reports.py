@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import String, and_, case, func, literal, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from engine.delivery.compose import subject_template
 from engine.domain.enrollment import SKIP_REASONS
 from engine.errors import NotFound, ValidationFailed
 from engine.schedule.tzutil import hour_start, local_day_start, resolve_wall, zone
@@ -28,6 +29,7 @@ from events import schema
 from events.registry import all_types, format_time, to_data
 from events.store import StoredEvent
 from projections import tables as t
+from projections.engagement import link_clicks
 from projections.sending import emails
 
 E = emails.c
@@ -168,7 +170,10 @@ class ReportService(ServiceBase):
     # -- per step ------------------------------------------------------------------------------
     async def campaign_step_stats(self, ws: str, cid: str) -> list[dict[str, Any]]:
         """One entry per step of the definition (unsent ones too), plus any step that was sent
-        and has since been removed from the definition (its ``subject`` is then null)."""
+        and has since been removed from the definition (its ``subject`` is then null).
+
+        ``subject`` is the template the step is sent with (compose's own rule, so a same-thread
+        follow-up with a blank subject shows ``Re: `` + step 1's subject, as the recipient sees it)."""
         definition, _ = await self._report_campaign(ws, cid)
 
         def count(cond: Any) -> Any:
@@ -186,13 +191,30 @@ class ReportService(ServiceBase):
             r = counted.get(n, {})
             sent = r.get("sent", 0)
             out.append({
-                "step": n, "subject": steps[n - 1].get("subject") if n <= len(steps) else None,
+                "step": n, "subject": subject_template(definition, n) if n <= len(steps) else None,
                 "sent": sent, "opened": r.get("opened", 0), "clicked": r.get("clicked", 0),
                 "replied": r.get("replied", 0), "bounced": r.get("bounced", 0),
                 "open_rate": _pct(r.get("opened", 0), sent), "click_rate": _pct(r.get("clicked", 0), sent),
                 "reply_rate": _pct(r.get("replied", 0), sent),
                 "bounce_rate": _pct(r.get("bounced", 0), sent + r.get("refused", 0)),
             })
+        return out
+
+    # -- links ---------------------------------------------------------------------------------
+    async def campaign_link_stats(self, ws: str, cid: str) -> list[dict[str, Any]]:
+        """Clicks per link: ``clicks`` counts every click, ``unique_clicks`` the emails whose link
+        was clicked at least once (the stats' own unit), most clicked first.
+
+        A link is its rendered URL, so a link personalised with merge tags is one entry per
+        recipient. Once a contact is erased, its clicks stay counted under ``url: null``.
+        """
+        await self._report_campaign(ws, cid)
+        lc = link_clicks.c
+        rows = await self._all(
+            select(lc.url, func.sum(lc.clicks).label("clicks"), func.count(func.distinct(lc.email_id)).label("unique"))
+            .where(lc.campaign_id == cid, lc.workspace_id == ws).group_by(lc.url))
+        out = [{"url": r["url"], "clicks": int(r["clicks"]), "unique_clicks": int(r["unique"])} for r in rows]
+        out.sort(key=lambda item: (-item["clicks"], item["url"] is None, item["url"] or ""))
         return out
 
     # -- timeline ------------------------------------------------------------------------------

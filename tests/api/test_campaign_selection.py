@@ -1,5 +1,6 @@
-"""REST: which campaigns a tag selects, which contacts lists plus a filter enroll, and dispatch
-refused once the workspace's monthly limit is used up."""
+"""REST and the facade: which campaigns a tag selects, which contacts lists plus a filter enroll,
+dispatch refused once the monthly limit is used up, throughput by the engine clock, and the
+subject each step is sent with in ``stats/steps``."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from tests.api.test_campaigns_api import campaign
 from tests.api.test_management_api import err
 from tests.conftest import SECRET, Api
 from tests.delivery.smtp_server import SmtpSink
+from tests.scenarios.test_sending import run_until, setup
 
 
 @pytest.fixture
@@ -90,3 +92,29 @@ async def test_dispatch_refused_once_the_monthly_limit_is_used(engine: CampaignE
         assert (await api.get(f"/v1/events?stream=campaign-{cid}")).json()["data"] == before
         pending = (await api.get(f"/v1/campaigns/{cid}/enrollments?batch_number=2")).json()["data"]
         assert pending[0]["next_send_at"] is None
+
+
+async def test_throughput_counts_sends_of_the_past_hour_and_day(engine: CampaignEngine, clock: ManualClock) -> None:
+    with SmtpSink() as sink:
+        ws, cid, _ = await setup(engine, sink, contacts=12, steps=1, schedule={
+            "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], "start_time": "00:00", "end_time": "24:00",
+            "every_minutes": 20})
+        await run_until(engine, clock, clock.now() + timedelta(hours=2))  # sends at 0, 20, ... 120 minutes
+        assert len(sink.messages) == 7
+        clock.advance(timedelta(minutes=10))  # 130 minutes after the first: 80, 100 and 120 in the last hour
+        stats = await engine.campaign_stats(ws, cid)
+        assert stats["throughput"] == {"last_hour": 3.0, "last_day": round(7 / 24, 2)}
+        assert stats["senders"][0]["throughput"] == stats["throughput"]
+        clock.advance(timedelta(days=1))
+        assert (await engine.campaign_stats(ws, cid))["throughput"] == {"last_hour": 0.0, "last_day": 0.0}
+
+
+async def test_step_stats_show_the_subject_each_step_is_sent_with(api: Api) -> None:
+    c = await campaign(api, steps=[
+        {"subject": "Hi {{first_name|there}}", "body_html": "<p>1</p>"},
+        {"subject": "", "body_html": "<p>2</p>", "delay": {"days": 1}, "same_thread": True},
+        {"subject": "", "body_html": "<p>3</p>", "delay": {"days": 1}, "same_thread": False},
+        {"subject": "Own subject", "body_html": "<p>4</p>", "delay": {"days": 1}, "same_thread": True}])
+    steps = (await api.get(f"/v1/campaigns/{c['id']}/stats/steps")).json()
+    assert [s["subject"] for s in steps] == ["Hi {{first_name|there}}", "Re: Hi {{first_name|there}}", "",
+                                             "Own subject"]

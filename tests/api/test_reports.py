@@ -164,8 +164,36 @@ async def test_step_stats_count_each_email_once_and_list_unsent_steps(world: Wor
         _step(4, "Fourth", 0, 0, 0, 0, 0, (0.0, 0.0, 0.0, 0.0)),
     ]
     stats = await world.get("/stats")  # the totals agree with the per-step rows
-    assert stats["engagement"] == {"opened": 4, "clicked": 1, "replied": 2, "unsubscribed": 0, "out_of_office": 1}
+    assert stats["engagement"] == {"opened": 4, "clicked": 1, "replied": 2, "unsubscribed": 0, "out_of_office": 1,
+                                   "opens_total": 5}
     assert stats["emails"]["sent"] == 9 and stats["emails"]["bounced"] == 1
+
+
+async def test_stats_additions_count_every_open_click_and_complaint(world: World) -> None:
+    a, b, c = 0, 1, 2
+    await world.emit(utc(3, 30, 10, 5), a, 2, em.EmailOpened, prefetch=True)  # a proxy: never counted
+    await world.emit(utc(3, 30, 10, 10), c, 2, em.EmailComplained, feedback_type="abuse")
+    await world.emit(utc(3, 30, 10, 15), b, 1, em.EmailClicked, url="https://example.com/pricing", link_index=0)
+    await world.emit(utc(3, 30, 10, 20), a, 1, em.EmailClicked, url="https://example.com/pricing", link_index=0)
+    await world.emit(utc(3, 30, 10, 25), a, 1, em.EmailClicked, url="https://example.com/docs", link_index=1)
+    stats = await world.get("/stats")
+    # 9 sent, one of them bounced later; step 4 of A, B and C was queued and is cancelled or waiting.
+    assert stats["emails"]["delivered"] == 8 and stats["emails"]["complained"] == 1
+    assert stats["emails"]["total"] == 12  # every email in any state: 9 sent + step 4 of A, B and C
+    assert stats["contacts"]["contacted"] == 3
+    assert stats["engagement"]["opened"] == 4 and stats["engagement"]["opens_total"] == 5
+    assert stats["rates"]["complaint_rate"] == 11.11
+    # The clock is at 10:25Z on the 30th: nothing sent in the last hour; A3, B3 and C3 (20:30Z to
+    # 22:30Z on the 29th) in the last 24 hours.
+    assert stats["throughput"] == {"last_hour": 0.0, "last_day": round(3 / 24, 2)}
+    [sender] = stats["senders"]
+    assert sender["complained"] == 1 and sender["complaint_rate"] == 11.11
+    assert await world.get("/stats/links") == [
+        {"url": "https://example.com/pricing", "clicks": 3, "unique_clicks": 2},
+        {"url": "https://example.com/docs", "clicks": 1, "unique_clicks": 1},
+    ]
+    listed = (await world.api.get("/v1/campaigns")).json()["data"]
+    assert [item["stats"] for item in listed] == [stats]
 
 
 def _bucket(start: datetime, sent: int = 0, opened: int = 0, clicked: int = 0, replied: int = 0,

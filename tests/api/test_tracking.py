@@ -197,7 +197,9 @@ async def test_click_redirects_to_the_original_link_and_counts_once(
     clicked = await events_of(eng, w.ws, "email.clicked")
     assert [(e["data"]["url"], e["data"]["link_index"]) for e in clicked] == [(PRICING, 0), (DOCS, 1), (PRICING, 0)]
     assert await engagement(eng, w) == {"opened": 1, "clicked": 1, "replied": 0, "unsubscribed": 0,
-                                        "out_of_office": 0}
+                                        "out_of_office": 0, "opens_total": 1}
+    assert await eng.campaign_link_stats(w.ws, w.cid) == [{"url": PRICING, "clicks": 2, "unique_clicks": 1},
+                                                          {"url": DOCS, "clicks": 1, "unique_clicks": 1}]
     [implied] = await events_of(eng, w.ws, "email.opened")  # the click implied the open, once
     assert implied["data"]["prefetch"] is False
 
