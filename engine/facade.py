@@ -117,6 +117,7 @@ class CampaignEngine(ManagementService, CampaignService, SendingService, StatsSe
         if rebuilt:
             log.info("projections_rebuilt", projections=rebuilt)
         self.store.inline.append(self.projector)
+        self.store.after_commit.append(self.note_stops)  # a stop reaches the sends of a tick in flight
         self.store.notify_channel = NOTIFY_CHANNEL
         self.store.notify_when = creates_work
         self._opened = True

@@ -15,10 +15,10 @@ scope               owner        bucket
 ==================  ===========  =====================================================
 
 A claim counts +1 in each of its four buckets; a deferral (nothing was delivered) or a release
-(no SMTP was spoken) counts -1 in the buckets of the claim it undoes. ``rm_usage_last_sends`` keeps each (campaign, sender) pair's
-latest claim and its number within that local day (it seeds the next random wait; a deferral does
-not undo it: the pair's spacing counts from the attempt). ``rm_usage_rotation`` keeps the sender
-of each campaign's latest claim, where round-robin resumes.
+(no SMTP was spoken) counts -1 in the buckets of the claim it undoes. ``rm_usage_last_sends``
+keeps each (campaign, sender) pair's latest claim and its number within that local day (it seeds
+the next random wait; a deferral does not undo it: the pair's spacing counts from the attempt).
+``rm_usage_rotation`` keeps the sender of each campaign's latest claim, where round-robin resumes.
 
 Buckets are computed from event data only (the claim's time and the timezone it carries), so a
 rebuild gives the same rows as the inline path.

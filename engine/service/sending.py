@@ -34,7 +34,8 @@ from engine.domain import campaign as campaign_domain
 from engine.domain import enrollment as enrollment_domain
 from engine.domain.enrollment import Attempt, ClaimedEmail, NextStep
 from engine.schedule import Assignment, CampaignPlan, PlanRound, QueueItem, follow_up
-from engine.service.base import ServiceBase
+from engine.service import liveness
+from engine.service.base import ServiceBase, new_id
 from engine.service.planner_inputs import (
     PlannerInputs,
     is_placeholder,
@@ -187,11 +188,15 @@ class SendingService(ServiceBase):
                                 inputs.monthly_limits)
             assignments = planned.take(budget)
             claims, skipped = await self._claim(conn, now, assignments, inputs)
+            if claims:
+                await liveness.hold(conn, self._worker_id(), [claim.email.email_id for claim in claims], now)
         report.skipped += skipped
         report.claimed = len(claims)
         await self._deliver_all(claims, inputs, now, report, planned)
         async def complete(_try: int) -> int:
             async with self.store.transaction() as conn:
+                if claims:
+                    await liveness.let_go(conn, self._worker_id())
                 return await self._complete_campaigns(conn)
 
         # After the sends, a lost connection must not fail the tick: its outcomes are recorded.
@@ -209,6 +214,27 @@ class SendingService(ServiceBase):
             inputs = await load_due(conn, now, self._claim_budget())
         planned = PlanRound(now, inputs.items, inputs.campaigns, inputs.senders, inputs.usage, inputs.monthly_limits)
         return await self._next_due(now, planned, inputs)
+
+    def _worker_id(self) -> str:
+        """This process's name in ``engine_workers`` (see ``engine/service/liveness.py``)."""
+        found: str | None = getattr(self, "_worker", None)
+        if found is None:
+            found = self._worker = new_id("wrk", self.now())
+        return found
+
+    def _dead_after(self) -> float:
+        return float(self.options.get("dead_after_seconds", liveness.DEAD_AFTER_SECONDS))
+
+    async def _heartbeat(self) -> None:
+        """While a tick sends, tell the other processes this one is alive (every few seconds)."""
+        every = float(self.options.get("heartbeat_seconds", liveness.HEARTBEAT_SECONDS))
+        while True:
+            await asyncio.sleep(every)
+            try:
+                async with self.store.transaction() as conn:
+                    await liveness.beat(conn, self._worker_id(), self.now())
+            except Exception as exc:  # noqa: BLE001 - a missed beat is retried at the next one
+                log.warning("heartbeat_failed", error=str(exc).splitlines()[0][:200] if str(exc) else repr(exc))
 
     def _claim_budget(self) -> int:
         """Emails one tick claims at most: the option ``claim_batch``, else ``CAMPAIGN_ENGINE_CLAIM_BATCH``.
@@ -230,8 +256,11 @@ class SendingService(ServiceBase):
                 c.status == "scheduled", c.deleted.is_(False), c.launch_at.is_not(None)))).scalar()
             lease = (await conn.execute(select(func.min(emails.c.lease_until)).where(
                 emails.c.status == "claimed"))).scalar()
+            orphan = await liveness.next_orphan_at(conn, self._dead_after())
         after = now + timedelta(microseconds=1)
         candidates += [max(parse_time(value), after) for value in (launch, lease) if value]
+        if orphan is not None:
+            candidates.append(max(orphan, after))
         if mx_retry_at is not None:
             candidates.append(max(mx_retry_at, after))
         found = [c for c in candidates if c is not None]
@@ -256,8 +285,12 @@ class SendingService(ServiceBase):
     async def _expire_leases(self, conn: AsyncConnection, now: datetime) -> int:
         """Claims whose lease ran out without an outcome (their worker died) become uncertain."""
         e = emails.c
-        rows = (await conn.execute(select(emails).where(e.status == "claimed",
-                                                        e.lease_until < format_time(now)))).mappings().all()
+        dead, held = await liveness.orphaned(conn, now, self._dead_after())
+        lost = e.lease_until < format_time(now)
+        if held:  # their worker stopped beating: no need to wait for the lease
+            lost = lost | e.email_id.in_(held)
+        rows = (await conn.execute(select(emails).where(e.status == "claimed", lost))).mappings().all()
+        await liveness.forget(conn, dead)
         if not rows:
             return 0
         c, enrolled = tables.campaigns.c, tables.enrollments.c
@@ -468,8 +501,9 @@ class SendingService(ServiceBase):
             done.put_nowait(_Outcome(claim, result, links))
 
         tasks = [asyncio.create_task(send(claim)) for claim in claims]
+        tasks.append(asyncio.create_task(self._heartbeat()))
         try:
-            remaining = len(claims)
+            remaining = len(claims)  # the heartbeat task never puts an outcome
             while remaining:
                 batch = [await done.get()]
                 if remaining > 1:
@@ -533,8 +567,9 @@ class SendingService(ServiceBase):
         async def write(number: int) -> None:
             async with self.store.transaction() as conn:
                 batches = by_workspace
-                if number:  # an earlier try may have committed: append only what is still claimed
-                    batches = await self._still_claimed(conn, by_workspace, batch)
+                # Only what is still claimed by this attempt: an earlier try may have committed, or
+                # another process may have judged this one dead and recorded the claim uncertain.
+                batches = await self._still_claimed(conn, by_workspace, batch)
                 for workspace_id, appends in batches.items():
                     if appends:
                         await self.store.append_many(appends, workspace_id=workspace_id, conn=conn)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 import signal
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -267,3 +268,36 @@ async def test_smtp_faults_in_a_worker_process(tmp_path: Path) -> None:
         stop_all(workers)
         for s in sinks.values():
             s.stop()
+
+
+async def test_dead_workers_claims_resolve_within_a_minute_not_at_lease_end(tmp_path: Path) -> None:
+    """A worker holding claims under a 10-minute lease is killed mid-send; a second worker records
+    them uncertain once the first one's heartbeat is 30 s old, and finishes the campaign: well
+    within 60 s of the kill, not when the lease runs out."""
+    workers: list[Worker] = []
+    async with pg_database() as url:
+        with SmtpSink(behaviour=SinkBehaviour(stall_at="mail", stall_seconds=0.05)) as sink:
+            async with CampaignEngine(url, secret_key=SECRET) as engine:
+                fleet = await build(engine, sink.host, sink.port, contacts=300, senders=2, campaigns=1, steps=1)
+                try:
+                    first = Worker(url, tmp_path / "first.log", lease_seconds=600, claim_batch=40)
+                    workers.append(first)
+                    await start_sending(first, engine, 0)
+                    await asyncio.sleep(0.1)
+                    assert first.kill() == -signal.SIGKILL
+                    killed_at = time.monotonic()
+                    statuses = await email_statuses(engine)
+                    assert statuses["claimed"] >= 1  # it died holding claims
+                    second = Worker(url, tmp_path / "second.log", lease_seconds=600, claim_batch=40)
+                    workers.append(second)
+                    await wait_until(lambda: finished(engine), limit=90, what="every email to have an outcome",
+                                     workers=[second])
+                    assert time.monotonic() - killed_at < 60
+                    second.signal(signal.SIGTERM)
+                    assert second.wait(60) == 0, second.output()[-3000:]
+                finally:
+                    stop_all(workers)
+                facts = await read_log(engine, [m.message_id for m in sink.messages])
+                assert facts.problems == []
+                assert facts.by_type["email.uncertain"] >= 1
+                assert facts.by_type["email.sent"] + facts.by_type["email.uncertain"] == fleet.emails_total
