@@ -12,8 +12,9 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from engine.api import api_keys, campaigns, management, ops, tracking
+from engine.api import api_keys, campaigns, docs, management, ops, tracking
 from engine.api import reports as report_routes
+from engine.api.openapi import build_openapi
 from engine.api.support import DEFAULT_MAX_BODY, RateLimiter, check_query_numbers, error_response
 from engine.errors import EngineError
 
@@ -42,7 +43,9 @@ def create_app(engine: Any, *, max_body_bytes: int = DEFAULT_MAX_BODY, rate_limi
     """Build the ASGI app serving the contract's REST API on top of a running engine."""
     app = FastAPI(title="campaign-engine", version="0.1.0",
                   description="Event-sourced sending engine for multi-step email campaigns.",
-                  dependencies=[Depends(check_query_numbers)])
+                  dependencies=[Depends(check_query_numbers)], docs_url=None, redoc_url=None)
+    app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
+    docs.mount(app)
     app.state.engine = engine
     app.state.max_body = max_body_bytes
     app.state.limiter = RateLimiter(rate_limit_per_minute)

@@ -202,6 +202,8 @@ async def post_json(request: Request, ws: str, status: int, call: Callable[[Any]
                     allow_empty: bool = False) -> JSONResponse:
     """The shape of every JSON POST: read the body, run the engine call, honour Idempotency-Key."""
     body = await json_body(request, allow_empty=allow_empty)
+    if not isinstance(body, dict):  # every such route takes an object; some engine calls assume one
+        raise ValidationFailed([{"field": "body", "message": "a JSON object is required"}])
 
     async def run() -> tuple[int, Any]:
         return status, await call(body)
