@@ -93,7 +93,8 @@ async def _wh_deleted(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None
 
 
 # -- senders ----------------------------------------------------------------------------------
-senders = Projection("senders", 1, [t.senders])
+# Version 2: max_connections and warmup (the table is reshaped on databases made before).
+senders = ReshapingProjection("senders", 2, [t.senders])
 
 
 @senders.on("sender.added")
@@ -102,6 +103,7 @@ async def _sender_added(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> No
         {"id": d.sender_id, "workspace_id": e.workspace_id, "email": d.email, "from_name": d.from_name,
          "smtp": _j(d.smtp), "imap": _j(d.imap) if d.imap is not None else None, "daily_limit": d.daily_limit,
          "daily_limit_variation_pct": d.daily_limit_variation_pct, "bounce_rate_threshold": d.bounce_rate_threshold,
+         "max_connections": d.max_connections, "warmup": _j(d.warmup) if d.warmup is not None else None,
          "status": "active", "disabled_reason": None, "disabled_at": None, "removed": False,
          "created_at": _at(e), "updated_at": _at(e)}
         for e in evs for d in [_d(e)]])
@@ -113,9 +115,10 @@ async def _sender_updated(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> 
         d = _d(e)
         values: dict[str, Any] = {"updated_at": _at(e)}
         for key, value in d.changes.items():
-            if key in ("smtp", "imap"):
+            if key in ("smtp", "imap", "warmup"):
                 values[key] = _j(value) if value is not None else None
-            elif key in ("email", "from_name", "daily_limit", "daily_limit_variation_pct", "bounce_rate_threshold"):
+            elif key in ("email", "from_name", "daily_limit", "daily_limit_variation_pct", "bounce_rate_threshold",
+                         "max_connections"):
                 values[key] = value
         await conn.execute(update(t.senders).where(t.senders.c.id == d.sender_id).values(**values))
 

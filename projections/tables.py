@@ -46,6 +46,8 @@ senders = Table(
     Column("daily_limit", Integer, nullable=False),
     Column("daily_limit_variation_pct", Float, nullable=False),
     Column("bounce_rate_threshold", Float, nullable=False),
+    Column("max_connections", Integer, nullable=False),
+    Column("warmup", Text),  # JSON {start, increase_per_day, target} or NULL
     Column("status", String(16), nullable=False),
     Column("disabled_reason", Text),
     Column("disabled_at", String(32)),

@@ -137,6 +137,11 @@ class Sender(Described):
     sent_today: int = Field(description="Emails sent today (UTC).")
     bounce_rate: float = Field(description="Bounce rate in percent.")
     created_at: str = Field(description=TIME)
+    max_connections: int = Field(description="Concurrent SMTP connections the engine opens to this sender's server.")
+    warmup: dict[str, int] | None = Field(
+        default=None, description="Warm-up: {start, increase_per_day, target} from the first send day, or null.")
+    daily_limit_today: int | None = Field(
+        description="What the sender may send today (UTC): daily_limit, less its variation, lowered by a warm-up.")
 
 
 class SenderPage(Described):

@@ -131,6 +131,7 @@ class _Connection:
 @dataclass(slots=True)
 class _Pool:
     gate: asyncio.Semaphore
+    size: int = 2
     idle: list[_Connection] = field(default_factory=list)
     closed: bool = False
 
@@ -180,6 +181,8 @@ class SmtpMailer:
         envelope_from: str,
         recipients: Sequence[str],
         raw_bytes: bytes,
+        *,
+        max_connections: int | None = None,
     ) -> SendResult:
         """Deliver ``raw_bytes`` to ``recipients`` through the sender's server; never raises
         for network or SMTP failures."""
@@ -190,9 +193,12 @@ class SmtpMailer:
         problem = _envelope_problem(envelope_from, recipients)
         if problem is not None:
             return SendResult("rejected", None, problem, "mail")
+        size = max_connections or self._max_connections
         pool = self._pools.get(sender_key)
         if pool is None:
-            pool = self._pools[sender_key] = _Pool(asyncio.Semaphore(self._max_connections))
+            pool = self._pools[sender_key] = _Pool(asyncio.Semaphore(size), size=size)
+        elif pool.size != size:  # the sender's setting changed: sends from now on share the new gate
+            pool.gate, pool.size = asyncio.Semaphore(size), size
         async with pool.gate:
             for attempt in (1, 2):
                 try:

@@ -75,6 +75,21 @@ class ImapIn(Strict):
     folder: str = "INBOX"
 
 
+class WarmupIn(Strict):
+    """A new mailbox's warm-up: ``start`` emails on its first send day, ``increase_per_day`` more
+    each day after, up to ``target`` (and never above the sender's ``daily_limit``)."""
+
+    start: int = Field(ge=1, le=100_000)
+    increase_per_day: int = Field(ge=0, le=100_000)
+    target: int = Field(ge=1, le=100_000)
+
+    @model_validator(mode="after")
+    def _start_below_target(self) -> WarmupIn:
+        if self.start > self.target:
+            raise ValueError("warmup.start must not be above warmup.target")
+        return self
+
+
 class SenderIn(Strict):
     email: str
     from_name: str | None = Field(default=None, max_length=255)
@@ -83,6 +98,8 @@ class SenderIn(Strict):
     daily_limit: int = Field(default=50, ge=1, le=100_000)
     daily_limit_variation_pct: float = Field(default=0, ge=0, le=100)
     bounce_rate_threshold: float = Field(default=8.0, gt=0, le=100)
+    max_connections: int = Field(default=4, ge=1, le=100)
+    warmup: WarmupIn | None = None
 
     _email = field_validator("email")(lambda cls, v: check_email(v))
 
@@ -95,6 +112,8 @@ class SenderPatch(Strict):
     daily_limit: int | None = Field(default=None, ge=1, le=100_000)
     daily_limit_variation_pct: float | None = Field(default=None, ge=0, le=100)
     bounce_rate_threshold: float | None = Field(default=None, gt=0, le=100)
+    max_connections: int | None = Field(default=None, ge=1, le=100)
+    warmup: WarmupIn | None = None
 
     @field_validator("email")
     @classmethod

@@ -15,6 +15,7 @@ from engine.schedule.model import (
     SenderPlan,
     SendRecord,
     Usage,
+    Warmup,
 )
 from engine.schedule.planner import Assignment, Plan, PlanRound, follow_up, next_due_at, plan
 from engine.schedule.simulate import (
@@ -56,6 +57,7 @@ __all__ = [
     "SenderPlan",
     "SimulatedSend",
     "Usage",
+    "Warmup",
     "Window",
     "add_delay",
     "default_email_id",

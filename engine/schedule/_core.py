@@ -112,10 +112,17 @@ class Context:
             self._windows[key] = found
         return found
 
-    def sender_limit(self, sender_id: str, utc_day: date) -> int | None:
+    def sender_limit(self, sender_id: str, utc_day: date, usage: Usage) -> int | None:
+        sender = self.senders[sender_id]
+        first = sender.first_send_day
+        if sender.warmup is not None and first is None:
+            # Never sent before this plan: its first send day is the first day the plan sends.
+            days = [day for (sid, day), count in usage.sender_days.items() if sid == sender_id and count > 0]
+            first = min(days) if days else None
+            return effective_daily_limit(sender, utc_day, first)
         key = (sender_id, utc_day)
         if key not in self._limits:
-            self._limits[key] = effective_daily_limit(self.senders[sender_id], utc_day)
+            self._limits[key] = effective_daily_limit(sender, utc_day)
         return self._limits[key]
 
 
@@ -144,7 +151,7 @@ def _limits_release(ctx: Context, usage: Usage, c: str, s: str, at: datetime) ->
             day = local_date(at, tz)
             if usage.sent_by_campaign_on(c, day) >= spec.daily_limit:
                 release = max(release, local_day_start(day + timedelta(days=1), tz))
-    limit = ctx.sender_limit(s, at.date())
+    limit = ctx.sender_limit(s, at.date(), usage)
     if limit is not None and usage.sent_by_sender_on(s, at.date()) >= limit:
         release = max(release, next_utc_midnight(at))
     monthly = ctx.monthly_limits.get(campaign.workspace_id)

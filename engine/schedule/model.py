@@ -31,6 +31,7 @@ __all__ = [
     "SendRecord",
     "SenderPlan",
     "Usage",
+    "Warmup",
     "validate_schedule",
 ]
 
@@ -181,12 +182,40 @@ class CampaignPlan:
 
 @dataclass(frozen=True, slots=True)
 class SenderPlan:
-    """What the planner needs of a sender (mailbox). `daily_limit` None means unlimited."""
+    """What the planner needs of a sender (mailbox). `daily_limit` None means unlimited.
+
+    `warmup`: a new mailbox's limit grows from its first send day (UTC, `first_send_day`; None
+    while it has not sent) by `increase_per_day` from `start` up to `target` (see
+    :func:`~engine.schedule.slots.effective_daily_limit`).
+    """
 
     sender_id: str
     daily_limit: int | None = 50
     daily_limit_variation_pct: float = 0.0
     active: bool = True
+    warmup: Warmup | None = None
+    first_send_day: date | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Warmup:
+    """A sender's warm-up: `start` emails on its first send day, `increase_per_day` more each day
+    after, never more than `target`."""
+
+    start: int
+    increase_per_day: int
+    target: int
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> Warmup | None:
+        if not d:
+            return None
+        return cls(int(d["start"]), int(d["increase_per_day"]), int(d["target"]))
+
+    def limit_on(self, utc_day: date, first_send_day: date | None) -> int:
+        """min(start + N x increase_per_day, target) on day N after the first send day (day 0)."""
+        days = 0 if first_send_day is None else max(0, (utc_day - first_send_day).days)
+        return min(self.start + days * self.increase_per_day, self.target)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

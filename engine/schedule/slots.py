@@ -33,12 +33,22 @@ def seeded_wait_seconds(
     return rng.randint(min_wait, max_wait)
 
 
-def effective_daily_limit(sender: SenderPlan, utc_day: date) -> int | None:
-    """`sender`'s limit for UTC day `utc_day`: daily_limit less a seeded 0..pct% cut, fixed all day.
+def effective_daily_limit(sender: SenderPlan, utc_day: date, first_send_day: date | None = None) -> int | None:
+    """`sender`'s limit for UTC day `utc_day`: daily_limit less a seeded 0..pct% cut, fixed all day,
+    and during a warm-up never above ``min(start + N x increase_per_day, target)`` on day N after
+    the sender's first send day (`first_send_day`, else the sender's own; day 0 when it has none).
 
     Never above daily_limit; the cut is whole emails, at most floor(daily_limit * pct / 100).
-    None when the sender has no daily limit.
+    None when the sender has neither a daily limit nor a warm-up.
     """
+    limit = _varied_limit(sender, utc_day)
+    if sender.warmup is None:
+        return limit
+    warm = sender.warmup.limit_on(utc_day, first_send_day or sender.first_send_day)
+    return warm if limit is None else min(limit, warm)
+
+
+def _varied_limit(sender: SenderPlan, utc_day: date) -> int | None:
     limit = sender.daily_limit
     if limit is None:
         return None

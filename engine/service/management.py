@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import secrets
+from datetime import UTC, date
 from typing import Any
 
 import structlog
@@ -15,6 +16,7 @@ from sqlalchemy import and_, func, or_, select
 from engine.delivery import destinations
 from engine.domain import models as m
 from engine.errors import Conflict, NotFound, ValidationFailed
+from engine.schedule import SenderPlan, Warmup, effective_daily_limit
 from engine.service import views
 from engine.service.base import Page, new_id
 from engine.service.webhooks import forget_webhook
@@ -26,6 +28,7 @@ from events.catalog import workspace as we
 from events.registry import Event, format_time
 from events.store import AppendBatch
 from projections import tables as t
+from projections import usage as usage_model
 
 log = structlog.get_logger("campaign_engine")
 
@@ -63,6 +66,7 @@ class ManagementService(WorkspaceService):
             sender_id=sid, email=s.email, from_name=s.from_name, smtp=self._secret_settings(s.smtp.model_dump()) or {},
             imap=self._secret_settings(s.imap.model_dump()) if s.imap else None, daily_limit=s.daily_limit,
             daily_limit_variation_pct=s.daily_limit_variation_pct, bounce_rate_threshold=s.bounce_rate_threshold,
+            max_connections=s.max_connections, warmup=s.warmup.model_dump() if s.warmup is not None else None,
         )], 0, workspace_id=ws)
         return await self.get_sender(ws, sid)
 
@@ -73,7 +77,20 @@ class ManagementService(WorkspaceService):
 
     async def get_sender(self, ws: str, sid: str) -> dict[str, Any]:
         row = await self._sender_row(ws, sid)
-        return views.sender_view(row, *(await self._sender_health(ws, sid)))
+        return views.sender_view(row, *(await self._sender_health(ws, sid)),
+                                 daily_limit_today=await self._daily_limit_today(row))
+
+    async def _daily_limit_today(self, row: Any) -> int | None:
+        """What the planner allows the sender today: the varied daily limit, lowered by a warm-up."""
+        counts = usage_model.counts.c
+        first = await self._all(select(func.min(counts.bucket).label("day")).where(
+            counts.scope == usage_model.SENDER_DAY, counts.owner == row["id"], counts.sends > 0))
+        plan = SenderPlan(sender_id=row["id"], daily_limit=row["daily_limit"],
+                          daily_limit_variation_pct=float(row["daily_limit_variation_pct"]),
+                          warmup=Warmup.from_dict(json.loads(row["warmup"]) if row["warmup"] else None),
+                          first_send_day=date.fromisoformat(first[0]["day"]) if first and first[0]["day"] else None)
+        today = self.now().astimezone(UTC).date()
+        return effective_daily_limit(plan, today)
 
     async def _sender_health(self, ws: str, sid: str) -> tuple[int, float]:
         health = getattr(self, "_sender_usage", None)
@@ -88,6 +105,7 @@ class ManagementService(WorkspaceService):
         result = await self._paged(q, Page.of(page, per_page), views.sender_view)
         for item in result["data"]:
             item["sent_today"], item["bounce_rate"] = await self._sender_health(ws, item["id"])
+            item["daily_limit_today"] = await self._daily_limit_today(await self._sender_row(ws, item["id"]))
         return result
 
     async def update_sender(self, ws: str, sid: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -104,6 +122,8 @@ class ManagementService(WorkspaceService):
                 else:
                     new = self._secret_settings(new)
                 changes[key] = new
+            elif key == "warmup":  # null ends the warm-up
+                changes[key] = value.model_dump() if value is not None else None
             elif value is not None or key == "from_name":
                 changes[key] = value
         if changes:

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import and_, func, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from engine.schedule import CampaignPlan, Delay, LastSend, QueueItem, ScheduleSpec, SenderPlan, Usage
+from engine.schedule import CampaignPlan, Delay, LastSend, QueueItem, ScheduleSpec, SenderPlan, Usage, Warmup
 from events.registry import format_time, parse_time
 from projections import tables
 from projections import usage as usage_model
@@ -95,11 +95,22 @@ async def _campaigns(conn: AsyncConnection, workspace_id: str | None
 async def _senders_and_limits(conn: AsyncConnection, workspaces: list[str]
                               ) -> tuple[dict[str, SenderPlan], dict[str, int | None]]:
     s = tables.senders.c
+    rows = (await conn.execute(select(s.id, s.daily_limit, s.daily_limit_variation_pct, s.status, s.removed,
+                                      s.warmup).where(s.workspace_id.in_(workspaces)))).mappings().all()
+    warming = [r["id"] for r in rows if r["warmup"]]
+    first_days: dict[str, str] = {}
+    if warming:  # a warm-up counts its days from the sender's first send day
+        counts = usage_model.counts.c
+        first_days = dict((await conn.execute(select(counts.owner, func.min(counts.bucket)).where(
+            counts.scope == usage_model.SENDER_DAY, counts.owner.in_(warming), counts.sends > 0)
+            .group_by(counts.owner))).all())
     senders = {r["id"]: SenderPlan(sender_id=r["id"], daily_limit=r["daily_limit"],
                                    daily_limit_variation_pct=float(r["daily_limit_variation_pct"]),
-                                   active=r["status"] == "active" and not r["removed"])
-               for r in (await conn.execute(select(s.id, s.daily_limit, s.daily_limit_variation_pct, s.status,
-                                                   s.removed).where(s.workspace_id.in_(workspaces)))).mappings()}
+                                   active=r["status"] == "active" and not r["removed"],
+                                   warmup=Warmup.from_dict(json.loads(r["warmup"]) if r["warmup"] else None),
+                                   first_send_day=date.fromisoformat(first_days[r["id"]])
+                                   if r["id"] in first_days else None)
+               for r in rows}
     w = tables.workspaces.c
     monthly = {r[0]: r[1] for r in (await conn.execute(select(w.id, w.monthly_limit).where(w.id.in_(workspaces))))}
     return senders, monthly

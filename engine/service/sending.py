@@ -493,7 +493,8 @@ class SendingService(ServiceBase):
                     if sender["id"] not in settings:
                         settings[sender["id"]] = self._smtp_settings(sender)
                     result = await self.mailer.send(sender["id"], settings[sender["id"]], sender["email"],
-                                                    [composed.recipient], composed.raw)
+                                                    [composed.recipient], composed.raw,
+                                                    max_connections=sender["max_connections"])
                     links: tuple[str, ...] | None = composed.links
                 except Exception as exc:  # a message that cannot be built: never sent, recorded as failed
                     log.error("compose_failed", email_id=claim.email.email_id, error=repr(exc)[:300])

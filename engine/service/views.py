@@ -10,7 +10,8 @@ def _load(raw: Any) -> Any:
     return json.loads(raw) if isinstance(raw, str) else raw
 
 
-def sender_view(r: Any, sent_today: int = 0, bounce_rate: float = 0.0) -> dict[str, Any]:
+def sender_view(r: Any, sent_today: int = 0, bounce_rate: float = 0.0, *,
+                daily_limit_today: int | None = None) -> dict[str, Any]:
     smtp = _load(r["smtp"]) or {}
     imap = _load(r["imap"])
     return {
@@ -25,6 +26,8 @@ def sender_view(r: Any, sent_today: int = 0, bounce_rate: float = 0.0) -> dict[s
         "bounce_rate_threshold": r["bounce_rate_threshold"], "status": r["status"],
         "disabled_reason": r["disabled_reason"], "disabled_at": r["disabled_at"], "sent_today": sent_today,
         "bounce_rate": bounce_rate, "has_password": bool(smtp.get("password_enc")), "created_at": r["created_at"],
+        "max_connections": r["max_connections"], "warmup": _load(r["warmup"]),
+        "daily_limit_today": r["daily_limit"] if daily_limit_today is None else daily_limit_today,
     }
 
 

@@ -20,6 +20,8 @@ class SenderAdded(Event):
     daily_limit: int
     daily_limit_variation_pct: float
     bounce_rate_threshold: float
+    max_connections: int = 4  # concurrent SMTP connections
+    warmup: dict[str, Any] | None = None  # {start, increase_per_day, target}
 
 
 @register

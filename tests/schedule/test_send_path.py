@@ -11,15 +11,26 @@ Given a queue, campaigns, senders and usage; when the planner runs; then:
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import timedelta
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.schedule import PlanRound, SendRecord, Usage, plan, simulate
+from engine.schedule import (
+    PlanRound,
+    SenderPlan,
+    SendRecord,
+    Usage,
+    Warmup,
+    effective_daily_limit,
+    plan,
+    simulate,
+)
 from engine.schedule.tzutil import hour_start, local_date, zone
 from tests.schedule.factories import by_id, campaign, item, sender, utc
 from tests.schedule.test_properties import Scenario, scenarios
+from tests.schedule.ticking import Ticker
 
 MONDAY = utc(2026, 1, 5)
 ALL_DAY = {"days": ("mon", "tue", "wed", "thu", "fri", "sat", "sun"), "start_time": "00:00", "end_time": "24:00"}
@@ -102,3 +113,25 @@ def test_usage_of_current_buckets_plans_like_the_whole_history(sc: Scenario) -> 
     later = sc["start"] + timedelta(days=3)
     assert simulate(later, later + timedelta(days=2), *args, current_buckets(full, {**sc, "start": later}),
                     sc["monthly"]) == simulate(later, later + timedelta(days=2), *args, full, sc["monthly"])
+
+
+def test_warmup_grows_from_the_first_send_day_and_the_tick_loop_agrees() -> None:
+    """Given a new sender warming up (2, +1 a day, up to 4) under a daily limit of 50; when a
+    no-wait campaign has 20 emails due; then it sends 2, 3, 4, 4 on its first four days, as the
+    forecast says and as ticking at every next_due_at does."""
+    warm = {"s1": SenderPlan("s1", daily_limit=50, warmup=Warmup(2, 1, 4))}
+    campaigns = by_id(campaign(senders=("s1",), min_wait_seconds=0, max_wait_seconds=0, **ALL_DAY))
+    queue = [item(f"e{i:02d}", MONDAY + timedelta(hours=8)) for i in range(20)]
+    until = MONDAY + timedelta(days=4) - timedelta(microseconds=1)
+    forecast = simulate(MONDAY, until, queue, campaigns, warm, Usage(), {})
+    per_day = Counter(send.at.date() for send in forecast)
+    assert [per_day[MONDAY.date() + timedelta(days=n)] for n in range(4)] == [2, 3, 4, 4]
+    ticker = Ticker(campaigns, warm, list(queue))
+    ticker.run(MONDAY, until)
+    assert ticker.simulated() == forecast
+    # once the sender has a first send day of its own, the days count from it
+    known = SenderPlan("s1", daily_limit=50, warmup=Warmup(2, 1, 4), first_send_day=MONDAY.date())
+    assert effective_daily_limit(known, MONDAY.date() + timedelta(days=1)) == 3
+    assert effective_daily_limit(known, MONDAY.date() + timedelta(days=30)) == 4
+    capped = SenderPlan("s1", daily_limit=3, warmup=Warmup(2, 1, 10), first_send_day=MONDAY.date())
+    assert effective_daily_limit(capped, MONDAY.date() + timedelta(days=5)) == 3
