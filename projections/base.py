@@ -309,6 +309,10 @@ class Projector:
         for p in self.projections:
             for table in p.tables:
                 await conn.run_sync(table.create, checkfirst=True)
+                # create_all leaves an existing table as it is: an index added since (a new read
+                # path) would be missing on a database made by older code.
+                for index in table.indexes:
+                    await conn.run_sync(index.create, checkfirst=True)
 
     async def stale(self, conn: AsyncConnection) -> list[Projection]:
         """Projections whose stored version differs from the code's (or that never ran)."""
