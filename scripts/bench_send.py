@@ -157,6 +157,87 @@ async def ticking(port: int, emails: int, senders: int, tmp: Path) -> tuple[tupl
     return rates(stamps, start), ticks
 
 
+RAW_PROCESS = r"""
+import asyncio, sys, time
+import aiosmtplib
+port, count, connections = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+message = (b"From: rep@sender.io\r\nTo: c@corp.io\r\nSubject: Hello C\r\nMessage-ID: <x@sender.io>\r\n"
+           b"MIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>Hi C at Corp</p>\r\n")
+async def main():
+    clients = []
+    for _ in range(connections):
+        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False, use_tls=False)
+        await client.connect()
+        clients.append(client)
+    counter = iter(range(count))
+    async def worker(client):
+        for i in counter:
+            await client.sendmail("rep@sender.io", [f"c{i}@corp.io"], message)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    start = time.perf_counter()
+    await asyncio.gather(*(worker(c) for c in clients))
+    print(time.perf_counter() - start, flush=True)
+asyncio.run(main())
+"""
+
+
+def raw_processes(port: int, emails: int, processes: int, connections: int) -> float:
+    """`processes` raw loops at once, each its share of `emails`: emails/s over the slowest."""
+    procs = [subprocess.Popen([sys.executable, "-c", RAW_PROCESS, str(port), str(emails // processes),
+                               str(connections)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+             for _ in range(processes)]
+    for proc in procs:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    times = []
+    for proc in procs:
+        assert proc.stdout is not None
+        times.append(float(proc.stdout.readline()))
+        proc.wait(timeout=60)
+    return (emails // processes * processes) / max(times)
+
+
+async def postgres_workers(port: int, emails: int, senders: int, workers: int, tmp: Path) -> float:
+    """`workers` ``campaign-engine worker`` processes on one PostgreSQL database: emails/s from
+    the first email sent to the last (start-up excluded), checked in the log."""
+    from sqlalchemy import func, select
+
+    from projections.sending import emails as email_rows
+    from tests.conftest import pg_database
+    from tests.scale.helpers import SECRET, Worker, stop_all
+
+    async with pg_database() as url:
+        async with CampaignEngine(url, secret_key=SECRET) as engine:
+            await build(engine, "127.0.0.1", port, contacts=emails, senders=senders, campaigns=1,
+                        daily_limit=100_000, chunk=5000)
+            running: list[Worker] = []
+            try:
+                running = [Worker(url, tmp / f"pg{workers}_{i}.log") for i in range(workers)]
+                first = 0.0
+                deadline = time.perf_counter() + 600
+                while True:
+                    async with engine.store.reading() as conn:
+                        sent = int((await conn.execute(select(func.count()).select_from(email_rows).where(
+                            email_rows.c.status == "sent"))).scalar() or 0)
+                    now = time.perf_counter()
+                    if sent and not first:
+                        first = now
+                    if sent >= emails:
+                        break
+                    if now > deadline:
+                        raise RuntimeError(f"stuck at {sent} of {emails}")
+                    await asyncio.sleep(0.02)
+                return emails / (now - first)
+            finally:
+                for worker in running:
+                    worker.signal(15)
+                stop_all(running)
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -166,6 +247,8 @@ async def main() -> None:
     parser.add_argument("--emails", default="20000,100000")
     parser.add_argument("--senders", type=int, default=32)
     parser.add_argument("--raw-connections", type=int, default=32)
+    parser.add_argument("--workers", default="", help="PostgreSQL: also N worker processes vs N raw loops, e.g. 1,2,4")
+    parser.add_argument("--pg-emails", type=int, default=10_000)
     args = parser.parse_args()
     print(f"send path: 1 campaign, 1 step, {args.senders} senders, no waits; sink in another process "
           f"(pid {os.getpid()} is the engine)")
@@ -184,6 +267,15 @@ async def main() -> None:
                   f"(first 10% {tick[1]:.0f}/s, last 10% {tick[2]:.0f}/s)")
             print(f"  tick / raw: {tick[0] / raw[0]:.2f}   last 10% / first 10%: {tick[2] / tick[1]:.2f}   "
                   f"peak RSS so far: {peak_rss_mb():.0f} MB")
+        for workers in (int(n) for n in args.workers.split(",") if n):
+            sink = Sink()
+            try:
+                raw_rate = raw_processes(sink.port, args.pg_emails, workers, args.raw_connections)
+                worker_rate = await postgres_workers(sink.port, args.pg_emails, args.senders, workers, Path(tmp))
+            finally:
+                sink.stop()
+            print(f"\nPostgreSQL, {args.pg_emails:,} emails: {workers} worker process(es) {worker_rate:8.0f} emails/s; "
+                  f"{workers} raw loop process(es) {raw_rate:8.0f} emails/s; ratio {worker_rate / raw_rate:.2f}")
 
 
 if __name__ == "__main__":
