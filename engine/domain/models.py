@@ -14,6 +14,7 @@ from email_validator import EmailNotValidError, validate_email
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from engine.errors import ValidationFailed
+from engine.schedule.closed_days import format_holidays, parse_holidays, parse_skip_date
 
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -215,11 +216,27 @@ class ScheduleIn(Strict):
     daily_limit: int | None = Field(default=None, ge=1)
     launch_at: datetime | None = None
     use_contact_timezone: bool = False
+    skip_dates: list[str] = Field(default_factory=list, max_length=1000)
+    holidays: str | None = None
 
     @field_validator("timezone")
     @classmethod
     def _tz(cls, v: str) -> str:
         return check_timezone(v)
+
+    @field_validator("skip_dates")
+    @classmethod
+    def _skip_dates(cls, v: list[str]) -> list[str]:
+        """Strict YYYY-MM-DD (the planner reads the stored JSON), kept sorted without repeats."""
+        return sorted({parse_skip_date(day).isoformat() for day in v})
+
+    @field_validator("holidays")
+    @classmethod
+    def _holidays(cls, v: str | None) -> str | None:
+        """A country (``FR``) or country-subdivision (``US-CA``) the ``holidays`` package knows."""
+        if v is None:
+            return v
+        return format_holidays(*parse_holidays(v))
 
     @field_validator("days")
     @classmethod

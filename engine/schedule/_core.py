@@ -108,7 +108,7 @@ class Context:
         found = self._windows.get(key)
         if found is None:
             spec = self.campaigns[campaign_id].schedule
-            found = Window(tz, spec.weekday_numbers, spec.start_minute, spec.end_minute)
+            found = Window(tz, spec.weekday_numbers, spec.start_minute, spec.end_minute, spec.closed_days)
             self._windows[key] = found
         return found
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
+from engine.schedule.closed_days import ClosedDays, closed_days, format_holidays, parse_holidays, parse_skip_date
 from engine.schedule.tzutil import as_utc, hour_start, local_date, zone
 from engine.schedule.validation import (
     SCHEDULE_DEFAULTS,
@@ -50,6 +51,10 @@ class ScheduleSpec:
 
     Defaults are the contract's. Constructing an invalid spec raises :class:`InvalidSchedule`;
     use :func:`validate_schedule` first to report problems instead.
+
+    `skip_dates` (dates or ``YYYY-MM-DD`` strings) end up sorted without repeats, and `holidays`
+    in the ``holidays`` package's spelling (``"us-ca"`` -> ``"US-CA"``), so equal schedules
+    compare, hash and serialise equal.
     """
 
     timezone: str = "UTC"
@@ -64,6 +69,8 @@ class ScheduleSpec:
     daily_limit: int | None = None
     launch_at: datetime | None = None
     use_contact_timezone: bool = False
+    skip_dates: tuple[date, ...] = ()
+    holidays: str | None = None
 
     def __post_init__(self) -> None:
         problems = validate_schedule(self._raw())
@@ -73,6 +80,9 @@ class ScheduleSpec:
         object.__setattr__(self, "days", tuple(d for d in WEEKDAYS if d in lowered))
         if self.launch_at is not None:
             object.__setattr__(self, "launch_at", parse_launch_at(self.launch_at))
+        object.__setattr__(self, "skip_dates", tuple(sorted({parse_skip_date(d) for d in self.skip_dates})))
+        if self.holidays is not None:
+            object.__setattr__(self, "holidays", format_holidays(*parse_holidays(self.holidays)))
 
     def _raw(self) -> dict[str, object]:
         return {
@@ -88,6 +98,8 @@ class ScheduleSpec:
             "daily_limit": self.daily_limit,
             "launch_at": self.launch_at,
             "use_contact_timezone": self.use_contact_timezone,
+            "skip_dates": list(self.skip_dates) if isinstance(self.skip_dates, list | tuple) else self.skip_dates,
+            "holidays": self.holidays,
         }
 
     @classmethod
@@ -113,12 +125,15 @@ class ScheduleSpec:
             daily_limit=values["daily_limit"],
             launch_at=None if values["launch_at"] is None else parse_launch_at(values["launch_at"]),
             use_contact_timezone=values["use_contact_timezone"],
+            skip_dates=tuple(parse_skip_date(d) for d in values["skip_dates"]),
+            holidays=values["holidays"],
         )
 
     def to_dict(self) -> dict[str, Any]:
         """The contract's JSON shape (times ISO 8601 UTC with ``Z``)."""
         raw = self._raw()
         raw["days"] = list(self.days)
+        raw["skip_dates"] = [day.isoformat() for day in self.skip_dates]
         if self.launch_at is not None:
             raw["launch_at"] = self.launch_at.isoformat().replace("+00:00", "Z")
         return raw
@@ -141,6 +156,11 @@ class ScheduleSpec:
     def weekday_numbers(self) -> frozenset[int]:
         """Allowed days as ``date.weekday()`` numbers (0 = Monday)."""
         return frozenset(WEEKDAYS.index(d) for d in self.days)
+
+    @property
+    def closed_days(self) -> ClosedDays | None:
+        """The local days with no window (skip dates, holidays); None when there are none."""
+        return closed_days(self.skip_dates, self.holidays)
 
 
 @dataclass(frozen=True, slots=True)

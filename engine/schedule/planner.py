@@ -87,8 +87,9 @@ def next_due_at(
 def follow_up(assignment: Assignment, campaign: CampaignPlan, email_id: str) -> QueueItem | None:
     """The next step's queue item after `assignment` was sent, or None after the last step.
 
-    Due `step_delays[n]` after the send of step n (in the campaign's zone, business days
-    included), pinned to the same sender so it threads, with the same priority and seq.
+    Due `step_delays[n]` after the send of step n (in the campaign's zone; business days skip
+    weekends and the schedule's skip dates and holidays), pinned to the same sender so it
+    threads, with the same priority and seq.
     """
     item = assignment.item
     if item.step >= len(campaign.step_delays):
@@ -99,7 +100,12 @@ def follow_up(assignment: Assignment, campaign: CampaignPlan, email_id: str) -> 
         campaign_id=item.campaign_id,
         contact_id=item.contact_id,
         step=item.step + 1,
-        due_at=add_delay(assignment.at, campaign.step_delays[item.step], campaign.schedule.timezone),
+        due_at=add_delay(
+            assignment.at,
+            campaign.step_delays[item.step],
+            campaign.schedule.timezone,
+            campaign.schedule.closed_days,
+        ),
         priority=item.priority,
         sender_id=assignment.sender_id,
         contact_timezone=item.contact_timezone,

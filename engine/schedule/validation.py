@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
+from engine.schedule.closed_days import parse_holidays, parse_skip_date
 from engine.schedule.cron import next_fire_at_or_after, parse_cron
 from engine.schedule.tzutil import is_timezone
 from engine.schedule.windows import Window
@@ -33,9 +34,13 @@ SCHEDULE_DEFAULTS: Mapping[str, object] = {
     "daily_limit": None,
     "launch_at": None,
     "use_contact_timezone": False,
+    "skip_dates": [],
+    "holidays": None,
 }
 
 MAX_WAIT_SECONDS = 86_400
+# Enough for years of blackout days, small enough that a schedule stays a small document.
+MAX_SKIP_DATES = 1000
 _HHMM = re.compile(r"^(\d{2}):(\d{2})$")
 # Fixed reference for "does this cron ever fire (inside the window)?": validation has no clock.
 _REFERENCE = datetime(2025, 1, 6, tzinfo=UTC)
@@ -175,4 +180,26 @@ def validate_schedule(d: object) -> list[tuple[str, str]]:
 
     if not isinstance(values["use_contact_timezone"], bool):
         problems.append(("use_contact_timezone", "must be true or false"))
+
+    skip_dates = values["skip_dates"]
+    if not isinstance(skip_dates, list | tuple):
+        problems.append(("skip_dates", "must be a list of dates written YYYY-MM-DD"))
+    elif len(skip_dates) > MAX_SKIP_DATES:
+        problems.append(("skip_dates", f"must hold at most {MAX_SKIP_DATES} dates"))
+    else:
+        for value in skip_dates:
+            try:
+                parse_skip_date(value)
+            except ValueError as exc:
+                problems.append(("skip_dates", str(exc)))
+
+    calendar = values["holidays"]
+    if calendar is not None:
+        if not isinstance(calendar, str):
+            problems.append(("holidays", "must be null or a country code such as FR or US-CA"))
+        else:
+            try:
+                parse_holidays(calendar)
+            except ValueError as exc:
+                problems.append(("holidays", str(exc)))
     return problems

@@ -15,6 +15,7 @@ from datetime import date, datetime, time, timedelta
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
+from engine.schedule.closed_days import ClosedDays
 from engine.schedule.tzutil import as_utc, is_timezone, local_date, resolve_wall, wall, zone
 
 if TYPE_CHECKING:
@@ -45,16 +46,24 @@ def _day_bounds(tz_name: str, day: date, start: int, end: int) -> tuple[datetime
 
 @dataclass(frozen=True, slots=True)
 class Window:
-    """The send window of one schedule in one time zone; hashable so results can be cached."""
+    """The send window of one schedule in one time zone; hashable so results can be cached.
+
+    `closed`: the schedule's skip dates and holidays, read as local days of *this* window's zone
+    (so a contact-zone window closes on the contact's calendar day). A closed day has no window
+    at all, which is all `contains`, `next_open`, `close` and the planner's slot search need.
+    """
 
     timezone: str
     weekdays: frozenset[int]  # 0 = Monday .. 6 = Sunday
     start_minute: int
     end_minute: int  # up to 1440 (24:00)
+    closed: ClosedDays | None = None
 
     def bounds(self, day: date) -> tuple[datetime, datetime] | None:
         """The window of local day `day` as UTC [open, close), or None when there is none."""
         if day.weekday() not in self.weekdays:
+            return None
+        if self.closed is not None and self.closed.is_closed(day):
             return None
         return _day_bounds(self.timezone, day, self.start_minute, self.end_minute)
 
@@ -65,7 +74,8 @@ class Window:
 
     def _next_bounds(self, at: datetime) -> tuple[datetime, datetime]:
         day = local_date(at, zone(self.timezone))
-        for offset in range(_SEARCH_DAYS):
+        search = _SEARCH_DAYS if self.closed is None else _SEARCH_DAYS + self.closed.search_days
+        for offset in range(search):
             bounds = self.bounds(day + timedelta(days=offset))
             if bounds is not None and at < bounds[1]:
                 return bounds
@@ -93,12 +103,14 @@ def effective_timezone(spec: ScheduleSpec, contact_tz: str | None = None) -> str
 
 def window_for(spec: ScheduleSpec, contact_tz: str | None = None) -> Window:
     """The :class:`Window` of `spec` for a contact living in `contact_tz` (or None)."""
-    return _window(effective_timezone(spec, contact_tz), spec.weekday_numbers, spec.start_minute, spec.end_minute)
+    return _window(
+        effective_timezone(spec, contact_tz), spec.weekday_numbers, spec.start_minute, spec.end_minute, spec.closed_days
+    )
 
 
 @lru_cache(maxsize=4096)
-def _window(tz: str, weekdays: frozenset[int], start: int, end: int) -> Window:
-    return Window(timezone=tz, weekdays=weekdays, start_minute=start, end_minute=end)
+def _window(tz: str, weekdays: frozenset[int], start: int, end: int, closed: ClosedDays | None) -> Window:
+    return Window(timezone=tz, weekdays=weekdays, start_minute=start, end_minute=end, closed=closed)
 
 
 def in_window(spec: ScheduleSpec, at: datetime, contact_tz: str | None = None) -> bool:
@@ -120,12 +132,14 @@ def window_close(spec: ScheduleSpec, at: datetime, contact_tz: str | None = None
     return window_for(spec, contact_tz).close(as_utc(at, "at"))
 
 
-def add_delay(sent_at: datetime, delay: Delay, tz: str) -> datetime:
+def add_delay(sent_at: datetime, delay: Delay, tz: str, closed: ClosedDays | None = None) -> datetime:
     """`sent_at` plus `delay`, in zone `tz` (UTC result).
 
     Days are calendar days on the local wall clock (a 1-day delay keeps the local time of day
     across a DST change); with ``business_days`` only Monday-Friday count, so one business day
-    after a Friday or a Saturday is the Monday. Hours and minutes are then added as elapsed time.
+    after a Friday or a Saturday is the Monday. `closed` (the schedule's skip dates and holidays,
+    as local days of `tz`) are not business days either: a holiday is nobody's working day, so
+    "2 business days later" must not count it. Hours and minutes are then added as elapsed time.
     """
     sent_at = as_utc(sent_at, "sent_at")
     base = sent_at
@@ -137,7 +151,7 @@ def add_delay(sent_at: datetime, delay: Delay, tz: str) -> datetime:
             remaining = delay.days
             while remaining:
                 day += timedelta(days=1)
-                if day.weekday() < 5:
+                if day.weekday() < 5 and (closed is None or not closed.is_closed(day)):
                     remaining -= 1
         else:
             day += timedelta(days=delay.days)
