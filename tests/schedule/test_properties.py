@@ -36,7 +36,18 @@ from tests.schedule.ticking import Ticker
 
 WEEK = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 ZONES = ("UTC", "Europe/Paris", "America/New_York", "Asia/Kolkata")
-STARTS = (utc(2026, 3, 27, 6), utc(2026, 10, 23, 20), utc(2026, 3, 6, 10), utc(2026, 10, 30, 15), utc(2026, 1, 30))
+STARTS = (
+    utc(2026, 3, 27, 6),
+    utc(2026, 10, 23, 20),
+    utc(2026, 3, 6, 10),
+    utc(2026, 10, 30, 15),
+    utc(2026, 1, 30),
+    utc(2026, 12, 23, 12),  # Christmas and the weekend after it
+    utc(2026, 7, 12, 3),  # Bastille Day (FR), Independence Day observed (US) just before
+)
+# Calendars with holidays inside some scenario's four days: FR (Nov 1 and 11, Jul 14, Dec 25),
+# US-CA (Mar 31, Jul 3 observed, Dec 25), DE-BY (Dec 25-26), IN (none of these days).
+HOLIDAYS = (None, None, "FR", "US-CA", "DE-BY", "IN")
 WINDOWS = (("09:00", "17:00"), ("00:00", "24:00"), ("01:30", "03:30"), ("20:00", "24:00"), ("08:15", "12:45"))
 CRONS = ("*/20 * * * *", "5,35 * * * *", "*/7 * * * *", "0 * * * *", "10 2 * * *")
 CONTACT_ZONES = (None, None, "Asia/Tokyo", "America/Los_Angeles", "Not/AZone")
@@ -56,6 +67,11 @@ def schedules(draw: st.DrawFn, start: datetime) -> ScheduleSpec:
         "max_per_hour": draw(st.sampled_from((None, None, 1, 3))),
         "daily_limit": draw(st.sampled_from((None, None, 2, 5))),
         "use_contact_timezone": draw(st.booleans()),
+        "holidays": draw(st.sampled_from(HOLIDAYS)),
+        "skip_dates": [
+            (start.date() + timedelta(days=offset)).isoformat()
+            for offset in draw(st.sets(st.integers(-1, 4), max_size=3))
+        ],
     }
     mode = draw(st.sampled_from(("wait", "every", "cron")))
     if mode == "every":
@@ -188,6 +204,9 @@ def check_rules(sc: Scenario, sends: list[SimulatedSend], usage: Usage) -> None:
         sender = senders[s.sender_id]
         assert c.active and sender.active and s.sender_id in c.sender_ids
         assert window_for(spec, contact_tz[s.enrollment_id]).contains(s.at)
+        closed = spec.closed_days  # never on a skip date or holiday of the window's own zone
+        window_zone = zone(window_for(spec, contact_tz[s.enrollment_id]).timezone)
+        assert closed is None or not closed.is_closed(local_date(s.at, window_zone))
         assert spec.launch_at is None or s.at >= spec.launch_at
         # Limits: nothing is sent into a full bucket.
         tz = zone(spec.timezone)
@@ -219,7 +238,7 @@ def check_rules(sc: Scenario, sends: list[SimulatedSend], usage: Usage) -> None:
             assert queued.sender_id in (None, s.sender_id)
         else:
             assert s.step == before.step + 1 and s.sender_id == before.sender_id
-            assert s.at >= add_delay(before.at, c.step_delays[before.step], spec.timezone)
+            assert s.at >= add_delay(before.at, c.step_delays[before.step], spec.timezone, spec.closed_days)
         previous[s.enrollment_id] = s
         usage = usage.record(
             campaign_id=s.campaign_id,
