@@ -121,6 +121,9 @@ class CampaignEngine(ManagementService, CampaignService, SendingService, StatsSe
         self.store.notify_channel = NOTIFY_CHANNEL
         self.store.notify_when = creates_work
         self._opened = True
+        if not self.public_url.lower().startswith("https://"):  # RFC 8058: no one-click unsubscribe over http
+            log.warning("public_url_not_https", public_url=self.public_url, detail="List-Unsubscribe-Post (one-click "
+                        "unsubscribe) is not offered; Gmail and Yahoo require it of bulk senders")
         return self
 
     async def _check_secret_key(self) -> None:

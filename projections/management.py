@@ -93,8 +93,8 @@ async def _wh_deleted(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None
 
 
 # -- senders ----------------------------------------------------------------------------------
-# Version 2: max_connections and warmup (the table is reshaped on databases made before).
-senders = ReshapingProjection("senders", 2, [t.senders])
+# Version 2: max_connections and warmup; version 3: dkim (the table is reshaped on databases made before).
+senders = ReshapingProjection("senders", 3, [t.senders])
 
 
 @senders.on("sender.added")
@@ -104,7 +104,7 @@ async def _sender_added(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> No
          "smtp": _j(d.smtp), "imap": _j(d.imap) if d.imap is not None else None, "daily_limit": d.daily_limit,
          "daily_limit_variation_pct": d.daily_limit_variation_pct, "bounce_rate_threshold": d.bounce_rate_threshold,
          "max_connections": d.max_connections, "warmup": _j(d.warmup) if d.warmup is not None else None,
-         "status": "active", "disabled_reason": None, "disabled_at": None, "removed": False,
+         "dkim": None, "status": "active", "disabled_reason": None, "disabled_at": None, "removed": False,
          "created_at": _at(e), "updated_at": _at(e)}
         for e in evs for d in [_d(e)]])
 
@@ -124,6 +124,15 @@ async def _sender_updated(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> 
 
 
 _S = t.senders
+
+
+@senders.on("sender.dkim_key_set")
+async def _sender_dkim_key_set(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
+    """The key as the event carries it: the private part stays encrypted in the read model too."""
+    await conn.execute(update(_S).where(_S.c.id == bindparam("i")).values(
+        dkim=bindparam("k"), updated_at=bindparam("u")), [{"i": d.sender_id, "u": _at(e), "k": _j({
+            "selector": d.selector, "algorithm": d.algorithm, "public_key": d.public_key,
+            "private_key_enc": d.private_key_enc})} for e in evs for d in [_d(e)]])
 
 
 @senders.on("sender.disabled")

@@ -48,6 +48,7 @@ senders = Table(
     Column("bounce_rate_threshold", Float, nullable=False),
     Column("max_connections", Integer, nullable=False),
     Column("warmup", Text),  # JSON {start, increase_per_day, target} or NULL
+    Column("dkim", Text),  # JSON {selector, algorithm, public_key, private_key_enc} or NULL
     Column("status", String(16), nullable=False),
     Column("disabled_reason", Text),
     Column("disabled_at", String(32)),

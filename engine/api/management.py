@@ -67,6 +67,18 @@ async def check_sender(request: Request, sender_id: str, ws: str = Ws) -> Any:
     return await _engine(request).check_sender(ws, sender_id)
 
 
+@router.post("/senders/{sender_id}/dkim")
+async def set_sender_dkim(request: Request, sender_id: str, ws: str = Ws) -> JSONResponse:
+    """Generate or import the sender's DKIM key; an empty body generates RSA 2048 with a dated selector."""
+    return await post_json(request, ws, 200, lambda body: _engine(request).set_sender_dkim(ws, sender_id, body),
+                           allow_empty=True)
+
+
+@router.get("/senders/{sender_id}/dns")
+async def sender_dns(request: Request, sender_id: str, ws: str = Ws) -> Any:
+    return await _engine(request).sender_dns(ws, sender_id)
+
+
 # -- contacts ---------------------------------------------------------------------------------
 @router.post("/contacts", status_code=201)
 async def create_contact(request: Request, ws: str = Ws) -> JSONResponse:

@@ -69,6 +69,8 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("delete", "/v1/senders/{sender_id}"): Operation(s.Deleted, errors=(404, 409)),
     ("post", "/v1/senders/{sender_id}/reenable"): Operation(s.Sender, errors=(404, 409)),
     ("post", "/v1/senders/{sender_id}/check"): Operation(s.SenderCheck, errors=(404,)),
+    ("post", "/v1/senders/{sender_id}/dkim"): Operation(s.Sender, s.DkimKeyIn, body_required=False, errors=(404,)),
+    ("get", "/v1/senders/{sender_id}/dns"): Operation(s.SenderDns, errors=(404,)),
     # contacts, lists, suppressions
     ("post", "/v1/contacts"): Operation(s.Contact, m.ContactIn, errors=(409,)),
     ("post", "/v1/contacts/import"): Operation(s.ImportResult, list[m.ContactIn], csv=True),

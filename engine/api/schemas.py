@@ -115,6 +115,13 @@ class ImapOut(Described):
     has_password: bool = Field(default=False, description="Whether a password is stored (never returned).")
 
 
+class SenderDkim(Described):
+    model_config = _example({"selector": "ce20260105", "algorithm": "rsa-sha256", "public_key": "MIIBIjANBgkqh..."})
+    selector: str = Field(description="The DKIM selector (s=): the key's record is <selector>._domainkey.<domain>.")
+    algorithm: Literal["rsa-sha256", "ed25519-sha256"] = Field(description="The signature algorithm (a=).")
+    public_key: str = Field(description="The p= value of the TXT record (base64). The private key never leaves.")
+
+
 class Sender(Described):
     model_config = _example({
         "id": "snd_019b8d2b8c00beb3bb1e607fb7b9", "email": "sales@acme.io", "from_name": "Ana from Acme",
@@ -142,6 +149,40 @@ class Sender(Described):
         default=None, description="Warm-up: {start, increase_per_day, target} from the first send day, or null.")
     daily_limit_today: int | None = Field(
         description="What the sender may send today (UTC): daily_limit, less its variation, lowered by a warm-up.")
+    dkim: SenderDkim | None = Field(default=None, description="The sender's DKIM key (public half), or null.")
+
+
+class DkimKeyIn(Described):
+    """``POST /v1/senders/{id}/dkim``: every field optional; an empty body generates an RSA 2048 key."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"algorithm": "ed25519-sha256"}]})
+    selector: str | None = Field(default=None, description="DNS label(s); default ce<YYYYMMDD>.")
+    algorithm: Literal["rsa-sha256", "ed25519-sha256"] | None = Field(
+        default=None, description="Default rsa-sha256, or the imported key's.")
+    private_key_pem: str | None = Field(
+        default=None, description="Import this unencrypted PEM private key (RSA 1024-4096 bits or Ed25519) "
+                                  "instead of generating one; stored encrypted, never returned.")
+
+
+class DnsRecord(Described):
+    name: str = Field(description="The DNS name to publish at.")
+    type: Literal["TXT"] = Field(description="Record type.")
+    value: str = Field(description="The TXT value (a provider splits a long one into 255-byte strings).")
+
+
+class SenderDns(Described):
+    model_config = _example({
+        "domain": "acme.io",
+        "dkim": {"name": "ce20260105._domainkey.acme.io", "type": "TXT", "value": "v=DKIM1; k=rsa; p=MIIB..."},
+        "spf": {"name": "acme.io", "type": "TXT", "value": "v=spf1 a mx a:smtp.acme.io ~all"},
+        "dmarc": {"name": "_dmarc.acme.io", "type": "TXT", "value": "v=DMARC1; p=none; rua=mailto:postmaster@acme.io"},
+        "warnings": []})
+    domain: str = Field(description="The sender's domain (IDN as an A-label).")
+    dkim: DnsRecord | None = Field(description="The DKIM key record, or null while the sender has no key.")
+    spf: DnsRecord = Field(description="A recommended SPF record: the domain's hosts and the sender's SMTP server.")
+    dmarc: DnsRecord = Field(description="A recommended DMARC record: p=none (monitoring) with aggregate reports.")
+    warnings: list[str] = Field(description="What keeps receivers from trusting the mail (no key, public_url not "
+                                            "https, ...).")
 
 
 class SenderPage(Described):
@@ -252,6 +293,9 @@ class StoredEvent(Described):
     version: int = Field(description="Version within the stream.")
     type: str = Field(description="Event type, e.g. email.sent.")
     data: dict[str, Any] = Field(description="The event's fields (personal data of erased contacts removed).")
+    metadata: dict[str, Any] = Field(
+        default_factory=dict, description="Who and why: actor (api_key:<id>, cli, system:runtime, system:inbound, "
+        "system:tracking, embedded), request_id (the API call's X-Request-Id) and route.")
     recorded_at: str = Field(description=TIME)
 
 

@@ -8,7 +8,8 @@ beyond the mappings the caller passes in.
 - :func:`render_step`: the subject and both bodies of a step for one contact, exactly as they are
   sent, before tracking rewrites links. Preview shows this.
 - :func:`compose_email`: that, plus threading headers, tracking and ``List-Unsubscribe``, built into
-  the wire bytes by :func:`engine.delivery.mime.build_message`, with the address to give ``RCPT TO``.
+  the wire bytes by :func:`engine.delivery.mime.build_message`, with the address to give ``RCPT TO``,
+  and DKIM-signed when the sender has a key (so the tick and test sends sign alike).
 
 The rules:
 
@@ -38,6 +39,8 @@ from datetime import datetime
 from typing import Any, Final
 
 from engine.delivery import mime
+from engine.delivery.dkim import DkimSigning
+from engine.delivery.dkim import sign as dkim_sign
 from engine.delivery.templates import render, render_header
 
 __all__ = [
@@ -187,6 +190,7 @@ def compose_email(
     tracking: mime.Tracking | None,
     test: bool = False,
     to_email: str | None = None,
+    dkim: DkimSigning | None = None,
 ) -> ComposedEmail:
     """The email for step ``step_number`` of ``definition`` to ``contact``, from ``sender``.
 
@@ -201,6 +205,8 @@ def compose_email(
       ids also make ``{{unsubscribe_url}}``.
     - ``test``: a test send (see the module docstring); ``to_email`` then names the test address,
       which replaces the contact's in ``To:`` and ``RCPT TO`` (the merge data stays the contact's).
+    - ``dkim``: the sender's key, decrypted by the caller; the finished bytes are signed with it
+      (:func:`engine.delivery.dkim.sign`), last, so that nothing changes a signed header or body.
 
     ValueError for a step that does not exist, an unusable address or a malformed Message-ID.
     """
@@ -231,11 +237,15 @@ def compose_email(
         thread=thread,
         tracking=tracking,
     )
+    raw = built.raw
+    if dkim is not None:
+        raw = dkim_sign(raw, selector=dkim.selector, domain=dkim.domain, private_key_pem=dkim.private_key_pem,
+                        algorithm=dkim.algorithm)
     return ComposedEmail(
         subject=built.subject,
         body_html=rendered.body_html,
         body_text=rendered.body_text,
-        raw=built.raw,
+        raw=raw,
         message_id=built.message_id,
         links=built.links,
         recipient=mime.envelope_address(address),

@@ -12,9 +12,12 @@ which never produces ``=_``: the MIME boundary starts with ``=_`` and so cannot 
 
 Tracking (all optional): an open pixel appended to the HTML, every http(s) link of ``<a>``/``<area>``
 and of the text part rewritten to a signed click URL, and RFC 8058 one-click ``List-Unsubscribe``
-headers. Links to the engine's own endpoints (``<public_url>/t/...`` and ``/u/...``) are never
-wrapped: a click URL wrapped again only adds a redirect, and an unsubscribe page reached through
-the click tracker would count an unsubscribe as a click.
+headers. ``List-Unsubscribe-Post`` is offered only when ``public_url`` is https: RFC 8058 section 3.1
+requires an HTTPS URI for one-click, and a receiver that POSTs over plain http would send the
+token in clear (``List-Unsubscribe`` keeps both the URL and the ``mailto:``). Links to the
+engine's own endpoints (``<public_url>/t/...`` and ``/u/...``) are never wrapped: a click URL
+wrapped again only adds a redirect, and an unsubscribe page reached through the click tracker
+would count an unsubscribe as a click.
 
 Addresses: headers carry IDN domains in their ASCII (A-label) form; :func:`envelope_address` gives
 the form for ``RCPT TO``, so that ``mueller@bücher.de`` needs no SMTPUTF8 on the wire.
@@ -539,7 +542,8 @@ def build_message(
                 f"List-Unsubscribe: <{base}/u/{token}>,\r\n"
                 f" <mailto:{quote(mailto, safe='@')}?subject={quote('unsubscribe ' + token)}>\r\n"
             )
-            headers.append("List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n")
+            if base.lower().startswith("https://"):  # RFC 8058 section 3.1: one-click needs HTTPS
+                headers.append("List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n")
 
     for name, value in (extra_headers or {}).items():
         if not re.fullmatch(r"[A-Za-z0-9\-]+", name):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import ipaddress
 import json
 import secrets
 from datetime import UTC, date
@@ -13,7 +14,7 @@ from typing import Any
 import structlog
 from sqlalchemy import and_, func, or_, select
 
-from engine.delivery import destinations
+from engine.delivery import destinations, dkim
 from engine.domain import models as m
 from engine.errors import Conflict, NotFound, ValidationFailed
 from engine.schedule import SenderPlan, Warmup, effective_daily_limit
@@ -161,6 +162,83 @@ class ManagementService(WorkspaceService):
             imap_ok, imap_error = await MailboxReader().check_login(self._imap_settings(row))
         errors = [f"smtp: {smtp_error}" if smtp_error else "", f"imap: {imap_error}" if imap_error else ""]
         return {"smtp_ok": smtp_ok, "imap_ok": imap_ok, "error": "; ".join(e for e in errors if e) or None}
+
+    # -- DKIM and the records to publish --------------------------------------------------------
+    async def set_sender_dkim(self, ws: str, sid: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Generate (or import, with ``private_key_pem``) the sender's DKIM key; it replaces any earlier one.
+
+        The private key is encrypted by the vault before it reaches the event or the read model, and
+        no answer, event export or log line carries it. Without a ``selector`` the key gets a new
+        dated one (``ce20260105``), so that the new record can be published beside the old one
+        while mail signed with the old key is still in flight.
+        """
+        row = await self._sender_row(ws, sid)
+        current = json.loads(row["dkim"]) if row["dkim"] else None
+        selector, algorithm, pem = _dkim_request(body)
+        if selector is None:
+            selector = f"ce{self.now():%Y%m%d}"
+            if current is not None and current["selector"] == selector:
+                selector = f"ce{self.now():%Y%m%d%H%M%S}"
+        if pem is None:
+            # RSA generation takes a noticeable fraction of a second: off the event loop.
+            pem = await asyncio.to_thread(dkim.generate_private_key, algorithm or "rsa-sha256")
+            algorithm = algorithm or "rsa-sha256"
+        else:
+            try:
+                algorithm, pem = dkim.load_private_key(pem, algorithm)
+            except dkim.DkimKeyError as exc:
+                raise ValidationFailed([{"field": "private_key_pem", "message": str(exc)}]) from None
+        await self.store.append(f"sender-{sid}", [se.SenderDkimKeySet(
+            sender_id=sid, selector=selector, algorithm=algorithm, public_key=dkim.public_key_value(pem),
+            private_key_enc=self.vault.encrypt_secret(pem))], None, workspace_id=ws)
+        log.info("sender_dkim_key_set", sender_id=sid, selector=selector, algorithm=algorithm)
+        return await self.get_sender(ws, sid)
+
+    async def sender_dns(self, ws: str, sid: str) -> dict[str, Any]:
+        """The TXT records the sender's domain should publish (DKIM, SPF, DMARC), and what is amiss.
+
+        - ``dkim``: the key's record at ``<selector>._domainkey.<domain>``, or null without a key.
+        - ``spf``: ``v=spf1 a mx <the SMTP server> ~all``: the domain's own hosts plus the server the
+          engine submits through (``include:`` of its provider's SPF record when the host is a
+          well-known one, else ``a:<host>``); ``~all`` (soft fail) so that a forgotten source
+          is flagged rather than bounced while DMARC reports are read. A domain has one SPF record:
+          merge these terms into an existing one.
+        - ``dmarc``: ``v=DMARC1; p=none; rua=mailto:postmaster@<domain>``: monitoring first
+          (``p=none``), aggregate reports to the postmaster mailbox every domain must have (not the
+          sender's own, which the engine polls for replies).
+        - ``warnings``: what keeps mail from being trusted, e.g. a ``public_url`` that is not https.
+        """
+        row = await self._sender_row(ws, sid)
+        domain = _ascii_domain(str(row["email"]).rsplit("@", 1)[1])
+        key = json.loads(row["dkim"]) if row["dkim"] else None
+        warnings: list[str] = []
+        dkim_record = None
+        if key is None:
+            warnings.append(f"the sender has no DKIM key: POST /v1/senders/{sid}/dkim to create one; Gmail and "
+                            "Yahoo require bulk mail to be authenticated")
+        else:
+            dkim_record = {"name": dkim.record_name(key["selector"], domain), "type": "TXT",
+                           "value": dkim.txt_value(key["algorithm"], key["public_key"])}
+            if key["algorithm"] == "ed25519-sha256":
+                warnings.append("an ed25519-sha256 signature is not verified by every receiver yet (RFC 8463): "
+                                "a second, RSA signature is what they check")
+        if not self.public_url.lower().startswith("https://"):
+            warnings.append(f"public_url ({self.public_url}) is not https: one-click unsubscribe "
+                            "(List-Unsubscribe-Post, RFC 8058) is not offered, which Gmail and Yahoo require "
+                            "of bulk senders; serve the engine's public endpoints over https")
+        smtp_host = str((json.loads(row["smtp"]) or {}).get("host") or "").strip().rstrip(".").lower()
+        spf_term = _spf_term(smtp_host)
+        spf_value = " ".join(["v=spf1", "a", "mx", *([spf_term] if spf_term else []), "~all"])
+        return {
+            "domain": domain,
+            "dkim": dkim_record,
+            "spf": {"name": domain, "type": "TXT", "value": spf_value,
+                    "note": "one SPF record per domain: merge these terms into an existing v=spf1 record"},
+            "dmarc": {"name": f"_dmarc.{domain}", "type": "TXT",
+                      "value": f"v=DMARC1; p=none; rua=mailto:postmaster@{domain}",
+                      "note": "p=none monitors; move to p=quarantine once the reports show every source passing"},
+            "warnings": warnings,
+        }
 
     # -- contacts -------------------------------------------------------------------------------
     def _email_hash(self, email: str) -> str:
@@ -479,8 +557,78 @@ class ManagementService(WorkspaceService):
 
         evs = await self.store.read_all(after, limit, workspace_id=ws, types=[type] if type else None, stream=stream)
         return {"data": [{"position": e.position, "stream": e.stream, "version": e.version, "type": e.type,
-                          "data": _redact(to_data(e.event)), "recorded_at": format_time(e.recorded_at)} for e in evs],
+                          "data": _redact(to_data(e.event)), "metadata": _redact(dict(e.metadata or {})),
+                          "recorded_at": format_time(e.recorded_at)} for e in evs],
                 "next_after": evs[-1].position if evs else after}
+
+
+#: SMTP hosts of well-known providers -> the SPF record they ask customers to include.
+_PROVIDER_SPF = {
+    "smtp.gmail.com": "include:_spf.google.com",
+    "smtp-relay.gmail.com": "include:_spf.google.com",
+    "smtp.office365.com": "include:spf.protection.outlook.com",
+    "smtp-mail.outlook.com": "include:spf.protection.outlook.com",
+    "smtp.sendgrid.net": "include:sendgrid.net",
+    "smtp.mailgun.org": "include:mailgun.org",
+    "smtp.eu.mailgun.org": "include:mailgun.org",
+    "smtp.zoho.com": "include:zoho.com",
+    "smtp.zoho.eu": "include:zoho.eu",
+    "smtp.fastmail.com": "include:spf.messagingengine.com",
+    "smtp.postmarkapp.com": "include:spf.mtasv.net",
+}
+
+
+def _spf_term(smtp_host: str) -> str | None:
+    """The SPF mechanism that authorises the sender's SMTP server, or None when it cannot be named."""
+    if not smtp_host:
+        return None
+    if smtp_host in _PROVIDER_SPF:
+        return _PROVIDER_SPF[smtp_host]
+    if smtp_host.startswith("email-smtp.") and smtp_host.endswith(".amazonaws.com"):
+        return "include:amazonses.com"
+    if smtp_host == "localhost":
+        return None
+    try:
+        address = ipaddress.ip_address(smtp_host.strip("[]"))
+    except ValueError:
+        return f"a:{_ascii_domain(smtp_host)}"
+    if address.is_loopback:
+        return None  # a local relay: what it relays through is what SPF must name, and it is unknown here
+    return f"ip{address.version}:{address}"
+
+
+def _ascii_domain(domain: str) -> str:
+    value = domain.strip().rstrip(".").lower()
+    try:
+        return value if value.isascii() else value.encode("idna").decode("ascii")
+    except UnicodeError:
+        return value
+
+
+def _dkim_request(body: Any) -> tuple[str | None, dkim.Algorithm | None, str | None]:
+    """``(selector, algorithm, private_key_pem)`` from a ``POST .../dkim`` body, each None when not given.
+
+    Checked by hand (the body is three optional fields) so the errors name the field in the
+    contract's ``validation_failed`` shape.
+    """
+    data = body if isinstance(body, dict) else {}
+    errors = [{"field": key, "message": "unknown field"} for key in sorted(set(data) - {
+        "selector", "algorithm", "private_key_pem"})]
+    selector = data.get("selector")
+    if selector is not None:
+        try:
+            selector = dkim.check_selector(selector)
+        except dkim.DkimKeyError as exc:
+            errors.append({"field": "selector", "message": str(exc)})
+    algorithm = data.get("algorithm")
+    if algorithm is not None and algorithm not in dkim.ALGORITHMS:
+        errors.append({"field": "algorithm", "message": f"algorithm must be one of {', '.join(dkim.ALGORITHMS)}"})
+    pem = data.get("private_key_pem")
+    if pem is not None and (not isinstance(pem, str) or not pem.strip()):
+        errors.append({"field": "private_key_pem", "message": "private_key_pem must be a PEM private key"})
+    if errors:
+        raise ValidationFailed(errors)
+    return selector, algorithm, pem
 
 
 def _suppression_subject(value_hash: str) -> str:

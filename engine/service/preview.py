@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from engine.delivery import mime
+from engine.delivery import dkim, mime
 from engine.delivery.compose import TEST_CONTACT_ID, compose_email, render_step
 from engine.domain.models import check_email
 from engine.errors import CampaignInvalid, NotFound, PlanLimitReached, ValidationFailed
@@ -78,11 +78,12 @@ class PreviewService(ServiceBase):
         """Every step, now, to the given addresses through the campaign's first sender; not in stats.
 
         Each message is composed as the real one (same subject after ``[TEST] ``, same parts,
-        ``List-Unsubscribe`` when the campaign has it), merged with the given contact or the sample
-        one. The steps to one address form a thread like a contact's: each test address gets a
-        pseudo-enrollment id ``test-<hex>``, whose Message-IDs match no email, so replies to a test
-        send are not taken for a contact's. Opens and clicks are not tracked, and the unsubscribe
-        link is signed for :data:`~engine.delivery.compose.TEST_CONTACT_ID`, which unsubscribes nobody.
+        ``List-Unsubscribe`` when the campaign has it, the sender's DKIM signature), merged with the
+        given contact or the sample one. The steps to one address form a thread like a contact's:
+        each test address gets a pseudo-enrollment id ``test-<hex>``, whose Message-IDs match no
+        email, so replies to a test send are not taken for a contact's. Opens and clicks are not
+        tracked, and the unsubscribe link is signed for
+        :data:`~engine.delivery.compose.TEST_CONTACT_ID`, which unsubscribes nobody.
         """
         extra = set(body or {}) - {"emails", "contact_id"}
         emails_in = (body or {}).get("emails")
@@ -118,6 +119,7 @@ class PreviewService(ServiceBase):
         data = await self._merge_data(ws, (body or {}).get("contact_id"))
         options = definition.get("settings") or {}
         domain = sender["email"].rsplit("@", 1)[1]
+        signing = dkim.signing_for(sender, self.vault.decrypt_secret)  # signed like the real sends
         now = self.now()
         results: dict[str, Any] = {}
         for address in emails:
@@ -131,7 +133,7 @@ class PreviewService(ServiceBase):
                                          contact_id=TEST_CONTACT_ID)
                 composed = compose_email(definition, number, data, sender, enrollment_id=enrollment_id,
                                          email_id=email_id, message_id=message_id, now=now, tracking=tracking,
-                                         test=True, to_email=address)
+                                         test=True, to_email=address, dkim=signing)
                 r = await self.mailer.send(sender["id"], settings, sender["email"],  # type: ignore[attr-defined]
                                            [composed.recipient], composed.raw)
                 outcomes.append({"step": number, "outcome": r.outcome, "code": r.code, "message_id": message_id})

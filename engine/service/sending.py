@@ -675,7 +675,12 @@ class SendingService(ServiceBase):
         return {ws: [a for a in appends if a.stream in streams] for ws, appends in by_workspace.items()}
 
     def _compose(self, definition: dict[str, Any], claim: Claim, now: datetime) -> ComposedEmail:
-        """The message for one claim, through the one compose path that preview and test_send use."""
+        """The message for one claim, through the one compose path that preview and test_send use.
+
+        Signed with the sender's DKIM key when it has one, decrypted here at the edge.
+        """
+        from engine.delivery import dkim  # imported here: this method is the only part of the module that signs
+
         item = claim.assignment.item
         settings = definition.get("settings") or {}
         tracking = mime.Tracking(public_url=self.public_url, secret=self.vault.token_key, email_id=item.email_id,
@@ -683,7 +688,8 @@ class SendingService(ServiceBase):
                                  unsubscribe=bool(settings.get("unsubscribe_link", True)),
                                  workspace_id=claim.workspace_id, contact_id=item.contact_id)
         return compose_email(definition, item.step, claim.contact, claim.sender, enrollment_id=item.enrollment_id,
-                             email_id=item.email_id, message_id=claim.email.message_id, now=now, tracking=tracking)
+                             email_id=item.email_id, message_id=claim.email.message_id, now=now, tracking=tracking,
+                             dkim=dkim.signing_for(claim.sender, self.vault.decrypt_secret))
 
     async def _complete_campaigns(self, conn: AsyncConnection) -> int:
         """Active campaigns with enrollments, none of them open any more, complete (two index probes each)."""

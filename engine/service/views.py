@@ -28,7 +28,16 @@ def sender_view(r: Any, sent_today: int = 0, bounce_rate: float = 0.0, *,
         "bounce_rate": bounce_rate, "has_password": bool(smtp.get("password_enc")), "created_at": r["created_at"],
         "max_connections": r["max_connections"], "warmup": _load(r["warmup"]),
         "daily_limit_today": r["daily_limit"] if daily_limit_today is None else daily_limit_today,
+        "dkim": _dkim_view(r["dkim"]),
     }
+
+
+def _dkim_view(raw: Any) -> dict[str, Any] | None:
+    """The public half of the sender's DKIM key; the encrypted private key stays in the read model."""
+    dkim = _load(raw)
+    if not dkim:
+        return None
+    return {"selector": dkim["selector"], "algorithm": dkim["algorithm"], "public_key": dkim["public_key"]}
 
 
 def contact_view(r: Any) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Sender (mailbox) events. Passwords travel only encrypted (``*_password_enc``)."""
+"""Sender (mailbox) events. Passwords and DKIM keys travel only encrypted (``*_enc``)."""
 
 from __future__ import annotations
 
@@ -55,3 +55,20 @@ class SenderReenabled(Event):
 class SenderRemoved(Event):
     TYPE = "sender.removed"
     sender_id: str
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SenderDkimKeySet(Event):
+    """The sender's DKIM key was generated or imported; it replaces any earlier key.
+
+    The private key travels only encrypted by the vault (``private_key_enc``, dropped from every
+    export like the other ``*_enc`` fields); ``public_key`` is the ``p=`` value of the TXT record.
+    """
+
+    TYPE = "sender.dkim_key_set"
+    sender_id: str
+    selector: str
+    algorithm: str  # rsa-sha256 | ed25519-sha256
+    public_key: str
+    private_key_enc: str
