@@ -28,6 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from engine.errors import EngineError, NotFound, SecretKeyMismatch
 from engine.facade import DEFAULT_URL, secret_bytes
 from engine.service import audit
+from events.context import acting
 from events.registry import format_time
 
 PIPED_WIDTH = 10_000  # piped output is read by programs: never cut a table to 80 columns
@@ -99,7 +100,8 @@ def run_command(make: Callable[[], Coroutine[Any, Any, int | None]]) -> None:
     """
     _check_secret_key()
     try:
-        code = asyncio.run(make())
+        with acting(actor="cli"):  # what a command appends says so (the API and the loop say who else)
+            code = asyncio.run(make())
     except BrokenPipeError:
         quiet_stdout()
         raise typer.Exit(0) from None

@@ -22,6 +22,7 @@ from sqlalchemy.util import await_only
 
 from events import schema
 from events.chain import GENESIS, ChainHasher
+from events.context import event_metadata
 from events.registry import (
     Event,
     dumps,
@@ -216,8 +217,8 @@ class EventStore:
         """Append to several streams atomically: all or nothing."""
         if conn is None:
             async with self.transaction() as own:
-                return await self._append(own, batches, workspace_id, metadata or {})
-        return await self._append(conn, batches, workspace_id, metadata or {})
+                return await self._append(own, batches, workspace_id, event_metadata(metadata))
+        return await self._append(conn, batches, workspace_id, event_metadata(metadata))
 
     async def _append(
         self, conn: AsyncConnection, batches: Sequence[AppendBatch], workspace_id: str, metadata: dict[str, Any]

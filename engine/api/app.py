@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
@@ -11,12 +12,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine.api import api_keys, campaigns, docs, management, ops, tracking
 from engine.api import reports as report_routes
 from engine.api.openapi import build_openapi
 from engine.api.support import DEFAULT_MAX_BODY, RateLimiter, check_query_numbers, error_response
 from engine.errors import EngineError
+from events.context import acting
 
 log = structlog.get_logger("campaign_engine.api")
 
@@ -94,5 +97,38 @@ def create_app(engine: Any, *, max_body_bytes: int = DEFAULT_MAX_BODY, rate_limi
         app.include_router(router)
     app.state.route_methods = [(route.path_regex, set(route.methods or ())) for router in routers
                                for route in router.routes if isinstance(route, APIRoute) and route.methods]
+    app.add_middleware(RequestContext)
     app.add_middleware(ops.RequestMetrics)
     return app
+
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}\Z")
+
+
+class RequestContext:
+    """One id per API call, in the ``X-Request-Id`` answer header, every log line and the metadata of
+    every event the call appends (with its actor: the key, or ``system:tracking`` for the token
+    endpoints). A caller's own well-formed ``X-Request-Id`` is kept, so ids can span systems."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
+        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        path = str(scope.get("path", ""))
+        actor = "system:tracking" if path.startswith(("/t/", "/u/")) else None
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
+                message = {**message, "headers": [*headers, (b"x-request-id", request_id.encode())]}
+            await send(message)
+
+        with acting(request_id=request_id, actor=actor), structlog.contextvars.bound_contextvars(
+                request_id=request_id):
+            await self.app(scope, receive, send_with_id)

@@ -22,6 +22,7 @@ from engine.errors import (
     Unauthorized,
     ValidationFailed,
 )
+from events import context
 
 DEFAULT_MAX_BODY = 10 * 1024 * 1024
 MAX_INT = 2**63 - 1
@@ -169,6 +170,8 @@ async def workspace_of(request: Request) -> str:
     if owner is None:
         raise Unauthorized("unknown API key")
     request.state.api_key_id = owner.key_id  # the actor of what this request appends
+    route = getattr(request.scope.get("route"), "path", None)
+    context.note(actor=f"api_key:{owner.key_id}", route=f"{request.method} {route}" if route else None)
     request.app.state.limiter.check(hashlib.sha256(key.encode()).hexdigest(), request.app.state.engine.now())
     return str(owner.workspace_id)
 

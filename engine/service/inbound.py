@@ -33,6 +33,7 @@ from engine.service.base import ServiceBase
 from events.catalog import contact as ce
 from events.catalog import email as em
 from events.catalog import sender as se
+from events.context import acting
 from events.registry import Event, format_time
 from events.store import AppendBatch
 from projections import tables as t
@@ -57,6 +58,10 @@ class PollReport:
 
 class InboundService(ServiceBase):
     async def poll_mailboxes(self) -> PollReport:
+        with acting(actor="system:inbound"):
+            return await self._poll_mailboxes()
+
+    async def _poll_mailboxes(self) -> PollReport:
         report = PollReport()
         async with self.store.reading() as conn:
             rows = (await conn.execute(select(t.senders).where(t.senders.c.removed.is_(False),

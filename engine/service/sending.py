@@ -46,6 +46,7 @@ from engine.service.planner_inputs import (
 from events.catalog import email as email_events
 from events.catalog import enrollment as enrollment_events
 from events.catalog import sender as sender_events
+from events.context import acting
 from events.registry import Event, format_time, parse_time
 from events.store import AppendBatch, StoredEvent
 from projections import tables
@@ -171,7 +172,8 @@ class SendingService(ServiceBase):
         """Do everything due at ``clock.now()``. Idempotent: a second call at the same time sends nothing."""
         started = time.perf_counter()
         try:
-            return await self._tick()
+            with acting(actor="system:runtime"):
+                return await self._tick()
         finally:
             metrics.observe_tick(time.perf_counter() - started)
 

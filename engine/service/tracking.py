@@ -144,7 +144,7 @@ class TrackingService(ServiceBase):
                     return False
                 await self.store.append(f"enrollment-{row['enrollment_id']}", [em.EmailOpened(
                     **self._ids(row), prefetch=prefetch, user_agent=ua)], None, workspace_id=row["workspace_id"],
-                    metadata={"actor": "recipient"}, conn=conn)
+                    metadata={"actor": "system:tracking"}, conn=conn)
                 return True
 
         return await self._retry(attempt)
@@ -176,7 +176,7 @@ class TrackingService(ServiceBase):
                 if row["opened_at"] is None:
                     events.insert(0, em.EmailOpened(**self._ids(row), prefetch=False, user_agent=ua))
                 await self.store.append(f"enrollment-{row['enrollment_id']}", events, None,
-                                        workspace_id=row["workspace_id"], metadata={"actor": "recipient"}, conn=conn)
+                                        workspace_id=row["workspace_id"], metadata={"actor": "system:tracking"}, conn=conn)
                 return url
 
         return await self._retry(attempt)
@@ -226,7 +226,7 @@ class TrackingService(ServiceBase):
                 if address and not await self._suppressed(ws, [address], conn):  # type: ignore[attr-defined]
                     batches.append(AppendBatch(f"suppressions-{ws}", [self._suppression_event(  # type: ignore[attr-defined]
                         ws, "email", address, "unsubscribed", contact_id=cid)]))
-                await self.store.append_many(batches, workspace_id=ws, metadata={"actor": "recipient"}, conn=conn)
+                await self.store.append_many(batches, workspace_id=ws, metadata={"actor": "system:tracking"}, conn=conn)
                 e = t.enrollments.c
                 rows = await self._all(select(t.enrollments).where(
                     e.contact_id == cid, e.workspace_id == ws, e.status.in_(["pending", "in_progress"])), conn)

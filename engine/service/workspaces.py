@@ -82,7 +82,7 @@ class WorkspaceService(ServiceBase):
 
     # -- workspaces -----------------------------------------------------------------------------
     async def create_workspace(self, name: str, monthly_limit: int | None = None,
-                               require_approval: bool = False, *, actor: str = "system") -> Workspace:
+                               require_approval: bool = False, *, actor: str | None = None) -> Workspace:
         name = _name(name)
         if monthly_limit is not None and monthly_limit < 0:
             raise ValidationFailed([{"field": "monthly_limit", "message": "must be >= 0"}])
@@ -99,7 +99,7 @@ class WorkspaceService(ServiceBase):
                 we.WorkspaceCreated(workspace_id=ws_id, name=name, monthly_limit=monthly_limit,
                                     require_approval=require_approval),
                 self._key_created(ws_id, key, INITIAL_KEY_NAME),
-            ], 0, workspace_id=ws_id, metadata={"actor": actor}, conn=conn)
+            ], 0, workspace_id=ws_id, metadata={"actor": actor} if actor else None, conn=conn)
         return Workspace(ws_id, name, key, monthly_limit, require_approval)
 
     async def has_workspaces(self) -> bool:
@@ -180,7 +180,7 @@ class WorkspaceService(ServiceBase):
         return [{"id": r["key_id"], "name": r["name"], "prefix": r["prefix"], "created_at": r["created_at"],
                  "last_used_at": r["last_used_at"]} for r in rows]
 
-    async def create_api_key(self, ws: str, body: Any, *, actor: str = "system") -> dict[str, Any]:
+    async def create_api_key(self, ws: str, body: Any, *, actor: str | None = None) -> dict[str, Any]:
         """A new key for the workspace: ``{id, name, key, prefix, created_at}``, the key shown this once."""
         if not isinstance(body, dict):
             raise ValidationFailed([{"field": "body", "message": "send a JSON object {name}"}])
@@ -192,11 +192,11 @@ class WorkspaceService(ServiceBase):
         key = new_api_key()
         event = self._key_created(ws, key, name)
         stored = await self.store.append(f"workspace-{ws}", [event], None, workspace_id=ws,
-                                         metadata={"actor": actor})
+                                         metadata={"actor": actor} if actor else None)
         return {"id": event.key_id, "name": name, "key": key, "prefix": event.prefix,
                 "created_at": format_time(stored[0].recorded_at), "last_used_at": None}
 
-    async def revoke_api_key(self, ws: str, key_id: str, *, actor: str = "system") -> dict[str, Any]:
+    async def revoke_api_key(self, ws: str, key_id: str, *, actor: str | None = None) -> dict[str, Any]:
         """Revoke a live key: it answers 401 from the commit on. The last live key is 409 last_api_key."""
         k = t.api_keys.c
         async with self.store.transaction() as conn:  # the log's write lock: the count cannot change under us
@@ -208,7 +208,7 @@ class WorkspaceService(ServiceBase):
                 raise Conflict("last_api_key", "this is the workspace's last API key: create another one first",
                                {"id": key_id})
             await self.store.append(f"workspace-{ws}", [we.ApiKeyRevoked(workspace_id=ws, key_id=key_id)], None,
-                                    workspace_id=ws, metadata={"actor": actor}, conn=conn)
+                                    workspace_id=ws, metadata={"actor": actor} if actor else None, conn=conn)
         return {"id": key_id, "revoked": True}
 
     async def workspace_of_api_key(self, key_id: str) -> str:
