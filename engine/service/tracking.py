@@ -176,7 +176,8 @@ class TrackingService(ServiceBase):
                 if row["opened_at"] is None:
                     events.insert(0, em.EmailOpened(**self._ids(row), prefetch=False, user_agent=ua))
                 await self.store.append(f"enrollment-{row['enrollment_id']}", events, None,
-                                        workspace_id=row["workspace_id"], metadata={"actor": "system:tracking"}, conn=conn)
+                                        workspace_id=row["workspace_id"], metadata={"actor": "system:tracking"},
+                                        conn=conn)
                 return url
 
         return await self._retry(attempt)
