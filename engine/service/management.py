@@ -220,8 +220,8 @@ class ManagementService(WorkspaceService):
             dkim_record = {"name": dkim.record_name(key["selector"], domain), "type": "TXT",
                            "value": dkim.txt_value(key["algorithm"], key["public_key"])}
             if key["algorithm"] == "ed25519-sha256":
-                warnings.append("an ed25519-sha256 signature is not verified by every receiver yet (RFC 8463): "
-                                "a second, RSA signature is what they check")
+                warnings.append("many receivers do not verify ed25519-sha256 signatures yet (RFC 8463), and count "
+                                "mail signed only with Ed25519 as unsigned: prefer rsa-sha256")
         if not self.public_url.lower().startswith("https://"):
             warnings.append(f"public_url ({self.public_url}) is not https: one-click unsubscribe "
                             "(List-Unsubscribe-Post, RFC 8058) is not offered, which Gmail and Yahoo require "
