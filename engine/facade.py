@@ -121,9 +121,6 @@ class CampaignEngine(ManagementService, CampaignService, SendingService, StatsSe
         self.store.notify_channel = NOTIFY_CHANNEL
         self.store.notify_when = creates_work
         self._opened = True
-        if not self.public_url.lower().startswith("https://"):  # RFC 8058: no one-click unsubscribe over http
-            log.warning("public_url_not_https", public_url=self.public_url, detail="List-Unsubscribe-Post (one-click "
-                        "unsubscribe) is not offered; Gmail and Yahoo require it of bulk senders")
         return self
 
     async def _check_secret_key(self) -> None:
@@ -161,6 +158,10 @@ class CampaignEngine(ManagementService, CampaignService, SendingService, StatsSe
         """The APScheduler loop used by ``serve`` and ``worker``: tick at the next due time,
         poll mailboxes and deliver webhooks on intervals, until ``stop`` (an asyncio.Event) is set."""
         from engine.runtime import Runtime
+
+        if not self.public_url.lower().startswith("https://"):  # RFC 8058: no one-click unsubscribe over http
+            log.warning("public_url_not_https", public_url=self.public_url, detail="List-Unsubscribe-Post (one-click "
+                        "unsubscribe) is not offered; Gmail and Yahoo require it of bulk senders")
 
         await Runtime(self, **runtime_options).run(stop)
 

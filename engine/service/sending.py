@@ -178,6 +178,7 @@ class SendingService(ServiceBase):
             metrics.observe_tick(time.perf_counter() - started)
 
     async def _tick(self) -> TickReport:
+        self._draining = False  # a shutdown drains the tick in flight, not the engine's later use
         now = self.now()
         report = TickReport()
         hold, report.skipped, mx_retry_at = await self._verify_mx(now)

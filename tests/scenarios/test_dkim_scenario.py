@@ -4,6 +4,7 @@ server; and the private key never leaves: not in answers, the event log, an expo
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import email
 import json
@@ -177,6 +178,11 @@ async def test_imported_ed25519_key_and_an_http_public_url(
     with capture_logs() as logs:
         async with CampaignEngine(sqlite_url, clock=clock, secret_key=SECRET,
                                   public_url="http://track.example.com") as engine:
+            stop = asyncio.Event()
+            loop_task = asyncio.create_task(engine.run(stop))  # serve and worker warn as their loop starts
+            await asyncio.sleep(0.05)
+            stop.set()
+            await loop_task
             assert any(entry["event"] == "public_url_not_https" and entry["log_level"] == "warning"
                        for entry in logs)
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(engine)),
