@@ -345,8 +345,19 @@ def send_now(
     slotted: set[tuple[str, str]] = set()
     open_zones: dict[tuple[str, str], bool] = {}
 
+    # A campaign's senders mostly compete for the same unpinned items: for a pair whose slot is known
+    # and that has no pinned items, the candidate is the campaign's best unpinned due item, the
+    # same for all of them; it is found once per change of the queue, not once per pair.
+    shared: dict[str, tuple[int, RankKey | None]] = {}
+
     def push(c: str, s: str) -> None:
-        key = _candidate(ctx, queue, usage, c, s, now, (c, s) in slotted, open_zones)
+        if (c, s) in slotted and not queue.has_pinned(c, s):
+            memo = shared.get(c)
+            if memo is None or memo[0] != queue.changes:
+                memo = shared[c] = (queue.changes, _candidate(ctx, queue, usage, c, s, now, True, open_zones))
+            key = memo[1]
+        else:
+            key = _candidate(ctx, queue, usage, c, s, now, (c, s) in slotted, open_zones)
         if key is not None:
             slotted.add((c, s))
             heapq.heappush(heap, (key, rotation[(c, s)], c, s, versions[c]))

@@ -80,11 +80,13 @@ class ItemQueue:
         self._pools: dict[str, dict[tuple[str | None, str], Pool]] = {}
         # groups() per (campaign, sender), valid while no pool of the campaign is created or emptied
         self._groups: dict[tuple[str, str], list[tuple[str, list[Pool]]]] = {}
+        self.changes = 0  # bumped by every add and remove: memos of "the best item" key on it
 
     def add(self, item: QueueItem, tz: str) -> None:
         """Add `item`, whose window is read in zone `tz`. An email id already queued is replaced."""
         if item.email_id in self.items:
             self.remove(item.email_id)
+        self.changes += 1
         self.items[item.email_id] = item
         self._zones[item.email_id] = tz
         pools = self._pools.setdefault(item.campaign_id, {})
@@ -96,6 +98,7 @@ class ItemQueue:
 
     def remove(self, email_id: str) -> QueueItem:
         item = self.items.pop(email_id)
+        self.changes += 1
         tz = self._zones.pop(email_id)
         pools = self._pools[item.campaign_id]
         key = (item.sender_id, tz)
@@ -106,6 +109,10 @@ class ItemQueue:
             if not pools:
                 del self._pools[item.campaign_id]
         return item
+
+    def has_pinned(self, campaign_id: str, sender_id: str) -> bool:
+        """Whether some queued item of the campaign is pinned to this sender."""
+        return any(pin == sender_id for pin, _ in self._pools.get(campaign_id, {}))
 
     def _forget_groups(self, campaign_id: str) -> None:
         for key in [k for k in self._groups if k[0] == campaign_id]:
