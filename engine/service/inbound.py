@@ -15,6 +15,7 @@ import email.policy
 import email.utils
 import hashlib
 import json
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from engine.delivery.classify import Classification, classify_message
 from engine.delivery.imap import Checkpoint, MailboxError, MailboxReader
 from engine.delivery.mime import parse_message_id
 from engine.domain.enrollment import FREE_EMAIL_DOMAINS
+from engine.errors import NotFound
 from engine.service.base import ServiceBase
 from events.catalog import contact as ce
 from events.catalog import email as em
@@ -41,6 +43,16 @@ from projections.inbound import inbound_seen, mailbox_checkpoints
 from projections.sending import emails
 
 MIN_SENDS_FOR_BOUNCE_RATE = 20
+MAILTO_UNSUBSCRIBE_REASON = "mailto"
+
+# An unsubscribe token is ``base64url(json) "." base64url(16-byte MAC)``: the JSON starts with
+# ``{"``, so the token with ``eyJ``, and the MAC is always 22 characters. A match starts only
+# after a non-token character, which keeps the search linear however the text is crafted.
+_TOKEN = re.compile(r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{0,1000}\.[A-Za-z0-9_-]{22}(?![A-Za-z0-9_-])")
+_SUBADDRESS = re.compile(r"\+unsubscribe-(eyJ[A-Za-z0-9_-]{0,1000}\.[A-Za-z0-9_-]{22})@", re.IGNORECASE)
+_RECIPIENT_HEADERS = ("To", "Cc", "Delivered-To", "X-Original-To", "Envelope-To")
+MAX_TOKEN_CANDIDATES = 16  # each costs one HMAC: a message stuffed with look-alikes stays cheap
+MAX_BODY_CHARS = 64_000  # a request to leave is short; a huge body is not read to its end
 
 
 @dataclass
@@ -52,6 +64,7 @@ class PollReport:
     bounces: int = 0
     delayed: int = 0
     complaints: int = 0
+    unsubscribes: int = 0
     ignored: int = 0
     errors: dict[str, str] = field(default_factory=dict)
 
@@ -133,7 +146,8 @@ class InboundService(ServiceBase):
         elif c.kind == "feedback":
             await self._complaint(conn, ws, c, report)
         elif c.kind in ("auto_reply", "message"):
-            await self._reply(conn, ws, c, report)
+            if not await self._mailto_unsubscribe(conn, ws, raw, report):
+                await self._reply(conn, ws, c, report)
         else:
             report.ignored += 1
 
@@ -255,6 +269,28 @@ class InboundService(ServiceBase):
             ws, "email", contact["email"], "unsubscribed", contact_id=contact_id)], None, workspace_id=ws, conn=conn)
         return True
 
+    async def _mailto_unsubscribe(self, conn: AsyncConnection, ws: str, raw: bytes, report: PollReport) -> bool:
+        """Honour an unsubscribe request sent by mail; ``True`` when the message was one.
+
+        Every email offers ``mailto:<sender>?subject=unsubscribe <token>`` in ``List-Unsubscribe``
+        beside the one-click URL, and RFC 8058 section 3.2 expects both channels to work. A message
+        carrying a genuine unsubscribe token of this workspace (see :func:`unsubscribe_tokens`) is
+        such a request: it goes through the very routine of ``POST /u/{token}`` (same events, each
+        skipped when already true, so a second request appends nothing), and it is never a reply,
+        even when it threads, since counting it would stop the enrollment as ``replied`` and
+        trigger ``stop_on_reply`` effects. A forged, altered or foreign token proves nothing: the
+        message is read as before.
+        """
+        for token in unsubscribe_tokens(raw):
+            try:
+                await self.unsubscribe_by_token(  # type: ignore[attr-defined]
+                    conn, token, reason=MAILTO_UNSUBSCRIBE_REASON, actor="system:inbound", workspace_id=ws)
+            except NotFound:
+                continue
+            report.unsubscribes += 1
+            return True
+        return False
+
     async def _reply(self, conn: AsyncConnection, ws: str, c: Classification, report: PollReport) -> None:
         row = await self._our_email(conn, ws, c.refers_to)
         if row is None:
@@ -290,6 +326,38 @@ class InboundService(ServiceBase):
         await self._stop_rows(conn, ws, rows, "company_replied")  # type: ignore[attr-defined]
 
 
+def unsubscribe_tokens(raw: bytes) -> list[str]:
+    """The candidate unsubscribe tokens of an inbound message, most explicit first, unverified.
+
+    Looked for in a recipient address sub-addressed ``+unsubscribe-<token>@``, then in the
+    Subject (the ``unsubscribe <token>`` our ``mailto:`` advertises, or a token anywhere in it),
+    then in the plain-text body. In the body a token that is part of a URL path (``.../u/<token>``)
+    is left out: a reply quoting an email whose text shows its ``{{unsubscribe_url}}`` link is a
+    reply, not a request to leave; that link is for the one-click page. The caller verifies each.
+    """
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    found: list[str] = []
+    for name in _RECIPIENT_HEADERS:
+        for value in message.get_all(name) or []:
+            found.extend(_SUBADDRESS.findall(str(value)))
+    try:
+        subject = str(message.get("Subject") or "")
+    except (TypeError, ValueError):  # a malformed encoded word: the subject says nothing usable
+        subject = ""
+    found.extend(match.group(0) for match in _TOKEN.finditer(subject))
+    body = message.get_body(preferencelist=("plain",)) if isinstance(message, email.message.EmailMessage) else None
+    if body is not None:
+        try:
+            text_body = body.get_content()
+        except (KeyError, LookupError, ValueError):  # unknown charset or broken encoding
+            text_body = ""
+        if isinstance(text_body, str):
+            text_body = text_body[:MAX_BODY_CHARS]
+            found.extend(match.group(0) for match in _TOKEN.finditer(text_body)
+                         if not text_body[:match.start()].endswith("/"))
+    return list(dict.fromkeys(found))[:MAX_TOKEN_CANDIDATES]
+
+
 def will_retry_until(raw: bytes) -> dict[str, datetime]:
     """The ``Will-Retry-Until`` times of a delivery status notification (RFC 3464 section 2.3.9),
     by lower-cased final recipient; the key ``""`` holds the first one, for entries the report
@@ -319,4 +387,4 @@ def will_retry_until(raw: bytes) -> dict[str, datetime]:
     return found
 
 
-__all__ = ["AppendBatch", "InboundService", "PollReport"]
+__all__ = ["AppendBatch", "InboundService", "PollReport", "unsubscribe_tokens"]

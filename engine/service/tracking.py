@@ -212,26 +212,41 @@ class TrackingService(ServiceBase):
         """
         async def attempt() -> bool:
             async with self.store.transaction() as conn:
-                found, contact = await self._token_contact(conn, token)
-                if contact["erased"]:
-                    return False
-                ws, cid = found.workspace_id, found.contact_id
-                email_row = (await conn.execute(select(E.campaign_id).where(
-                    E.email_id == found.email_id, E.contact_id == cid))).first()
-                batches: list[AppendBatch] = []
-                if not contact["unsubscribed"]:
-                    batches.append(AppendBatch(f"contact-{cid}", [ce.ContactUnsubscribed(
-                        contact_id=cid, reason="one_click", campaign_id=email_row[0] if email_row else None,
-                        email_id=found.email_id)]))
-                address = contact["email"]
-                if address and not await self._suppressed(ws, [address], conn):  # type: ignore[attr-defined]
-                    batches.append(AppendBatch(f"suppressions-{ws}", [self._suppression_event(  # type: ignore[attr-defined]
-                        ws, "email", address, "unsubscribed", contact_id=cid)]))
-                await self.store.append_many(batches, workspace_id=ws, metadata={"actor": "system:tracking"}, conn=conn)
-                e = t.enrollments.c
-                rows = await self._all(select(t.enrollments).where(
-                    e.contact_id == cid, e.workspace_id == ws, e.status.in_(["pending", "in_progress"])), conn)
-                await self._stop_rows(conn, ws, rows, "unsubscribed", status="unsubscribed")  # type: ignore[attr-defined]
-                return bool(batches or rows)
+                return await self.unsubscribe_by_token(conn, token)
 
         return await self._retry(attempt)
+
+    async def unsubscribe_by_token(self, conn: AsyncConnection, token: str, *, reason: str = "one_click",
+                                   actor: str = "system:tracking", workspace_id: str | None = None) -> bool:
+        """The one unsubscribe routine behind every channel that carries our unsubscribe token.
+
+        The one-click POST and a ``mailto:`` request read by the inbound poller must do exactly the
+        same thing, so both come here, inside the caller's transaction (the poller records the
+        message as seen in the same one). ``reason`` and ``actor`` say which channel it was.
+        ``workspace_id``, when given, must be the token's: a mailbox of one workspace never acts
+        on another's contact (NotFound, as for a forged token). Returns ``True`` when anything
+        was appended; NotFound for a bad token or an unknown contact.
+        """
+        found, contact = await self._token_contact(conn, token)
+        if workspace_id is not None and found.workspace_id != workspace_id:
+            raise NotFound("link", token)
+        if contact["erased"]:
+            return False
+        ws, cid = found.workspace_id, found.contact_id
+        email_row = (await conn.execute(select(E.campaign_id).where(
+            E.email_id == found.email_id, E.contact_id == cid))).first()
+        batches: list[AppendBatch] = []
+        if not contact["unsubscribed"]:
+            batches.append(AppendBatch(f"contact-{cid}", [ce.ContactUnsubscribed(
+                contact_id=cid, reason=reason, campaign_id=email_row[0] if email_row else None,
+                email_id=found.email_id)]))
+        address = contact["email"]
+        if address and not await self._suppressed(ws, [address], conn):  # type: ignore[attr-defined]
+            batches.append(AppendBatch(f"suppressions-{ws}", [self._suppression_event(  # type: ignore[attr-defined]
+                ws, "email", address, "unsubscribed", contact_id=cid)]))
+        await self.store.append_many(batches, workspace_id=ws, metadata={"actor": actor}, conn=conn)
+        e = t.enrollments.c
+        rows = await self._all(select(t.enrollments).where(
+            e.contact_id == cid, e.workspace_id == ws, e.status.in_(["pending", "in_progress"])), conn)
+        await self._stop_rows(conn, ws, rows, "unsubscribed", status="unsubscribed")  # type: ignore[attr-defined]
+        return bool(batches or rows)
