@@ -355,7 +355,8 @@ async def _cmp_deleted(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> Non
 
 # -- enrollments and skips --------------------------------------------------------------------
 # Handlers find enrollments by id and skips by position (the primary keys): the indexes serve readers.
-enrollments = Projection("enrollments", 1, [t.enrollments, t.skips], stream_local=True, defer_indexes=True)
+# Version 2: a deferral shows its retry time as the enrollment's next_send_at.
+enrollments = Projection("enrollments", 2, [t.enrollments, t.skips], stream_local=True, defer_indexes=True)
 _E = t.enrollments
 
 
@@ -415,6 +416,14 @@ async def _enr_skipped(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> Non
 _ENR_SENT = Statement(lambda: update(_E).where(_E.c.id == bindparam("p_id")).values(
     status=lit("in_progress"), current_step=bindparam("p_step"), next_send_at=lit(None),
     sender_id=bindparam("p_sender"), updated_at=bindparam("p_at")), ["p_step", "p_sender", "p_at", "p_id"])
+
+
+@enrollments.on("email.deferred")
+async def _enr_deferred(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
+    """The email waits for its retry: the enrollment says when (an outage is visible, not hidden)."""
+    texts = TimeTexts()
+    await _ENR_SCHEDULE.run(conn, [(texts[d.retry_at], texts[e.recorded_at], d.enrollment_id)
+                                   for e in evs for d in [_d(e)]])
 
 
 @enrollments.on("email.sent")

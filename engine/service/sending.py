@@ -57,6 +57,7 @@ LEASE = timedelta(minutes=10)
 # all, enough for a restart or a killed backend. Past that the claim is left to expire as uncertain.
 DB_RETRY_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
 CLAIM_BATCH = 500  # emails one tick claims at most (engine option ``claim_batch``)
+DISCONNECT_AFTER_FAILURES = 5  # connection or login failures in a row (option ``disconnect_after_failures``)
 MAX_CONCURRENT_SENDS = 64  # SMTP transactions in flight at once (engine option ``max_concurrent_sends``)
 OUTCOME_BATCH = 200  # outcomes recorded per transaction at most
 OUTCOME_LINGER = 0.01  # seconds an outcome waits for others to share its transaction
@@ -526,7 +527,7 @@ class SendingService(ServiceBase):
         """Append the outcomes of `batch` in one transaction (retried after a lost connection)."""
         by_workspace: dict[str, list[AppendBatch]] = {}
         rejected: set[tuple[str, str]] = set()
-        refused_login: dict[tuple[str, str], str] = {}
+        disconnecting: dict[tuple[str, str], str] = {}
         requeue: list[QueueItem] = []
         for outcome in batch:
             claim, result = outcome.claim, outcome.result
@@ -565,8 +566,8 @@ class SendingService(ServiceBase):
                 AppendBatch(f"enrollment-{claim.email.enrollment_id}", events))
             if result.outcome == "rejected":
                 rejected.add((claim.workspace_id, claim.email.sender_id))
-            if result.outcome == "auth_failed":
-                refused_login[(claim.workspace_id, claim.email.sender_id)] = result.message
+            if self._count_failure(claim.email.sender_id, result):
+                disconnecting[(claim.workspace_id, claim.email.sender_id)] = result.message
 
         async def write(number: int) -> None:
             async with self.store.transaction() as conn:
@@ -579,12 +580,35 @@ class SendingService(ServiceBase):
                         await self.store.append_many(appends, workspace_id=workspace_id, conn=conn)
                 for workspace_id, sender_id in sorted(rejected):
                     await self.check_bounce_rate(conn, workspace_id, sender_id)  # type: ignore[attr-defined]
-                for (workspace_id, sender_id), message in sorted(refused_login.items()):
-                    await self._disconnect(conn, workspace_id, sender_id, f"SMTP login failed: {message}")
+                for (workspace_id, sender_id), message in sorted(disconnecting.items()):
+                    await self._disconnect(conn, workspace_id, sender_id,
+                                           f"{self._failures_before_disconnect()} connection or login failures in "
+                                           f"a row; the last: {message}"[:500])
 
         await with_db_retries("record outcomes", write)
         for item in requeue:
             planned.requeue(item)
+
+    def _failures_before_disconnect(self) -> int:
+        return max(1, int(self.options.get("disconnect_after_failures", DISCONNECT_AFTER_FAILURES)))
+
+    def _count_failure(self, sender_id: str, result: SendResult) -> bool:
+        """Count connection and login failures in a row per sender; True when the sender must go
+        ``disconnected`` (its emails then wait, or go through the campaign's other senders).
+
+        Any SMTP answer about a message (sent, a refusal, a 4xx) proves the connection works and
+        starts the count again. The count lives in this process: a restart gives the sender a
+        fresh start, which at worst costs a few more attempts.
+        """
+        failures: dict[str, int] = self.__dict__.setdefault("_sender_failures", {})
+        if result.outcome not in ("connect_failed", "auth_failed"):
+            failures.pop(sender_id, None)
+            return False
+        failures[sender_id] = failures.get(sender_id, 0) + 1
+        if failures[sender_id] >= self._failures_before_disconnect():
+            failures.pop(sender_id)
+            return True
+        return False
 
     def _release_events(self, claim: Claim, release: Release) -> list[Event]:
         """The claim goes back (not sent, not uncertain); a stop that ends the enrollment cancels it."""

@@ -51,7 +51,7 @@ class StatsService(ServiceBase):
         q = select(
             E.campaign_id, func.count().label("total"),
             _count(E.status == "scheduled").label("scheduled"), _count(E.status == "claimed").label("claimed"),
-            _count(sent_col).label("sent"), _count(E.last_code.between(400, 499)
+            _count(sent_col).label("sent"), _count(E.last_message.is_not(None)  # a 4xx or no connection at all
                                                    & (E.status == "scheduled")).label("deferred"),
             _count(E.status == "failed").label("failed"), _count(E.status == "bounced").label("bounced"),
             _count((E.status == "bounced") & (E.bounce_source == "smtp")).label("refused"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -180,26 +181,61 @@ async def test_connection_lost_after_data_is_uncertain_and_never_resent(eng: Cam
 
 
 async def test_auth_failure_disconnects_sender(sqlite_url: str, clock: ManualClock) -> None:
+    """Given a wrong password; when five sends fail to log in; then the sender is disconnected (four
+    are not enough), its emails wait with their retry time shown, and go once it is fixed."""
     with SmtpSink(users={"rep": "right"}) as sink:
         async with CampaignEngine(sqlite_url, clock=clock, secret_key=SECRET) as eng:
             ws = (await eng.create_workspace("w")).id
             sid = (await eng.create_sender(ws, {"email": "rep@sales.io", "smtp": {
                 "host": sink.host, "port": sink.port, "username": "rep", "password": "wrong",
                 "security": "none"}}))["id"]
-            con = (await eng.create_contact(ws, {"email": "a@corp.io"}))["id"]
+            ids = [(await eng.create_contact(ws, {"email": f"a{i}@corp.io"}))["id"] for i in range(5)]
             cmp = await eng.create_campaign(ws, {"name": "c", "sender_ids": [sid], "steps": [
-                {"subject": "s", "body_html": "b"}], "schedule": {"start_time": "00:00", "end_time": "24:00"}})
-            await eng.enroll(ws, cmp["id"], {"contact_ids": [con]})
+                {"subject": "s", "body_html": "b"}], "schedule": {"start_time": "00:00", "end_time": "24:00",
+                                                                  "min_wait_seconds": 0, "max_wait_seconds": 0}})
+            await eng.enroll(ws, cmp["id"], {"contact_ids": ids[:4]})
             await eng.launch_campaign(ws, cmp["id"])
             report = await eng.tick()
-            assert report.deferred == 1 and report.sent == 0
-            assert (await eng.get_sender(ws, sid))["status"] == "disconnected"
+            assert report.deferred == 4 and report.sent == 0
+            assert (await eng.get_sender(ws, sid))["status"] == "active"  # four failures are not five
+            await eng.enroll(ws, cmp["id"], {"contact_ids": ids[4:]})
+            report = await eng.tick()
+            assert report.deferred == 1
+            sender = await eng.get_sender(ws, sid)
+            assert sender["status"] == "disconnected" and "5 connection or login failures" in sender["disabled_reason"]
+            enrollments = (await eng.list_enrollments(ws, cmp["id"]))["data"]
+            assert all(e["next_send_at"] is not None and e["next_send_at"] > clock.now().isoformat()[:19]
+                       for e in enrollments)  # the retry time shows
+            assert (await eng.campaign_stats(ws, cmp["id"]))["emails"]["deferred"] == 5
             assert (await eng.tick()).sent == 0  # waits while disconnected
             await eng.update_sender(ws, sid, {"smtp": {"host": sink.host, "port": sink.port, "username": "rep",
                                                        "password": "right", "security": "none"}})
             await eng.reenable_sender(ws, sid)
-            clock.advance(timedelta(minutes=10))  # past the retry (5 min) and the spacing after the attempt
-            assert (await eng.tick()).sent == 1
+            clock.advance(timedelta(minutes=10))  # past the retry (5 min)
+            assert (await eng.tick()).sent == 5
+
+
+async def test_unreachable_server_defers_and_disconnects(sqlite_url: str, clock: ManualClock) -> None:
+    """Given an SMTP server that is down; when sends fail to connect; then they count as deferred,
+    and after five in a row the sender is disconnected with the reason."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # bound, never listening: connections are refused
+        async with CampaignEngine(sqlite_url, clock=clock, secret_key=SECRET) as eng:
+            ws = (await eng.create_workspace("w")).id
+            sid = (await eng.create_sender(ws, {"email": "rep@sales.io", "smtp": {
+                "host": "127.0.0.1", "port": port, "security": "none"}}))["id"]
+            ids = [(await eng.create_contact(ws, {"email": f"a{i}@corp.io"}))["id"] for i in range(6)]
+            cmp = await eng.create_campaign(ws, {"name": "c", "sender_ids": [sid], "steps": [
+                {"subject": "s", "body_html": "b"}], "schedule": {"start_time": "00:00", "end_time": "24:00",
+                                                                  "min_wait_seconds": 0, "max_wait_seconds": 0}})
+            await eng.enroll(ws, cmp["id"], {"contact_ids": ids})
+            await eng.launch_campaign(ws, cmp["id"])
+            report = await eng.tick()
+            assert report.deferred == 6 and report.sent == 0
+            assert (await eng.campaign_stats(ws, cmp["id"]))["emails"]["deferred"] == 6
+            sender = await eng.get_sender(ws, sid)
+            assert sender["status"] == "disconnected" and "connection" in sender["disabled_reason"]
 
 
 async def test_follow_up_without_subject_replies_to_step_one(eng: CampaignEngine, clock: ManualClock,
