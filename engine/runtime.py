@@ -80,7 +80,8 @@ class Runtime:
         wall = datetime.now(UTC)
         if due is None:
             return wall + timedelta(seconds=self.safety_seconds)
-        return wall + max(due - self.engine.now(), timedelta(0))
+        now: datetime = self.engine.now()
+        return wall + max(due - now, timedelta(0))
 
     def _arm(self, due: datetime | None) -> None:
         if self._scheduler is None or not self._scheduler.running:

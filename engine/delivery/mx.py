@@ -355,9 +355,9 @@ class MxChecker:
         try:
             return await self._resolver.resolve(name, rdtype, lifetime=self._timeout, search=False)
         except dns.resolver.NoAnswer as exc:
-            return self._negative_ttl(exc.response())
+            return self._negative_ttl(exc.response())  # type: ignore[no-untyped-call]  # dnspython leaves it untyped
         except dns.resolver.NXDOMAIN as exc:
-            response = exc.responses().get(name)
+            response = exc.responses().get(name)  # type: ignore[no-untyped-call]
             result = MxResult(domain, "invalid", REASON_NXDOMAIN, "the domain does not exist")
             return _Verdict(result, self._negative_ttl(response))
         except dns.resolver.YXDOMAIN as exc:  # name too long after a DNAME: not a usable domain

@@ -139,7 +139,7 @@ class ContactIn(Strict):
     @field_validator("timezone")
     @classmethod
     def _tz(cls, v: str | None) -> str | None:
-        return None if v in (None, "") else check_timezone(v)  # type: ignore[arg-type]
+        return None if v is None or v == "" else check_timezone(v)
 
 
 class ContactPatch(Strict):
@@ -158,7 +158,7 @@ class ContactPatch(Strict):
     @field_validator("timezone")
     @classmethod
     def _tz(cls, v: str | None) -> str | None:
-        return None if v in (None, "") else check_timezone(v)  # type: ignore[arg-type]
+        return None if v is None or v == "" else check_timezone(v)
 
 
 class ListIn(Strict):
