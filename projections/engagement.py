@@ -46,7 +46,8 @@ link_clicks = Table(
     Index("ix_rm_link_clicks_contact", "contact_id"),
 )
 
-engagement = Projection("engagement", 1, [opens, link_clicks], stream_local=True,
+# Version 2: a scanner's click (``prefetch``) is no longer counted.
+engagement = Projection("engagement", 2, [opens, link_clicks], stream_local=True,
                         barriers=frozenset({"contact.erased"}))
 
 
@@ -77,10 +78,16 @@ async def _opened(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
 
 @engagement.on("email.clicked")
 async def _clicked(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
-    """Counts every click per link of an email; the first click's URL names the link."""
+    """Counts every click a person made per link of an email; the first click's URL names the link.
+
+    A link scanner's or a script's click (``prefetch``) is in the log for the activity, but it is
+    no reader's interest in the link, so ``stats/links`` leaves it out.
+    """
     rows: dict[tuple[str, int], dict[str, Any]] = {}
     for e in evs:
         d: Any = e.event
+        if d.prefetch:
+            continue
         row = rows.setdefault((d.email_id, d.link_index), {
             "email_id": d.email_id, "link_index": d.link_index, "workspace_id": e.workspace_id,
             "campaign_id": d.campaign_id, "contact_id": d.contact_id, "step": d.step, "url": d.url, "clicks": 0})

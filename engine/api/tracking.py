@@ -78,8 +78,23 @@ async def open_pixel(request: Request, token: str) -> Response:
 
 @router.get("/t/c/{token}", summary="Tracked link")
 async def click(request: Request, token: str) -> RedirectResponse:
-    """302 to the link that was in the email; 404 (JSON, ``not_found``) for anything else."""
+    """302 to the link that was in the email; 404 (JSON, ``not_found``) for anything else.
+
+    Everyone gets the same redirect: a link scanner's click is told apart only in what is
+    recorded (``prefetch``), so a gateway checking the link sees where it really leads.
+    """
     url = await _engine(request).track_click(token, request.headers.get("user-agent"))
+    return RedirectResponse(url, status_code=302, headers=NO_STORE)
+
+
+@router.head("/t/c/{token}", summary="Tracked link, checked without following")
+async def click_head(request: Request, token: str) -> RedirectResponse:
+    """The ``GET`` answer (302 to the same link, or 404), for scanners that check links with ``HEAD``.
+
+    Browsers follow a link with ``GET``; a ``HEAD`` is a program checking it, so the click is
+    recorded as ``prefetch`` and never counted (a 405 would make some gateways flag the link).
+    """
+    url = await _engine(request).track_click(token, request.headers.get("user-agent"), head=True)
     return RedirectResponse(url, status_code=302, headers=NO_STORE)
 
 

@@ -26,12 +26,29 @@ Each email is counted once: a second genuine open appends nothing, and so does a
 prefetch. Every click is recorded (``email.clicked``), but the stats count an email once; a
 click implies an open, so one is recorded with it when none was. Only an email that was
 actually sent can be opened or clicked, and nothing is recorded for an erased contact.
+
+Link scanners. Corporate mail gateways (Microsoft Safe Links, Mimecast, Proofpoint, Barracuda)
+follow every link of a message on delivery to check where it leads, and scripts fetch links
+too. Such a click is recorded with ``prefetch=True`` (kept in the activity, never counted: the
+``rm_emails`` and ``engagement`` projections skip it, and it implies no open) when
+
+- it is a ``HEAD`` request: a browser following a link asks with ``GET``; a ``HEAD`` only
+  checks that the link answers;
+- its ``User-Agent`` is missing or blank, or contains one of :data:`SCANNER_USER_AGENTS`
+  (HTTP libraries, named gateways, crawlers and link previewers; each entry says why);
+- it arrives less than :data:`SCANNER_WINDOW` after the email was sent, on the engine clock:
+  gateways scan on delivery, whatever user agent they claim, and a person needs longer than
+  that to receive, open, read and click.
+
+Whoever asks is redirected to the real destination all the same: a scanner that got a
+different answer could flag the message, and a person misjudged as a scanner must still arrive.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from datetime import timedelta
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -43,18 +60,61 @@ from engine.errors import NotFound
 from engine.service.base import ServiceBase
 from events.catalog import contact as ce
 from events.catalog import email as em
-from events.registry import Event
+from events.registry import Event, parse_time
 from events.store import AppendBatch
 from projections import tables as t
 from projections.sending import emails
 
-__all__ = ["PREFETCH_USER_AGENTS", "TrackingService", "is_prefetch", "redirect_target"]
+__all__ = ["PREFETCH_USER_AGENTS", "SCANNER_USER_AGENTS", "SCANNER_WINDOW", "TrackingService", "is_prefetch",
+           "is_scanner", "redirect_target"]
 
 PREFETCH_USER_AGENTS: Final[tuple[str, ...]] = ("GoogleImageProxy", "ggpht.com", "YahooMailProxy")
 APPLE_PROXY_USER_AGENT: Final = "Mozilla/5.0"
 MAX_USER_AGENT: Final = 512
 MAX_REDIRECT: Final = 8192
 UNSUBSCRIBED, SUBSCRIBED = "unsubscribed", "subscribed"
+
+# Lower-case substrings of a ``User-Agent`` that mark an automated click, each with its reason.
+# Conservative: every entry is a product token or phrase no person's browser sends, so a bare
+# ``bot`` (it is inside phone names such as ``CUBOT``) is spelt only with what follows a bot's name.
+SCANNER_USER_AGENTS: Final[Mapping[str, str]] = {
+    # HTTP libraries and command-line clients: scripts and home-made scanners, never a mail reader.
+    "python-requests/": "Python requests library",
+    "python-urllib/": "Python standard library urllib",
+    "python-httpx/": "Python httpx library",
+    "aiohttp/": "Python aiohttp library",
+    "curl/": "curl command-line client",
+    "wget/": "GNU Wget",
+    "go-http-client/": "Go net/http default client",
+    "java/": "Java's HttpURLConnection default (Java/1.8.0_...)",
+    "apache-httpclient/": "Apache HttpClient (Java)",
+    "okhttp/": "OkHttp library (Java/Android) used without a browser",
+    "libwww-perl/": "Perl LWP",
+    "node-fetch/": "Node.js node-fetch",
+    "axios/": "Node.js axios",
+    # Mail security gateways that rewrite and pre-check every link on delivery.
+    "barracuda": "Barracuda Email Protection link protection",
+    "mimecast": "Mimecast URL Protect",
+    "proofpoint": "Proofpoint URL Defense",
+    # Microsoft Office: Protocol/Existence Discovery requests are the Office app probing a link
+    # before handing it to the browser, which then asks again with its own user agent.
+    "microsoft office": "Microsoft Office Protocol/Existence Discovery",
+    "msoffice": "Outlook's embedded renderer (MSOffice 16), not the reader's browser",
+    # Crawlers and link previewers: "Googlebot/2.1", "bingbot/2.0", "Slackbot-LinkExpanding",
+    # "TelegramBot (like TwitterBot)", "+http://..." contact links, "Google Web Preview".
+    "bot/": "a crawler's product token (Googlebot/, bingbot/, Twitterbot/, Discordbot/)",
+    "bot-": "a crawler's product token (Slackbot-LinkExpanding)",
+    "bot;": "a crawler in a compatible comment (compatible; SomeBot; +http...)",
+    "bot)": "a crawler in a comment (like TwitterBot)",
+    "bot (": "a crawler followed by its comment (TelegramBot (like TwitterBot))",
+    "+http": "a crawler's contact URL, a convention of bots that browsers never follow",
+    "crawler": "a self-declared crawler",
+    "spider": "a self-declared spider (Baiduspider)",
+    "preview": "a link previewer (Google Web Preview, SkypeUriPreview)",
+    "facebookexternalhit": "Facebook's link previewer",
+}
+# Gateways fetch each link as the message arrives; nobody reads and clicks within this time.
+SCANNER_WINDOW: Final = timedelta(seconds=10)
 
 E = emails.c
 
@@ -71,6 +131,18 @@ def is_prefetch(user_agent: str | None, patterns: Iterable[str] = PREFETCH_USER_
     """Whether a pixel fetch with this ``User-Agent`` comes from a proxy rather than a reader."""
     ua = clean_user_agent(user_agent)
     if ua is None or ua == APPLE_PROXY_USER_AGENT:
+        return True
+    lowered = ua.lower()
+    return any(p and p.lower() in lowered for p in patterns)
+
+
+def is_scanner(user_agent: str | None, patterns: Iterable[str] = SCANNER_USER_AGENTS) -> bool:
+    """Whether a click with this ``User-Agent`` comes from a program rather than a reader.
+
+    A missing or blank header counts: every browser sends one, scripts often do not.
+    """
+    ua = clean_user_agent(user_agent)
+    if ua is None:
         return True
     lowered = ua.lower()
     return any(p and p.lower() in lowered for p in patterns)
@@ -106,7 +178,7 @@ class TrackingService(ServiceBase):
     async def _sent_email(self, conn: AsyncConnection, email_id: str) -> Any:
         """The email's row with its contact's erasure flag, when it was sent; else ``None``."""
         q = (select(E.email_id, E.workspace_id, E.campaign_id, E.enrollment_id, E.contact_id, E.step, E.links,
-                    E.opened_at, t.contacts.c.erased)
+                    E.opened_at, E.sent_at, t.contacts.c.erased)
              .join(t.contacts, t.contacts.c.id == E.contact_id)
              .where(E.email_id == email_id, E.sent_at.is_not(None)))
         return (await conn.execute(q)).mappings().first()
@@ -150,9 +222,18 @@ class TrackingService(ServiceBase):
         return await self._retry(attempt)
 
     # -- clicks ----------------------------------------------------------------------------------
-    async def track_click(self, token: str, user_agent: str | None = None) -> str:
+    def _scanned_on_delivery(self, sent_at: Any) -> bool:
+        """Whether now is within :data:`SCANNER_WINDOW` of ``sent_at`` (or before it: another
+        node's clock may run a little behind the one that recorded the send)."""
+        if not sent_at:
+            return False
+        return self.now() - parse_time(str(sent_at)) < SCANNER_WINDOW
+
+    async def track_click(self, token: str, user_agent: str | None = None, *, head: bool = False) -> str:
         """Record a click and return the original link to redirect to.
 
+        ``head`` is true for a ``HEAD`` request. A click from a scanner (see the module's text) is
+        recorded with ``prefetch=True`` and records no open; the link returned is the same.
         NotFound for a forged or altered token, an unknown or unsent email, a link index out of
         range, or a stored target that is not an absolute http(s) URL: never a redirect elsewhere.
         """
@@ -160,6 +241,7 @@ class TrackingService(ServiceBase):
         if found is None:
             raise NotFound("link", token)
         ua = clean_user_agent(user_agent)
+        automated = head or is_scanner(user_agent)
 
         async def attempt() -> str:
             async with self.store.transaction() as conn:
@@ -172,8 +254,10 @@ class TrackingService(ServiceBase):
                     raise NotFound("link", token)
                 if row["erased"]:
                     return url
-                events: list[Event] = [em.EmailClicked(**self._ids(row), url=url, link_index=found.link_index)]
-                if row["opened_at"] is None:
+                prefetch = automated or self._scanned_on_delivery(row["sent_at"])
+                events: list[Event] = [em.EmailClicked(**self._ids(row), url=url, link_index=found.link_index,
+                                                       prefetch=prefetch, user_agent=ua)]
+                if row["opened_at"] is None and not prefetch:
                     events.insert(0, em.EmailOpened(**self._ids(row), prefetch=False, user_agent=ua))
                 await self.store.append(f"enrollment-{row['enrollment_id']}", events, None,
                                         workspace_id=row["workspace_id"], metadata={"actor": "system:tracking"},

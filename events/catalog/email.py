@@ -124,6 +124,10 @@ class EmailClicked(EmailEvent):
     PERSONAL = ("url",)  # a rendered link may carry merge-tag values
     url: str
     link_index: int
+    # A link scanner or automated client followed the link (engine/service/tracking.py): recorded,
+    # never counted as a person's click. False in events written before.
+    prefetch: bool = False
+    user_agent: str | None = None
 
 
 @register
