@@ -283,7 +283,8 @@ async def _supp_removed(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> No
 
 
 # -- campaigns --------------------------------------------------------------------------------
-campaigns = Projection("campaigns", 1, [t.campaigns])
+# Version 2: paused_reason (the table is reshaped on databases made before).
+campaigns = ReshapingProjection("campaigns", 2, [t.campaigns])
 
 
 async def _definition(conn: AsyncConnection, campaign_id: str) -> dict[str, Any]:
@@ -299,7 +300,8 @@ async def _cmp_created(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> Non
             id=_d(e).campaign_id, workspace_id=e.workspace_id, name=d["name"], status="draft",
             folder=d.get("folder"), tags=_j(d.get("tags") or []), outreach_id=d.get("outreach_id"),
             definition=_j(d), launch_at=(d.get("schedule") or {}).get("launch_at"), created_at=_at(e),
-            updated_at=_at(e), launched_at=None, completed_at=None, approved_at=None, deleted=False))
+            updated_at=_at(e), launched_at=None, completed_at=None, approved_at=None, paused_reason=None,
+            deleted=False))
 
 
 @campaigns.on("campaign.updated", "campaign.schedule_changed")
@@ -327,6 +329,8 @@ async def _cmp_status(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None
         values: dict[str, Any] = {"status": _STATUS_BY_TYPE[e.type], "updated_at": _at(e)}
         if e.type == "campaign.completed":
             values["completed_at"] = _at(e)
+        if e.type in ("campaign.paused", "campaign.resumed"):  # a resume clears the guard's reason
+            values["paused_reason"] = _d(e).reason if e.type == "campaign.paused" else None
         await conn.execute(update(t.campaigns).where(t.campaigns.c.id == _d(e).campaign_id).values(**values))
 
 

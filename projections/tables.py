@@ -120,6 +120,7 @@ campaigns = Table(
     Column("launched_at", String(32)),
     Column("completed_at", String(32)),
     Column("approved_at", String(32)),
+    Column("paused_reason", Text),  # why the engine paused it (bounce or complaint guard); NULL otherwise
     Column("deleted", Boolean, nullable=False),
 )
 

@@ -187,6 +187,17 @@ def decide_transition(state: CampaignState, action: str) -> list[Event]:
     return [event_type(campaign_id=_id(state))]  # type: ignore[call-arg]
 
 
+def decide_guard_pause(state: CampaignState, reason: str) -> list[Event]:
+    """The engine pauses an active campaign whose bounce or complaint rate crossed its threshold.
+
+    Unlike a user's pause this is no command that can fail: a campaign no longer active (paused
+    already, completed, cancelled) has nothing left to protect, so nothing is recorded.
+    """
+    if state.status != "active" or state.deleted:
+        return []
+    return [ev.CampaignPaused(campaign_id=_id(state), reason=reason)]
+
+
 def decide_delete(state: CampaignState) -> list[Event]:
     return [] if state.deleted else [ev.CampaignDeleted(campaign_id=_id(state))]
 

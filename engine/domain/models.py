@@ -305,6 +305,9 @@ class SettingsIn(Strict):
     track_clicks: bool = False
     unsubscribe_link: bool = True
     bounce_rate_threshold: float = Field(default=8.0, gt=0, le=100)
+    # Percent of sent emails reported as spam; 0.3 is Gmail's line for bulk senders.
+    complaint_rate_threshold: float = Field(default=0.3, ge=0, le=100)
+    soft_bounce_limit: int = Field(default=3, ge=1, le=1000)  # soft bounces in a row that suppress an address
     manual_batches: bool = False
 
 

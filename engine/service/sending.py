@@ -580,6 +580,8 @@ class SendingService(ServiceBase):
                         await self.store.append_many(appends, workspace_id=workspace_id, conn=conn)
                 for workspace_id, sender_id in sorted(rejected):
                     await self.check_bounce_rate(conn, workspace_id, sender_id)  # type: ignore[attr-defined]
+                # Campaign guards, soft-bounce runs, hard bounces stopping the address workspace-wide.
+                await self.after_attempts(conn, batches)  # type: ignore[attr-defined]
                 for (workspace_id, sender_id), message in sorted(disconnecting.items()):
                     await self._disconnect(conn, workspace_id, sender_id,
                                            f"{self._failures_before_disconnect()} connection or login failures in "

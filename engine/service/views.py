@@ -70,6 +70,7 @@ def campaign_view(r: Any, stats: dict[str, Any] | None = None) -> dict[str, Any]
         "settings": d.get("settings"), "steps": d.get("steps", []), "workflow": d.get("workflow"),
         "status": r["status"], "created_at": r["created_at"], "updated_at": r["updated_at"],
         "launched_at": r["launched_at"], "completed_at": r["completed_at"], "approved_at": r["approved_at"],
+        "paused_reason": r["paused_reason"] if r["status"] == "paused" else None,
     }
     if stats is not None:
         out["stats"] = stats

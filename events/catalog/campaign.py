@@ -64,8 +64,11 @@ class CampaignActivated(Event):
 @register
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CampaignPaused(Event):
+    """``reason`` says why the engine paused it (a bounce or complaint guard); None for a user's pause."""
+
     TYPE = "campaign.paused"
     campaign_id: str
+    reason: str | None = None
 
 
 @register
