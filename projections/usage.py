@@ -62,12 +62,15 @@ rotation = Table(
     Column("sender_id", String(64), nullable=False),
 )
 
-usage = Projection("usage", 2, [counts, last_sends, rotation])
+# Version 3: per sender and recipient domain, by the campaign's local hour and day.
+usage = Projection("usage", 3, [counts, last_sends, rotation])
 
 SENDER_DAY = "sender_day"
 CAMPAIGN_DAY = "campaign_day"
 CAMPAIGN_HOUR = "campaign_hour"
 WORKSPACE_MONTH = "workspace_month"
+DOMAIN_HOUR = "domain_hour"  # owner: "<sender id>|<recipient domain>"
+DOMAIN_DAY = "domain_day"
 
 Bucket = tuple[str, str, str]
 
@@ -101,12 +104,21 @@ def local_buckets(at: datetime, timezone: str) -> tuple[str, str]:
     return local.date().isoformat(), format_time(start)
 
 
-def buckets_of(at: datetime, timezone: str, campaign_id: str, sender_id: str, workspace_id: str) -> list[Bucket]:
-    """The four buckets one claim at `at` counts in."""
+def domain_owner(sender_id: str, domain: str) -> str:
+    return f"{sender_id}|{domain}"
+
+
+def buckets_of(at: datetime, timezone: str, campaign_id: str, sender_id: str, workspace_id: str,
+               domain: str | None = None) -> list[Bucket]:
+    """The buckets one claim at `at` counts in (and its recipient domain's two, when known)."""
     utc = at.astimezone(UTC)
     day, hour = local_buckets(utc, timezone)
-    return [(SENDER_DAY, sender_id, utc.date().isoformat()), (CAMPAIGN_DAY, campaign_id, day),
-            (CAMPAIGN_HOUR, campaign_id, hour), (WORKSPACE_MONTH, workspace_id, f"{utc.year:04d}-{utc.month:02d}")]
+    found = [(SENDER_DAY, sender_id, utc.date().isoformat()), (CAMPAIGN_DAY, campaign_id, day),
+             (CAMPAIGN_HOUR, campaign_id, hour), (WORKSPACE_MONTH, workspace_id, f"{utc.year:04d}-{utc.month:02d}")]
+    if domain:
+        owner = domain_owner(sender_id, domain)
+        found += [(DOMAIN_HOUR, owner, hour), (DOMAIN_DAY, owner, day)]
+    return found
 
 
 async def _add(conn: AsyncConnection, deltas: dict[Bucket, int]) -> None:
@@ -125,7 +137,8 @@ async def _claimed(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
     for stored in evs:
         event: Any = stored.event
         at = stored.recorded_at
-        for bucket in buckets_of(at, event.timezone, event.campaign_id, event.sender_id, stored.workspace_id):
+        for bucket in buckets_of(at, event.timezone, event.campaign_id, event.sender_id, stored.workspace_id,
+                                 event.recipient_domain):
             deltas[bucket] = deltas.get(bucket, 0) + 1
         claims.append((event, at, local_buckets(at, event.timezone)[0]))
         pairs[(event.campaign_id, event.sender_id)] = (at, "", 0)
@@ -156,6 +169,6 @@ async def _deferred(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
         if event.claimed_at is None:
             continue  # written before claims were counted here: its claim time is unknown
         for bucket in buckets_of(event.claimed_at, event.timezone or "UTC", event.campaign_id, event.sender_id,
-                                 stored.workspace_id):
+                                 stored.workspace_id, event.recipient_domain):
             deltas[bucket] = deltas.get(bucket, 0) - 1
     await _add(conn, deltas)

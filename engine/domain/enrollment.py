@@ -204,6 +204,7 @@ class ClaimedEmail:
     attempt: int
     claimed_at: datetime
     timezone: str
+    domain: str | None = None  # the recipient's, counted against the per-domain limits
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -287,7 +288,7 @@ def decide_outcome(claim: ClaimedEmail, attempt: Attempt, next_step: NextStep | 
     wait = RETRY_BACKOFF[min(claim.attempt, len(RETRY_BACKOFF)) - 1]
     return [em.EmailDeferred(**base, sender_id=claim.sender_id, code=attempt.code, message=attempt.message[:500],
                              retry_at=now + wait, attempt=claim.attempt, claimed_at=claim.claimed_at,
-                             timezone=claim.timezone)]
+                             timezone=claim.timezone, recipient_domain=claim.domain)]
 
 
 def _continue(claim: ClaimedEmail, next_step: NextStep | None) -> list[Event]:

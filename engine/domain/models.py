@@ -214,6 +214,10 @@ class ScheduleIn(Strict):
     max_wait_seconds: int = Field(default=420, ge=0, le=86_400)
     max_per_hour: int | None = Field(default=None, ge=1)
     daily_limit: int | None = Field(default=None, ge=1)
+    max_per_domain_per_hour: int | None = Field(
+        default=None, ge=1, description="Per sender and recipient domain, per clock hour in the schedule's zone.")
+    max_per_domain_per_day: int | None = Field(
+        default=None, ge=1, description="Per sender and recipient domain, per calendar day in the schedule's zone.")
     launch_at: datetime | None = None
     use_contact_timezone: bool = False
     skip_dates: list[str] = Field(default_factory=list, max_length=1000)

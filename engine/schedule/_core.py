@@ -202,6 +202,63 @@ def _lower_bound(ctx: Context, usage: Usage, c: str, s: str) -> datetime | None 
     return bound
 
 
+def _domain_limited(ctx: Context, c: str) -> bool:
+    spec = ctx.campaigns[c].schedule
+    return spec.max_per_domain_per_hour is not None or spec.max_per_domain_per_day is not None
+
+
+def _domain_release(ctx: Context, usage: Usage, c: str, s: str, domain: str | None, at: datetime) -> datetime:
+    """`at` when the sender may still send to `domain` at `at`, else when its full bucket ends.
+
+    Per sender and recipient domain, by clock hour and calendar day in the campaign's zone. Only
+    buckets that already hold sends can be full, so the moment returned is always open.
+    """
+    if domain is None:
+        return at
+    spec = ctx.campaigns[c].schedule
+    tz = zone(spec.timezone)
+    release = at
+    if spec.max_per_domain_per_hour is not None:
+        start = hour_start(at, tz)
+        if usage.sent_to_domain_in_hour(s, domain, start) >= spec.max_per_domain_per_hour:
+            release = max(release, start + timedelta(hours=1))
+    if spec.max_per_domain_per_day is not None:
+        day = local_date(at, tz)
+        if usage.sent_to_domain_on(s, domain, day) >= spec.max_per_domain_per_day:
+            release = max(release, local_day_start(day + timedelta(days=1), tz))
+    return release
+
+
+def _starts(
+    ctx: Context,
+    usage: Usage,
+    pair: tuple[str, str],
+    pools: list[Pool],
+    floor: datetime | None,
+    items: Mapping[str, QueueItem] | None,
+) -> list[datetime]:
+    """The moments from which the pair's items of `pools` could go: one without per-domain limits;
+    with them, the first item of an open domain and each full domain's release (an email held by
+    its domain's limit never holds back another domain's)."""
+    due = min(pool.min_due() for pool in pools)
+    if items is None or not _domain_limited(ctx, pair[0]):
+        return [due if floor is None else max(due, floor)]
+    starts: list[datetime] = []
+    for pool in pools:
+        seen: set[str | None] = set()
+        for item_due, email_id in pool.dues:
+            at = item_due if floor is None else max(item_due, floor)
+            domain = items[email_id].domain
+            if domain in seen:
+                continue  # an earlier item of this domain already gave its (earlier) release
+            release = _domain_release(ctx, usage, pair[0], pair[1], domain, at)
+            starts.append(release)
+            if release == at:
+                break  # an open item: the pool's later items cannot start sooner
+            seen.add(domain)
+    return starts
+
+
 def _earliest_over(
     ctx: Context,
     usage: Usage,
@@ -210,16 +267,17 @@ def _earliest_over(
     floor: datetime | None,
     need_fire: bool,
     stop: datetime | None,
+    items: Mapping[str, QueueItem] | None = None,
 ) -> datetime | None:
-    """The earliest open time >= floor at which an item of `groups` is due; None if after `stop`."""
+    """The earliest open time >= floor at which an item of `groups` is due (and, under per-domain
+    limits, its domain open: `items` names each queued email's domain); None if after `stop`."""
     best: datetime | None = None
     for tz, pools in groups:
-        due = min(pool.min_due() for pool in pools)
-        start = due if floor is None else max(due, floor)
-        bound = stop if best is None else (best if stop is None else min(best, stop))
-        found = _earliest(ctx, usage, pair, ctx.window(pair[0], tz), start, need_fire, bound)
-        if found is not None and (best is None or found < best):
-            best = found
+        for start in _starts(ctx, usage, pair, pools, floor, items):
+            bound = stop if best is None else (best if stop is None else min(best, stop))
+            found = _earliest(ctx, usage, pair, ctx.window(pair[0], tz), start, need_fire, bound)
+            if found is not None and (best is None or found < best):
+                best = found
     return best
 
 
@@ -231,7 +289,7 @@ def _slot(ctx: Context, queue: ItemQueue, usage: Usage, c: str, s: str, stop: da
     floor = _lower_bound(ctx, usage, c, s)
     if isinstance(floor, _Never):
         return None
-    return _slot_of(ctx, usage, (c, s), groups, floor, stop)
+    return _slot_of(ctx, usage, (c, s), groups, floor, stop, queue.items)
 
 
 def _slot_of(
@@ -241,9 +299,10 @@ def _slot_of(
     groups: list[tuple[str, list[Pool]]],
     floor: datetime | None,
     stop: datetime | None,
+    items: Mapping[str, QueueItem] | None = None,
 ) -> datetime | None:
     need_fire = ctx.campaigns[pair[0]].schedule.cron is not None
-    return _earliest_over(ctx, usage, pair, groups, floor, need_fire, stop)
+    return _earliest_over(ctx, usage, pair, groups, floor, need_fire, stop, items)
 
 
 def _candidate(
@@ -269,6 +328,10 @@ def _candidate(
         spec = ctx.campaigns[c].schedule
         if spec.cron is not None and next_fire_at_or_after(spec.cron, spec.timezone, now) != now:
             return None  # a cron schedule sends at its fire times only, even after downtime
+    accept = None
+    if _domain_limited(ctx, c):
+        def accept(key: RankKey) -> bool:  # its recipient's domain may still get mail from this sender now
+            return _domain_release(ctx, usage, c, s, queue.items[key[-1]].domain, now) == now
     best: RankKey | None = None
     for tz, pools in queue.groups(c, s):
         is_open = None if open_zones is None else open_zones.get((c, tz))
@@ -279,7 +342,7 @@ def _candidate(
         if not is_open:
             continue
         for pool in pools:
-            key = pool.best_due(now)
+            key = pool.best_due(now, accept)
             if key is not None and (best is None or key < best):
                 best = key
     if best is None or (not slot_known and _slot(ctx, queue, usage, c, s, now) is None):
@@ -351,7 +414,7 @@ def send_now(
     shared: dict[str, tuple[int, RankKey | None]] = {}
 
     def push(c: str, s: str) -> None:
-        if (c, s) in slotted and not queue.has_pinned(c, s):
+        if (c, s) in slotted and not queue.has_pinned(c, s) and not _domain_limited(ctx, c):
             memo = shared.get(c)
             if memo is None or memo[0] != queue.changes:
                 memo = shared[c] = (queue.changes, _candidate(ctx, queue, usage, c, s, now, True, open_zones))
@@ -375,6 +438,9 @@ def send_now(
             continue
         if _limits_release(ctx, usage, c, s, now) != now:
             continue  # a shared limit filled up during this call
+        if _domain_limited(ctx, c) and _domain_release(ctx, usage, c, s, queue.items[key[-1]].domain, now) != now:
+            push(c, s)  # this recipient's domain filled up during this call: another domain may go
+            continue
         item = queue.remove(key[-1])
         campaign = ctx.campaigns[c]
         usage = usage.record(
@@ -383,6 +449,7 @@ def send_now(
             workspace_id=campaign.workspace_id,
             at=now,
             timezone=campaign.schedule.timezone,
+            domain=item.domain,
         )
         sends.append(Assignment(item=item, sender_id=s, at=now))
         versions[c] += 1
@@ -417,12 +484,12 @@ def next_due(now: datetime, queue: ItemQueue, ctx: Context, usage: Usage) -> dat
     for lowest, c, s, groups, floor in todo:
         if best is not None and lowest >= best:
             break
-        slot = _slot_of(ctx, usage, (c, s), groups, floor, best)
+        slot = _slot_of(ctx, usage, (c, s), groups, floor, best, queue.items)
         if slot is None:
             continue
         if slot < after:  # slot already passed (downtime or contention): next open due moment
             need_fire = ctx.campaigns[c].schedule.cron is not None
-            slot = _earliest_over(ctx, usage, (c, s), groups, after, need_fire, best)
+            slot = _earliest_over(ctx, usage, (c, s), groups, after, need_fire, best, queue.items)
             if slot is None:
                 continue
         if best is None or slot < best:

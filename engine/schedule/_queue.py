@@ -9,6 +9,7 @@ the last tie-break), so a queue built at once and one built incrementally are id
 from __future__ import annotations
 
 from bisect import bisect_left, insort
+from collections.abc import Callable
 from datetime import datetime
 
 from engine.schedule.model import QueueItem
@@ -61,12 +62,12 @@ class Pool:
     def min_due(self) -> datetime:
         return self.dues[0][0]
 
-    def best_due(self, now: datetime) -> RankKey | None:
-        """The best-ranked item already due at `now`."""
+    def best_due(self, now: datetime, accept: Callable[[RankKey], bool] | None = None) -> RankKey | None:
+        """The best-ranked item already due at `now` (and that `accept` lets go, when given)."""
         if self.dues[0][0] > now:
             return None
         for key in self.ranked:
-            if key[1] <= now:
+            if key[1] <= now and (accept is None or accept(key)):
                 return key
         return None
 

@@ -67,6 +67,8 @@ class ScheduleSpec:
     max_wait_seconds: int = 420
     max_per_hour: int | None = None
     daily_limit: int | None = None
+    max_per_domain_per_hour: int | None = None
+    max_per_domain_per_day: int | None = None
     launch_at: datetime | None = None
     use_contact_timezone: bool = False
     skip_dates: tuple[date, ...] = ()
@@ -96,6 +98,8 @@ class ScheduleSpec:
             "max_wait_seconds": self.max_wait_seconds,
             "max_per_hour": self.max_per_hour,
             "daily_limit": self.daily_limit,
+            "max_per_domain_per_hour": self.max_per_domain_per_hour,
+            "max_per_domain_per_day": self.max_per_domain_per_day,
             "launch_at": self.launch_at,
             "use_contact_timezone": self.use_contact_timezone,
             "skip_dates": list(self.skip_dates) if isinstance(self.skip_dates, list | tuple) else self.skip_dates,
@@ -123,6 +127,8 @@ class ScheduleSpec:
             max_wait_seconds=values["max_wait_seconds"],
             max_per_hour=values["max_per_hour"],
             daily_limit=values["daily_limit"],
+            max_per_domain_per_hour=values["max_per_domain_per_hour"],
+            max_per_domain_per_day=values["max_per_domain_per_day"],
             launch_at=None if values["launch_at"] is None else parse_launch_at(values["launch_at"]),
             use_contact_timezone=values["use_contact_timezone"],
             skip_dates=tuple(parse_skip_date(d) for d in values["skip_dates"]),
@@ -257,6 +263,7 @@ class QueueItem:
     sender_id: str | None = None
     contact_timezone: str | None = None
     seq: int = 0
+    domain: str | None = None  # the recipient's, for the per-domain limits
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "due_at", as_utc(self.due_at, "due_at"))
@@ -270,6 +277,7 @@ class SendRecord:
     sender_id: str
     workspace_id: str
     sent_at: datetime
+    domain: str | None = None  # the recipient's
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,11 +293,13 @@ def _as_record(send: Any) -> SendRecord:
     if isinstance(send, SendRecord):
         record = send
     elif hasattr(send, "sent_at"):
-        record = SendRecord(send.campaign_id, send.sender_id, send.workspace_id, send.sent_at)
+        record = SendRecord(send.campaign_id, send.sender_id, send.workspace_id, send.sent_at,
+                            getattr(send, "domain", None))
     else:
         campaign_id, sender_id, workspace_id, sent_at = send
         record = SendRecord(campaign_id, sender_id, workspace_id, sent_at)
-    return SendRecord(record.campaign_id, record.sender_id, record.workspace_id, as_utc(record.sent_at, "sent_at"))
+    return SendRecord(record.campaign_id, record.sender_id, record.workspace_id, as_utc(record.sent_at, "sent_at"),
+                      record.domain)
 
 
 def _bump(counts: dict[Any, int], key: Any) -> None:
@@ -317,6 +327,14 @@ class Usage:
     workspace_months: Mapping[tuple[str, int, int], int] = field(default_factory=dict)
     last_sends: Mapping[tuple[str, str], LastSend] = field(default_factory=dict)
     last_senders: Mapping[str, str] = field(default_factory=dict)
+    domain_hours: Mapping[tuple[str, str, datetime], int] = field(default_factory=dict)
+    domain_days: Mapping[tuple[str, str, date], int] = field(default_factory=dict)
+
+    def sent_to_domain_in_hour(self, sender_id: str, domain: str, hour_start_utc: datetime) -> int:
+        return self.domain_hours.get((sender_id, domain, hour_start_utc), 0)
+
+    def sent_to_domain_on(self, sender_id: str, domain: str, local_day: date) -> int:
+        return self.domain_days.get((sender_id, domain, local_day), 0)
 
     def sent_by_sender_on(self, sender_id: str, utc_day: date) -> int:
         return self.sender_days.get((sender_id, utc_day), 0)
@@ -338,9 +356,17 @@ class Usage:
         return self.last_senders.get(campaign_id)
 
     def record(
-        self, *, campaign_id: str, sender_id: str, workspace_id: str, at: datetime, timezone: str = "UTC"
+        self,
+        *,
+        campaign_id: str,
+        sender_id: str,
+        workspace_id: str,
+        at: datetime,
+        timezone: str = "UTC",
+        domain: str | None = None,
     ) -> Usage:
-        """The usage after one more send; `timezone` is the campaign's (for its day and hour)."""
+        """The usage after one more send; `timezone` is the campaign's (for its day and hour, and
+        the recipient `domain`'s hour and day at this sender)."""
         maps = (
             dict(self.sender_days),
             dict(self.campaign_days),
@@ -348,8 +374,10 @@ class Usage:
             dict(self.workspace_months),
             dict(self.last_sends),
             dict(self.last_senders),
+            dict(self.domain_hours),
+            dict(self.domain_days),
         )
-        _apply(maps, campaign_id, sender_id, workspace_id, as_utc(at, "at"), timezone)
+        _apply(maps, campaign_id, sender_id, workspace_id, as_utc(at, "at"), timezone, domain)
         return Usage(*maps)
 
     @classmethod
@@ -363,17 +391,18 @@ class Usage:
         of each (campaign, sender) pair, in log order (which breaks ties between sends of one
         instant). A campaign missing from `campaigns` is counted in UTC.
         """
-        maps: _Maps = ({}, {}, {}, {}, {}, {})
+        maps: _Maps = ({}, {}, {}, {}, {}, {}, {}, {})
         records = [_as_record(send) for send in sends]
         ordered = sorted(records, key=lambda s: s.sent_at)  # stable: sends of one instant keep log order
         for send in ordered:
             campaign = campaigns.get(send.campaign_id)
             tz = campaign.schedule.timezone if campaign is not None else "UTC"
-            _apply(maps, send.campaign_id, send.sender_id, send.workspace_id, send.sent_at, tz)
+            _apply(maps, send.campaign_id, send.sender_id, send.workspace_id, send.sent_at, tz, send.domain)
         return cls(*maps)
 
 
-_Maps = tuple[dict[Any, int], dict[Any, int], dict[Any, int], dict[Any, int], dict[Any, LastSend], dict[str, str]]
+_Maps = tuple[dict[Any, int], dict[Any, int], dict[Any, int], dict[Any, int], dict[Any, LastSend], dict[str, str],
+               dict[Any, int], dict[Any, int]]
 
 
 def _apply(
@@ -383,10 +412,14 @@ def _apply(
     workspace_id: str,
     at: datetime,
     tz_name: str,
+    domain: str | None = None,
 ) -> None:
-    sender_days, campaign_days, campaign_hours, months, last_sends, last_senders = maps
+    sender_days, campaign_days, campaign_hours, months, last_sends, last_senders, domain_hours, domain_days = maps
     tz = zone(tz_name)
     day = local_date(at, tz)
+    if domain:
+        _bump(domain_hours, (sender_id, domain, hour_start(at, tz)))
+        _bump(domain_days, (sender_id, domain, day))
     _bump(sender_days, (sender_id, at.date()))
     _bump(campaign_days, (campaign_id, day))
     _bump(campaign_hours, (campaign_id, hour_start(at, tz)))

@@ -110,6 +110,7 @@ def follow_up(assignment: Assignment, campaign: CampaignPlan, email_id: str) -> 
         sender_id=assignment.sender_id,
         contact_timezone=item.contact_timezone,
         seq=item.seq,
+        domain=item.domain,
     )
 
 

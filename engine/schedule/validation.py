@@ -32,6 +32,8 @@ SCHEDULE_DEFAULTS: Mapping[str, object] = {
     "max_wait_seconds": 420,
     "max_per_hour": None,
     "daily_limit": None,
+    "max_per_domain_per_hour": None,
+    "max_per_domain_per_day": None,
     "launch_at": None,
     "use_contact_timezone": False,
     "skip_dates": [],
@@ -167,7 +169,7 @@ def validate_schedule(d: object) -> list[tuple[str, str]]:
     ):
         problems.append(("max_wait_seconds", "must be at least min_wait_seconds"))
 
-    for name in ("max_per_hour", "daily_limit"):
+    for name in ("max_per_hour", "daily_limit", "max_per_domain_per_hour", "max_per_domain_per_day"):
         value = values[name]
         if value is not None and not _int_in(value, 1):
             problems.append((name, "must be null or a positive integer"))

@@ -137,10 +137,16 @@ async def load_usage(conn: AsyncConnection, now: datetime, campaigns: dict[str, 
                         counts.bucket >= since_day),
                    and_(counts.scope == usage_model.CAMPAIGN_HOUR, counts.owner.in_(list(campaigns)),
                         counts.bucket >= since_hour)]
+    if any(_domain_limited(plan) for plan in campaigns.values()):  # per recipient domain: only when asked for
+        wanted += [and_(counts.scope == usage_model.DOMAIN_DAY, counts.bucket >= since_day),
+                   and_(counts.scope == usage_model.DOMAIN_HOUR, counts.bucket >= since_hour)]
     sender_days: dict[tuple[str, date], int] = {}
     campaign_days: dict[tuple[str, date], int] = {}
     campaign_hours: dict[tuple[str, datetime], int] = {}
     months: dict[tuple[str, int, int], int] = {}
+    domain_hours: dict[tuple[str, str, datetime], int] = {}
+    domain_days: dict[tuple[str, str, date], int] = {}
+    senders_wanted = set(sender_ids)
     for scope, owner, bucket, sends in (await conn.execute(
             select(counts.scope, counts.owner, counts.bucket, counts.sends).where(or_(*wanted)))).all():
         if not sends:
@@ -151,6 +157,14 @@ async def load_usage(conn: AsyncConnection, now: datetime, campaigns: dict[str, 
             campaign_days[(owner, date.fromisoformat(bucket))] = sends
         elif scope == usage_model.CAMPAIGN_HOUR:
             campaign_hours[(owner, parse_time(bucket))] = sends
+        elif scope in (usage_model.DOMAIN_HOUR, usage_model.DOMAIN_DAY):
+            sender_id, _, domain = owner.partition("|")
+            if sender_id not in senders_wanted:
+                continue
+            if scope == usage_model.DOMAIN_HOUR:
+                domain_hours[(sender_id, domain, parse_time(bucket))] = sends
+            else:
+                domain_days[(sender_id, domain, date.fromisoformat(bucket))] = sends
         else:
             months[(owner, int(bucket[:4]), int(bucket[5:7]))] = sends
     last_sends: dict[tuple[str, str], LastSend] = {}
@@ -164,14 +178,19 @@ async def load_usage(conn: AsyncConnection, now: datetime, campaigns: dict[str, 
         turn = usage_model.rotation.c
         last_senders = dict((await conn.execute(select(turn.campaign_id, turn.sender_id)
                                                 .where(turn.campaign_id.in_(list(campaigns))))).all())
-    return Usage(sender_days, campaign_days, campaign_hours, months, last_sends, last_senders)
+    return Usage(sender_days, campaign_days, campaign_hours, months, last_sends, last_senders, domain_hours,
+                 domain_days)
 
 
-def _item(row: Any, contact_timezone: str | None) -> QueueItem:
+def _item(row: Any, contact_timezone: str | None, domain: str | None = None) -> QueueItem:
     return QueueItem(email_id=row["email_id"], enrollment_id=row["enrollment_id"], campaign_id=row["campaign_id"],
                      contact_id=row["contact_id"], step=row["step"], due_at=parse_time(row["due_at"]),
                      priority=row["priority"], seq=row["seq"], sender_id=row["sender_id"],
-                     contact_timezone=contact_timezone)
+                     contact_timezone=contact_timezone, domain=domain)
+
+
+def _domain_limited(plan: CampaignPlan) -> bool:
+    return plan.schedule.max_per_domain_per_hour is not None or plan.schedule.max_per_domain_per_day is not None
 
 
 _ITEM_COLUMNS = (QUEUE.email_id, QUEUE.enrollment_id, QUEUE.campaign_id, QUEUE.contact_id, QUEUE.step, QUEUE.due_at,
@@ -186,10 +205,10 @@ async def load_inputs(conn: AsyncConnection, now: datetime, workspace_id: str | 
     senders, monthly = await _senders_and_limits(conn, workspaces)
     items: list[QueueItem] = []
     if campaigns:
-        query = (select(*_ITEM_COLUMNS, tables.contacts.c.timezone)
+        query = (select(*_ITEM_COLUMNS, tables.contacts.c.timezone, tables.contacts.c.email_domain)
                  .join(tables.contacts, tables.contacts.c.id == QUEUE.contact_id)
                  .where(QUEUE.status == "scheduled", QUEUE.campaign_id.in_(list(campaigns))))
-        items = [_item(row, row["timezone"]) for row in (await conn.execute(query)).mappings()]
+        items = [_item(row, row["timezone"], row["email_domain"]) for row in (await conn.execute(query)).mappings()]
     usage = await load_usage(conn, now, campaigns, list(senders), workspaces)
     return PlannerInputs(items, campaigns, senders, usage, monthly, definitions)
 
@@ -213,8 +232,8 @@ async def load_due(conn: AsyncConnection, now: datetime, budget: int, hold: froz
     could take from that group (one per sender and instant, or `budget` when the campaign has no
     spacing), plus one more to tell whether the group was cut short; and a placeholder carrying
     the earliest due time of the group's later emails, from which ``next_due_at`` is exact.
-    Campaigns read in the contact's timezone are read whole (their groups depend on the
-    contact), which is the one read here that grows with the queue.
+    Campaigns read in the contact's timezone or under per-domain limits are read whole (their
+    groups depend on the contact), which is the one read here that grows with the queue.
     """
     definitions, campaigns = await _campaigns(conn, None)
     workspaces = sorted({c.workspace_id for c in campaigns.values()})
@@ -225,8 +244,8 @@ async def load_due(conn: AsyncConnection, now: datetime, budget: int, hold: froz
     base = QUEUE.status == "scheduled"
     for campaign_id, plan in campaigns.items():
         in_campaign = and_(base, QUEUE.campaign_id == campaign_id)
-        if plan.schedule.use_contact_timezone:
-            items.extend(await _contact_zone_groups(conn, in_campaign, now_text))
+        if plan.schedule.use_contact_timezone or _domain_limited(plan):
+            items.extend(await _whole_groups(conn, in_campaign, now_text, hold))
             continue
         pins = _pins(plan, senders)
         active = len(pins) - 1
@@ -260,12 +279,15 @@ async def load_due(conn: AsyncConnection, now: datetime, budget: int, hold: froz
     return PlannerInputs(items, campaigns, senders, usage, monthly, definitions, cut)
 
 
-async def _contact_zone_groups(conn: AsyncConnection, in_campaign: Any, now_text: str) -> list[QueueItem]:
+async def _whole_groups(conn: AsyncConnection, in_campaign: Any, now_text: str, hold: frozenset[str]
+                       ) -> list[QueueItem]:
+    """Every due email of a campaign whose groups depend on each contact (its timezone, or its
+    domain under per-domain limits), and each (pin, zone)'s earliest later one."""
     k = tables.contacts.c
     joined = tables.contacts.join(emails, k.id == QUEUE.contact_id)
-    due = (await conn.execute(select(*_ITEM_COLUMNS, k.timezone).select_from(joined)
+    due = (await conn.execute(select(*_ITEM_COLUMNS, k.timezone, k.email_domain).select_from(joined)
                               .where(in_campaign, QUEUE.due_at <= now_text))).mappings().all()
-    items = [_item(row, row["timezone"]) for row in due]
+    items = [_item(row, row["timezone"], row["email_domain"]) for row in due if row["email_id"] not in hold]
     later = (await conn.execute(select(QUEUE.campaign_id, QUEUE.sender_id, k.timezone, func.min(QUEUE.due_at))
                                 .select_from(joined).where(in_campaign, QUEUE.due_at > now_text)
                                 .group_by(QUEUE.campaign_id, QUEUE.sender_id, k.timezone))).all()

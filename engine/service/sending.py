@@ -418,12 +418,14 @@ class SendingService(ServiceBase):
                                    contact_id=item.contact_id, email_id=item.email_id, step=item.step,
                                    sender_id=assignment.sender_id, message_id=message_id,
                                    attempt=int(attempts.get(item.email_id, 0)) + 1, claimed_at=now,
-                                   timezone=plan.schedule.timezone)
+                                   timezone=plan.schedule.timezone,
+                                   domain=item.domain or contacts[item.contact_id]["email_domain"])
             claims.append(Claim(assignment, claimed, workspace_id, contacts[item.contact_id], sender))
             by_workspace.setdefault(workspace_id, []).append(AppendBatch(stream, [email_events.EmailClaimed(
                 enrollment_id=item.enrollment_id, campaign_id=item.campaign_id, contact_id=item.contact_id,
                 email_id=item.email_id, step=item.step, sender_id=assignment.sender_id, message_id=message_id,
-                lease_until=now + lease, attempt=claimed.attempt, timezone=claimed.timezone)]))
+                lease_until=now + lease, attempt=claimed.attempt, timezone=claimed.timezone,
+                recipient_domain=claimed.domain)]))
         for workspace_id, batches in by_workspace.items():
             await self.store.append_many(batches, workspace_id=workspace_id, conn=conn)
         return claims, skipped
@@ -619,7 +621,7 @@ class SendingService(ServiceBase):
                                 "contact_id": email.contact_id}
         events: list[Event] = [email_events.EmailReleased(
             **base, email_id=email.email_id, step=email.step, sender_id=email.sender_id, reason=release.reason,
-            claimed_at=email.claimed_at, timezone=email.timezone)]
+            claimed_at=email.claimed_at, timezone=email.timezone, recipient_domain=email.domain)]
         if release.terminal:
             events.append(email_events.EmailCancelled(**base, email_id=email.email_id, step=email.step,
                                                       reason=release.reason))

@@ -43,6 +43,8 @@ class EmailClaimed(EmailEvent):
     # The campaign's timezone when it was claimed: the local day and hour the claim counts in
     # against the campaign's daily_limit and max_per_hour (projections/usage.py).
     timezone: str = "UTC"
+    # The recipient's domain, for the schedule's per-domain limits (None in events written before).
+    recipient_domain: str | None = None
 
 
 @register
@@ -69,6 +71,7 @@ class EmailDeferred(EmailEvent):
     # delivered, so it stops counting against the limits. None in events written before.
     claimed_at: datetime | None = None
     timezone: str | None = None
+    recipient_domain: str | None = None
 
 
 @register
@@ -189,3 +192,4 @@ class EmailReleased(EmailEvent):
     reason: str
     claimed_at: datetime
     timezone: str
+    recipient_domain: str | None = None

@@ -66,6 +66,8 @@ def schedules(draw: st.DrawFn, start: datetime) -> ScheduleSpec:
         "end_time": end_time,
         "max_per_hour": draw(st.sampled_from((None, None, 1, 3))),
         "daily_limit": draw(st.sampled_from((None, None, 2, 5))),
+        "max_per_domain_per_hour": draw(st.sampled_from((None, None, 1, 2))),
+        "max_per_domain_per_day": draw(st.sampled_from((None, None, 2, 3))),
         "use_contact_timezone": draw(st.booleans()),
         "holidays": draw(st.sampled_from(HOLIDAYS)),
         "skip_dates": [
@@ -138,6 +140,7 @@ def scenarios(draw: st.DrawFn) -> Scenario:
                     sender_id=None if step == 1 else draw(st.sampled_from(sender_ids)),
                     contact_timezone=draw(st.sampled_from(CONTACT_ZONES)),
                     seq=draw(st.sampled_from((seq, 0))),
+                    domain=draw(st.sampled_from(("gmail.com", "corp.io", "yahoo.com", None))),
                 )
             )
     history = [
@@ -195,6 +198,7 @@ def check_rules(sc: Scenario, sends: list[SimulatedSend], usage: Usage) -> None:
     campaigns: dict[str, CampaignPlan] = sc["campaigns"]
     senders: dict[str, SenderPlan] = sc["senders"]
     contact_tz = {i.enrollment_id: i.contact_timezone for i in sc["queue"]}
+    domain_of = {i.enrollment_id: i.domain for i in sc["queue"]}
     first_due = {i.enrollment_id: i for i in sc["queue"]}
     previous: dict[str, SimulatedSend] = {}
     pair_sends: dict[tuple[str, str], int] = {}
@@ -218,6 +222,12 @@ def check_rules(sc: Scenario, sends: list[SimulatedSend], usage: Usage) -> None:
         assert limit is None or usage.sent_by_sender_on(s.sender_id, s.at.date()) < limit
         monthly = sc["monthly"].get(c.workspace_id)
         assert monthly is None or usage.sent_by_workspace_in_month(c.workspace_id, s.at.year, s.at.month) < monthly
+        domain = domain_of[s.enrollment_id]
+        if domain is not None and spec.max_per_domain_per_hour is not None:
+            assert usage.sent_to_domain_in_hour(s.sender_id, domain, hour_start(s.at, tz)) < \
+                spec.max_per_domain_per_hour
+        if domain is not None and spec.max_per_domain_per_day is not None:
+            assert usage.sent_to_domain_on(s.sender_id, domain, local_date(s.at, tz)) < spec.max_per_domain_per_day
         # Spacing of the pair.
         pair = (s.campaign_id, s.sender_id)
         last = usage.last_send(*pair)
@@ -246,4 +256,5 @@ def check_rules(sc: Scenario, sends: list[SimulatedSend], usage: Usage) -> None:
             workspace_id=c.workspace_id,
             at=s.at,
             timezone=spec.timezone,
+            domain=domain_of[s.enrollment_id],
         )

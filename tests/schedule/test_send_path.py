@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from engine.schedule import (
     PlanRound,
+    QueueItem,
     SenderPlan,
     SendRecord,
     Usage,
@@ -135,3 +136,26 @@ def test_warmup_grows_from_the_first_send_day_and_the_tick_loop_agrees() -> None
     assert effective_daily_limit(known, MONDAY.date() + timedelta(days=30)) == 4
     capped = SenderPlan("s1", daily_limit=3, warmup=Warmup(2, 1, 10), first_send_day=MONDAY.date())
     assert effective_daily_limit(capped, MONDAY.date() + timedelta(days=5)) == 3
+
+
+def test_per_domain_limit_holds_back_only_that_domain() -> None:
+    """Given 5 emails to gmail.com ranked before 2 to corp.io and at most 2 an hour per domain;
+    when the no-wait campaign runs from 09:00; then 2 gmail and both corp go at 09:00 (gmail's
+    limit never delays corp), 2 gmail at 10:00, the last at 11:00, and the forecast agrees."""
+    campaigns = by_id(campaign(senders=("s1",), min_wait_seconds=0, max_wait_seconds=0, max_per_domain_per_hour=2,
+                               **ALL_DAY))
+    senders = by_id(sender("s1", limit=None))
+    nine = MONDAY.replace(hour=9)
+    queue = [QueueItem(email_id=f"g{i}", enrollment_id=f"g{i}", campaign_id="c1", contact_id=f"g{i}", step=1,
+                       due_at=nine, priority=1, domain="gmail.com") for i in range(5)]
+    queue += [QueueItem(email_id=f"k{i}", enrollment_id=f"k{i}", campaign_id="c1", contact_id=f"k{i}", step=1,
+                        due_at=nine, domain="corp.io") for i in range(2)]
+    first = plan(nine, queue, campaigns, senders, Usage(), {})
+    assert sorted(a.item.email_id for a in first.sends) == ["g0", "g1", "k0", "k1"]
+    assert first.next_due_at == MONDAY.replace(hour=10)
+    forecast = simulate(nine, MONDAY.replace(hour=23), queue, campaigns, senders, Usage(), {})
+    assert [(send.email_id, send.at.hour) for send in forecast] == [
+        ("g0", 9), ("g1", 9), ("k0", 9), ("k1", 9), ("g2", 10), ("g3", 10), ("g4", 11)]
+    ticker = Ticker(campaigns, senders, list(queue))
+    ticker.run(nine, MONDAY.replace(hour=23))
+    assert ticker.simulated() == forecast

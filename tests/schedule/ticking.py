@@ -47,7 +47,8 @@ class Ticker:
         for a in p.sends:
             campaign = self.campaigns[a.item.campaign_id]
             self.sent.append(a)
-            self.history.append(SendRecord(campaign.campaign_id, a.sender_id, campaign.workspace_id, a.at))
+            self.history.append(SendRecord(campaign.campaign_id, a.sender_id, campaign.workspace_id, a.at,
+                                           a.item.domain))
             nxt = follow_up(a, campaign, default_email_id(a.item.enrollment_id, a.item.step + 1))
             if nxt is not None:
                 self.queue.append(nxt)
