@@ -548,7 +548,9 @@ class SendingService(ServiceBase):
                                              contact_timezone=item.contact_timezone, seq=item.seq))
                 continue
             plan = inputs.campaigns[claim.email.campaign_id]
-            following = _next_step(claim.assignment, plan) if result.outcome in ("sent", "uncertain") else None
+            # the next step, for the outcomes after which the sequence may go on (a soft refusal too)
+            goes_on = result.outcome in ("sent", "uncertain", "rejected")
+            following = _next_step(claim.assignment, plan) if goes_on else None
             attempt = Attempt(outcome=result.outcome, code=result.code, message=result.message,
                               enhanced_status=result.enhanced_status)
             events = enrollment_domain.decide_outcome(claim.email, attempt, _as_next(following), now,

@@ -117,7 +117,7 @@ async def test_bounces_by_type_and_polling_once(eng: CampaignEngine, clock: Manu
 async def test_bounce_rate_disables_sender_and_reenable(eng: CampaignEngine, clock: ManualClock, sink: SmtpSink,
                                                         imap: Dovecot) -> None:
     people = [f"p{i}@corp{i}.io" for i in range(25)]
-    ws, sid, _cid, _ids = await start(eng, sink, imap, people, {})
+    ws, sid, _cid, _ids = await start(eng, sink, imap, people, {"bounce_rate_threshold": 50})
     await send_first_steps(eng, clock, 25)
     for p in people[:2]:
         imap.append("rep", dsn(mid(sink, p), p, "5.1.1", "550 5.1.1 User unknown"))

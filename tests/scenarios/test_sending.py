@@ -257,3 +257,28 @@ async def test_follow_up_without_subject_replies_to_step_one(eng: CampaignEngine
     assert subjects == ["Hi Ann", "Re: Hi Ann"]
     preview = await eng.preview(ws, cmp["id"], contact_id=con)
     assert [s["subject"] for s in preview["steps"]] == subjects
+
+
+async def test_synchronous_soft_refusal_lets_the_sequence_go_on(sqlite_url: str, clock: ManualClock) -> None:
+    """Given a mailbox that is full (552 5.2.2, soft by RFC 3463); when step 1 is refused; then the
+    email is a soft bounce and step 2 is still scheduled, while a 550 5.1.1 stops its enrollment."""
+    behaviour = SinkBehaviour(rcpt_replies={"full@corp.io": "552 5.2.2 mailbox full",
+                                            "gone@corp.io": "550 5.1.1 no such user"})
+    with SmtpSink(behaviour=behaviour) as sink:
+        async with CampaignEngine(sqlite_url, clock=clock, secret_key=SECRET) as eng:
+            ws = (await eng.create_workspace("w")).id
+            sid = (await eng.create_sender(ws, {"email": "rep@sales.io", "smtp": {
+                "host": sink.host, "port": sink.port, "security": "none"}}))["id"]
+            full = (await eng.create_contact(ws, {"email": "full@corp.io"}))["id"]
+            gone = (await eng.create_contact(ws, {"email": "gone@corp.io"}))["id"]
+            cmp = await eng.create_campaign(ws, {"name": "c", "sender_ids": [sid], "schedule": {
+                "start_time": "00:00", "end_time": "24:00", "min_wait_seconds": 0, "max_wait_seconds": 0}, "steps": [
+                {"subject": "s", "body_html": "b"}, {"subject": "t", "body_html": "c", "delay": {"days": 1}}]})
+            await eng.enroll(ws, cmp["id"], {"contact_ids": [full, gone]})
+            await eng.launch_campaign(ws, cmp["id"])
+            report = await eng.tick()
+            assert report.bounced == 2
+            status = {e["contact_id"]: e for e in (await eng.list_enrollments(ws, cmp["id"]))["data"]}
+            assert status[gone]["status"] == "bounced"
+            assert status[full]["status"] not in ("bounced", "completed", "stopped")
+            assert status[full]["next_send_at"] is not None  # step 2 waits its delay
