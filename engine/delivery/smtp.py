@@ -11,6 +11,9 @@ outcome                   when, and what it means for the engine
                           out *before* the DATA command: nothing was delivered, retry later.
 ``rejected``              a 5xx reply at MAIL, at RCPT (every recipient refused) or at DATA,
                           or an address that cannot be sent at all: never retry.
+``unsendable``            this server cannot take the message at all (an address needs SMTPUTF8,
+                          which it does not offer): the sending path's limit, never the
+                          recipient's fault, and retrying the same server cannot help.
 ``uncertain``             the connection broke or timed out after the DATA command was sent:
                           the server may have the message. Never retried automatically.
 ``auth_failed``           the server refused the login, offers no AUTH, or answered 530
@@ -50,7 +53,7 @@ from aiosmtplib import (
 __all__ = ["Outcome", "Security", "SendResult", "SmtpMailer", "SmtpSettings"]
 
 Security = Literal["none", "starttls", "tls"]
-Outcome = Literal["sent", "deferred", "rejected", "uncertain", "auth_failed", "connect_failed"]
+Outcome = Literal["sent", "deferred", "rejected", "uncertain", "auth_failed", "connect_failed", "unsendable"]
 Stage = Literal["connect", "auth", "mail", "rcpt", "data"]
 
 _ENHANCED = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})\b")
@@ -352,7 +355,7 @@ class SmtpMailer:
         try:
             if utf8 and not client.supports_extension("smtputf8"):
                 message = "an address needs SMTPUTF8, which the server does not offer"
-                return SendResult("rejected", None, message, "mail"), True
+                return SendResult("unsendable", None, message, "mail"), True
             options = ["SMTPUTF8"] if utf8 else []
             if client.supports_extension("size"):
                 options.insert(0, f"SIZE={len(raw)}")

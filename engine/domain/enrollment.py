@@ -282,6 +282,9 @@ def decide_outcome(claim: ClaimedEmail, attempt: Attempt, next_step: NextStep | 
         if kind == "soft":
             return [bounced, *then]
         return [bounced, en.EnrollmentStopped(**stop, reason="bounced", status="bounced")]
+    if attempt.outcome == "unsendable":  # the sending path cannot carry it: fail it, never blame the address
+        return [em.EmailFailed(**base, sender_id=claim.sender_id, code=attempt.code, message=attempt.message[:500]),
+                en.EnrollmentStopped(**stop, reason="failed", status="failed")]
     if claim.attempt >= len(RETRY_BACKOFF) and attempt.outcome != "auth_failed":
         return [em.EmailFailed(**base, sender_id=claim.sender_id, code=attempt.code, message=attempt.message[:500]),
                 en.EnrollmentStopped(**stop, reason="failed", status="failed")]

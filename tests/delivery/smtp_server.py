@@ -229,6 +229,7 @@ class SmtpSink:
         implicit_tls: bool = False,
         behaviour: SinkBehaviour | None = None,
         idle_timeout: float = 300.0,
+        smtputf8: bool = True,
     ) -> None:
         self.port = free_port()
         self.users = dict(users) if users is not None else None
@@ -244,6 +245,7 @@ class SmtpSink:
             "server_hostname": "sink.test",
             "ident": "campaign-engine test sink",
             "timeout": idle_timeout,
+            "enable_SMTPUTF8": smtputf8,  # False: a server that cannot take non-ASCII addresses
         }
         if users is not None:
             kwargs.update(authenticator=self._authenticate, auth_require_tls=False)

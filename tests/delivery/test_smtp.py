@@ -241,6 +241,13 @@ async def test_internationalised_recipient_uses_smtputf8(sink: SmtpSink, mailer:
     assert sink.messages[0].rcpt_tos == ("jürgen@exämple.test",)
 
 
+async def test_non_ascii_address_without_smtputf8_is_unsendable_not_refused(mailer: SmtpMailer) -> None:
+    """The server's limit, not the recipient's fault: never a bounce of the address."""
+    with SmtpSink(smtputf8=False) as server:
+        result = await send(mailer, plain(server), to="jürgen@example.test")
+    assert (result.outcome, result.code) == ("unsendable", None) and "SMTPUTF8" in result.message
+
+
 # -- authentication ---------------------------------------------------------------------------
 
 

@@ -85,3 +85,8 @@ def test_expired_claim_is_uncertain_and_goes_on_only_while_open() -> None:
 def test_refusal_type_reads_rfc_3463() -> None:
     assert [refusal_type(550, s) for s in ("5.1.1", "5.1.8", "5.2.1", "5.2.3", "5.3.4", "5.4.4", "5.6.0")] == [
         "hard", "block", "soft", "block", "block", "soft", "block"]
+
+
+def test_unsendable_fails_the_email_without_blaming_the_address() -> None:
+    attempt = Attempt(outcome="unsendable", code=None, message="an address needs SMTPUTF8")
+    assert types(decide_outcome(claim(), attempt, NEXT, NOW)) == ["email.failed", "enrollment.stopped"]
