@@ -39,7 +39,8 @@ log = structlog.get_logger("campaign_engine")
 
 NOTIFY_CHANNEL = "campaign_engine_work"
 WORK_TYPES = frozenset({"email.scheduled", "email.deferred", "campaign.launched", "campaign.resumed",
-                        "campaign.batch_dispatched", "sender.reenabled", "campaign.schedule_changed"})
+                        "campaign.batch_dispatched", "sender.reenabled", "campaign.schedule_changed",
+                        "campaign.updated", "email.released"})
 
 
 def creates_work(events: Any) -> bool:

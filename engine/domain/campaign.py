@@ -15,6 +15,8 @@ from events.catalog import campaign as ev
 from events.registry import Event, format_time, parse_time
 
 EDITABLE_ALWAYS = frozenset({"name", "description", "emoji", "folder", "tags"})
+# While active: the next tick uses the new values; nothing already claimed changes.
+EDITABLE_WHILE_ACTIVE = EDITABLE_ALWAYS | {"schedule", "settings", "sender_ids", "steps"}
 EDITABLE_WHEN_STOPPED = frozenset({"draft", "scheduled", "paused"})
 FINAL = frozenset({"completed", "cancelled", "archived"})
 
@@ -76,11 +78,19 @@ def decide_create(campaign_id: str, definition: dict[str, Any], copied_from: str
     return [ev.CampaignCreated(campaign_id=campaign_id, definition=definition, copied_from=copied_from)]
 
 
-def decide_update(state: CampaignState, changes: dict[str, Any]) -> list[Event]:
+def decide_update(state: CampaignState, changes: dict[str, Any], *, sent_steps: int = 0) -> list[Event]:
+    """Live edits: an active campaign's schedule, settings, senders and steps not yet sent may
+    change (`sent_steps`: how many of its first steps have been claimed for some contact; those
+    stay as they were sent, so a sequence never reads differently halfway through)."""
     if state.status in FINAL:
         raise InvalidState(state.status, "update")
-    if state.status == "active" and set(changes) - EDITABLE_ALWAYS:
-        raise InvalidState(state.status, "update " + ", ".join(sorted(set(changes) - EDITABLE_ALWAYS)))
+    if state.status == "active" and set(changes) - EDITABLE_WHILE_ACTIVE:
+        raise InvalidState(state.status, "update " + ", ".join(sorted(set(changes) - EDITABLE_WHILE_ACTIVE)))
+    if state.status == "active" and "steps" in changes and sent_steps:
+        before = list(state.definition.get("steps") or [])[:sent_steps]
+        if list(changes["steps"] or [])[:sent_steps] != before:
+            raise ValidationFailed([{"field": "steps", "message": f"steps 1 to {sent_steps} were already sent; "
+                                                                  "only later steps can change while active"}])
     problems = template_problems({**state.definition, **changes}) if "steps" in changes else []
     if problems:
         raise ValidationFailed(problems)
@@ -97,7 +107,7 @@ def decide_update(state: CampaignState, changes: dict[str, Any]) -> list[Event]:
 
 
 def decide_schedule(state: CampaignState, schedule: dict[str, Any]) -> list[Event]:
-    if state.status in FINAL or state.status == "active":
+    if state.status in FINAL:
         raise InvalidState(state.status, "change the schedule of")
     if state.definition.get("schedule") == schedule:
         return []

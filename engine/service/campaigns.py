@@ -155,12 +155,22 @@ class CampaignService(ServiceBase):
 
         async def attempt() -> None:
             state, version = await self._campaign(ws, cid)
-            events = cd.decide_update(state, changes)
+            sent = await self._steps_sent(cid) if state.status == "active" and "steps" in changes else 0
+            events = cd.decide_update(state, changes, sent_steps=sent)
             if events:
                 await self.store.append(f"campaign-{cid}", events, version, workspace_id=ws)
+                self._notify_work()  # the runtime plans with the new values at once
 
         await self._retry(attempt)
         return await self.get_campaign(ws, cid)
+
+    async def _steps_sent(self, cid: str) -> int:
+        """The highest step claimed for any contact of the campaign (0 if none)."""
+        from projections.sending import emails
+
+        found = await self._all(select(func.max(emails.c.step).label("step")).where(
+            emails.c.campaign_id == cid, emails.c.claimed_at.is_not(None)))
+        return int(found[0]["step"] or 0) if found else 0
 
     async def set_schedule(self, ws: str, cid: str, body: dict[str, Any]) -> dict[str, Any]:
         schedule: m.ScheduleIn = m.parse(m.ScheduleIn, body)

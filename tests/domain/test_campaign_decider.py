@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from engine.domain import campaign as cd
 from engine.domain import enrollment as ed
-from engine.errors import CampaignInvalid, Conflict, InvalidState, PlanLimitReached
+from engine.errors import CampaignInvalid, Conflict, InvalidState, PlanLimitReached, ValidationFailed
 from events.catalog import campaign as ev
 from events.catalog.email import EmailScheduled
 from events.catalog.enrollment import EnrollmentCreated, EnrollmentSkipped
@@ -87,8 +87,12 @@ def test_update_rules_per_status() -> None:
     assert cd.decide_update(given_(CREATED), {"name": "c"}) == []  # nothing changed: no event
     assert cd.decide_update(given_(CREATED, LAUNCHED), {"name": "n"}) == [
         ev.CampaignUpdated(campaign_id="cmp_1", changes={"name": "n"})]
-    with pytest.raises(InvalidState):
-        cd.decide_update(given_(CREATED, LAUNCHED), {"steps": []})
+    with pytest.raises(InvalidState):  # live edits cover schedule, settings, senders and unsent steps only
+        cd.decide_update(given_(CREATED, LAUNCHED), {"outreach_id": "o"})
+    assert cd.decide_update(given_(CREATED, LAUNCHED), {"steps": []})  # nothing sent yet: any step may change
+    launched = given_(CREATED, LAUNCHED)
+    with pytest.raises(ValidationFailed):  # step 1 went out: it stays as it was sent
+        cd.decide_update(launched, {"steps": [{"subject": "other", "body_html": "b"}]}, sent_steps=1)
     assert cd.decide_update(given_(CREATED), {"schedule": {"timezone": "UTC"}}) == [
         ev.CampaignScheduleChanged(campaign_id="cmp_1", schedule={"timezone": "UTC"})]
 
