@@ -264,13 +264,22 @@ def demo() -> None:
 @app.command()
 def forecast(campaign_id: str, db: str | None = DB_OPTION,
              days: int = typer.Option(7, help="Local calendar days from today"),
-             workspace: str | None = typer.Option(None, help="Workspace id (default: the campaign's)")) -> None:
+             workspace: str | None = typer.Option(None, help="Workspace id (default: the campaign's)"),
+             what_if: list[str] = typer.Option([], "--what-if", help="KEY=VALUE: daily_limit, max_per_hour, "  # noqa: B006
+                                               "every_minutes, senders_add, as_if=launched; changes nothing")
+             ) -> None:
     """The emails a campaign will send per day: a table and a bar chart."""
+    changes: dict[str, str] = {}
+    for pair in what_if:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            fail(f"--what-if takes KEY=VALUE, not {pair!r}", 2)
+        changes[key.strip()] = value.strip()
 
     async def run() -> None:
         async with CampaignEngine(db) as engine:
             ws = workspace or await engine.workspace_of_campaign(campaign_id)
-            result = await engine.forecast(ws, campaign_id, days)
+            result = await engine.forecast(ws, campaign_id, days, **changes)
         _print_forecast(campaign_id, result)
 
     run_command(run)
@@ -287,7 +296,10 @@ def _print_forecast(campaign_id: str, result: dict[str, Any]) -> None:
         table.add_row(d["date"], str(d["count"]), ", ".join(f"{k}: {v}" for k, v in d["by_step"].items()),
                       ", ".join(f"{k}: {v}" for k, v in d["by_sender"].items()), f"[green]{bar}[/green]")
     console.print(table)
-    console.print(f"total: {result['total']}")
+    console.print(f"total: {result['total']}; estimated completion: "
+                  f"{result.get('estimated_completion') or 'past the horizon'}")
+    if result.get("what_if"):
+        console.print("what if: " + ", ".join(f"{k}={v}" for k, v in result["what_if"].items()) + " (nothing stored)")
 
 
 from engine.cli_audit import register as _register_audit  # noqa: E402

@@ -123,5 +123,9 @@ async def preview(request: Request, campaign_id: str, contact_id: str | None = N
 
 
 @router.get("/{campaign_id}/forecast")
-async def forecast(request: Request, campaign_id: str, days: int = 7, ws: str = Ws) -> Any:
-    return await _engine(request).forecast(ws, campaign_id, days)
+async def forecast(request: Request, campaign_id: str, days: int = 7, daily_limit: int | None = None,
+                   max_per_hour: int | None = None, every_minutes: int | None = None, senders_add: int | None = None,
+                   as_if: str | None = None, ws: str = Ws) -> Any:
+    """The forecast; what-if parameters change nothing stored (see the engine's ``forecast``)."""
+    return await _engine(request).forecast(ws, campaign_id, days, daily_limit=daily_limit, max_per_hour=max_per_hour,
+                                           every_minutes=every_minutes, senders_add=senders_add, as_if=as_if)

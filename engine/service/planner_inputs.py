@@ -92,7 +92,7 @@ async def _campaigns(conn: AsyncConnection, workspace_id: str | None
     return definitions, plans
 
 
-async def _senders_and_limits(conn: AsyncConnection, workspaces: list[str]
+async def senders_and_limits(conn: AsyncConnection, workspaces: list[str]
                               ) -> tuple[dict[str, SenderPlan], dict[str, int | None]]:
     s = tables.senders.c
     rows = (await conn.execute(select(s.id, s.daily_limit, s.daily_limit_variation_pct, s.status, s.removed,
@@ -202,7 +202,7 @@ async def load_inputs(conn: AsyncConnection, now: datetime, workspace_id: str | 
     """Every queued email of the planned campaigns (for the forecast, which plays them all)."""
     definitions, campaigns = await _campaigns(conn, workspace_id)
     workspaces = sorted({c.workspace_id for c in campaigns.values()})
-    senders, monthly = await _senders_and_limits(conn, workspaces)
+    senders, monthly = await senders_and_limits(conn, workspaces)
     items: list[QueueItem] = []
     if campaigns:
         query = (select(*_ITEM_COLUMNS, tables.contacts.c.timezone, tables.contacts.c.email_domain)
@@ -237,7 +237,7 @@ async def load_due(conn: AsyncConnection, now: datetime, budget: int, hold: froz
     """
     definitions, campaigns = await _campaigns(conn, None)
     workspaces = sorted({c.workspace_id for c in campaigns.values()})
-    senders, monthly = await _senders_and_limits(conn, workspaces)
+    senders, monthly = await senders_and_limits(conn, workspaces)
     items: list[QueueItem] = []
     cut: dict[tuple[str, str | None], int] = {}
     now_text = format_time(now)
