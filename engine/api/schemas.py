@@ -440,6 +440,11 @@ class Forecast(Described):
     timezone: str = Field(description="Time zone of the days.")
     days: list[ForecastDay]
     total: int = Field(description="Emails over the horizon.")
+    estimated_completion: str | None = Field(
+        default=None, description="Local day of the campaign's last queued email, or null past the horizon "
+                                  "(campaign forecasts only).")
+    what_if: dict[str, Any] | None = Field(
+        default=None, description="The what-if parameters applied (nothing stored), when any were given.")
 
 
 # -- reports ----------------------------------------------------------------------------------
