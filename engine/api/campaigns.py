@@ -74,7 +74,7 @@ def _lifecycle(action: str) -> Any:
     return handler
 
 
-for _action in ("approve", "launch", "pause", "resume", "cancel", "archive"):
+for _action in ("approve", "launch", "pause", "resume", "cancel", "archive", "complete"):
     router.add_api_route(f"/{{campaign_id}}/{_action}", _lifecycle(_action), methods=["POST"],
                          name=f"{_action}_campaign")
 

@@ -313,6 +313,9 @@ class SettingsIn(Strict):
     complaint_rate_threshold: float = Field(default=0.3, ge=0, le=100)
     soft_bounce_limit: int = Field(default=3, ge=1, le=1000)  # soft bounces in a row that suppress an address
     manual_batches: bool = False
+    # An evergreen campaign stays active with nothing open, to take enrollments at any time;
+    # POST /v1/campaigns/{id}/complete ends it.
+    evergreen: bool = False
 
 
 class WorkflowNode(Strict):

@@ -237,6 +237,12 @@ class CampaignService(ServiceBase):
         self._notify_work()
         return result
 
+    async def complete_campaign(self, ws: str, cid: str) -> dict[str, Any]:
+        """End an active campaign now (the way an evergreen campaign ends): its open enrollments
+        stop and their waiting emails are cancelled, so the log says why nothing more went."""
+        return await self._lifecycle(ws, cid, lambda s: cd.decide_transition(s, "complete"),
+                                     stop="campaign_completed")
+
     async def cancel_campaign(self, ws: str, cid: str) -> dict[str, Any]:
         return await self._lifecycle(ws, cid, lambda s: cd.decide_transition(s, "cancel"), stop="campaign_cancelled")
 

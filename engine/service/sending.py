@@ -729,9 +729,12 @@ class SendingService(ServiceBase):
         c, enrolled = tables.campaigns.c, tables.enrollments.c
         open_ = exists().where(enrolled.campaign_id == c.id, enrolled.status.in_(["pending", "in_progress"]))
         any_ = exists().where(enrolled.campaign_id == c.id)
-        rows = (await conn.execute(select(c.id, c.workspace_id).where(
-            c.status == "active", c.deleted.is_(False), ~open_, any_))).all()
-        for campaign_id, workspace_id in rows:
+        rows = (await conn.execute(select(c.id, c.workspace_id, c.definition).where(
+            c.status == "active", c.deleted.is_(False), ~open_, any_))).mappings().all()
+        # an evergreen campaign stays active with nothing open: it ends only when told to
+        rows = [r for r in rows if not (parsed_campaign(r)[0].get("settings") or {}).get("evergreen")]
+        for row in rows:
+            campaign_id, workspace_id = row["id"], row["workspace_id"]
             state, version = await self._fold_campaign(conn, campaign_id)
             await self.store.append(f"campaign-{campaign_id}", campaign_domain.decide_transition(state, "complete"),
                                     version, workspace_id=workspace_id, conn=conn)
