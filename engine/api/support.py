@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import math
@@ -176,28 +177,68 @@ async def workspace_of(request: Request) -> str:
     return str(owner.workspace_id)
 
 
+IDEMPOTENCY_WAIT_SECONDS = 30.0
+"""How long a duplicate waits for the first request with its key to answer before giving up with 409.
+
+Longer than any command should take (a large CSV import included), short enough that a client
+never hangs on a request whose first run is stuck."""
+IDEMPOTENCY_POLL_SECONDS = (0.005, 0.25)
+"""First and largest pause between looks at a pending key: the backoff doubles from one to the other."""
+IDEMPOTENCY_STALE_AFTER = timedelta(minutes=10)
+"""A claim pending this long belongs to a process that died mid-request; the next request takes it over."""
+
+
+def _replay(found: tuple[str, int, str], digest: str) -> JSONResponse:
+    """The stored first response, or 409 if the key was first used with another request."""
+    if found[0] != digest:
+        raise Conflict("idempotency_conflict", "this Idempotency-Key was used with another request")
+    return JSONResponse(json.loads(found[2]), status_code=found[1], headers={"Idempotent-Replayed": "true"})
+
+
 async def idempotent(request: Request, ws: str, body: Any, run: Callable[[], Awaitable[tuple[int, Any]]]
                      ) -> JSONResponse:
-    """Replay the first response for a repeated Idempotency-Key; 409 if the body differs."""
+    """Replay the first response for a repeated Idempotency-Key; 409 if the body differs.
+
+    The key is claimed (a pending row, unique per workspace and key) before ``run`` starts, so of
+    concurrent requests with one key exactly one runs the command. The others wait for its
+    response and replay it, refusals included (the README promises refused requests replay); one
+    with another body is refused at once. A command that dies without a response (an unexpected
+    exception, a cancelled request) releases the claim: nothing was committed, so a retry may run.
+    """
     key = request.headers.get("idempotency-key")
     if not key:
         status, payload = await run()
         return JSONResponse(payload, status_code=status)
     if len(key) > 255:
         raise BadRequest("Idempotency-Key is longer than 255 characters")
-    engine = request.app.state.engine
+    store = request.app.state.engine.store
     digest = hashlib.sha256(json.dumps([request.method, request.url.path, body], sort_keys=True,
                                        default=str).encode()).hexdigest()
-    found = await engine.store.idempotent_response(ws, key)
-    if found is not None:
-        if found[0] != digest:
-            raise Conflict("idempotency_conflict", "this Idempotency-Key was used with another request")
-        return JSONResponse(json.loads(found[2]), status_code=found[1], headers={"Idempotent-Replayed": "true"})
+    pending = store.IDEMPOTENCY_PENDING
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + IDEMPOTENCY_WAIT_SECONDS
+    pause, longest = IDEMPOTENCY_POLL_SECONDS
+    found = await store.claim_idempotency_key(ws, key, digest, stale_after=IDEMPOTENCY_STALE_AFTER)
+    while found is not None:  # someone else's: wait on reads, claim again only if it was released
+        if found[1] != pending or found[0] != digest:
+            return _replay(found, digest)
+        if loop.time() >= deadline:
+            raise Conflict("idempotency_conflict",
+                           "a request with this Idempotency-Key is still in progress; retry later")
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, longest)
+        found = await store.idempotent_response(ws, key)
+        if found is None:
+            found = await store.claim_idempotency_key(ws, key, digest, stale_after=IDEMPOTENCY_STALE_AFTER)
     try:
         status, payload = await run()
     except EngineError as exc:
         status, payload = exc.status, {"error": {"code": exc.code, "message": exc.message, "details": exc.details}}
-    await engine.store.save_idempotent_response(ws, key, digest, status, json.dumps(payload))
+    except BaseException:
+        # Shielded: a cancelled request must still free its key, else retries wait out the stale age.
+        await asyncio.shield(store.release_idempotency_key(ws, key, digest))
+        raise
+    await store.save_idempotent_response(ws, key, digest, status, json.dumps(payload))
     return JSONResponse(payload, status_code=status)
 
 
