@@ -47,6 +47,8 @@ class Runtime:
         self.ticks = 0
         self.last_report: Any = None
         self._queued = False  # a tick task is waiting for the lock: further kicks add nothing
+        self._webhook_pass: asyncio.Task[None] | None = None
+        self._webhook_again = False
         self._stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._failures = 0  # ticks failed in a row: the retry backs off from 1 s to 30 s
@@ -148,6 +150,26 @@ class Runtime:
         except Exception:  # noqa: BLE001
             log.exception("webhooks_failed")
 
+    async def _events_committed(self, events: Any) -> None:
+        """After-commit hook: new events may be due to a webhook; deliver now, not at the next
+        interval (which stays as the safety net). One delivery pass runs at a time; events
+        committed during it start one more pass after it, so none waits for the interval."""
+        if not events or self._stopping:
+            return
+        if self._webhook_pass is not None and not self._webhook_pass.done():
+            self._webhook_again = True
+            return
+        self._webhook_pass = asyncio.create_task(self._webhook_passes())
+        self._tasks.add(self._webhook_pass)
+        self._webhook_pass.add_done_callback(self._tasks.discard)
+
+    async def _webhook_passes(self) -> None:
+        while True:
+            self._webhook_again = False
+            await self._webhooks()
+            if not self._webhook_again or self._stopping:
+                return
+
     async def _listen(self) -> tuple[Any, asyncio.Event]:
         """LISTEN for other nodes' new work and tick when it arrives; the event is set if the connection dies."""
         import asyncpg
@@ -203,6 +225,7 @@ class Runtime:
         self.engine._wake = self.wake
         previous_runtime = getattr(self.engine, "_runtime", None)
         self.engine._runtime = self
+        self.engine.store.after_commit.append(self._events_committed)
         listener = None
         if self.engine.store.dialect == "postgresql":
             listener = asyncio.create_task(self._keep_listening(*await self._listen()))
@@ -214,6 +237,8 @@ class Runtime:
                 await asyncio.gather(listener, return_exceptions=True)
             self.engine._wake = previous_wake
             self.engine._runtime = previous_runtime
+            if self._events_committed in self.engine.store.after_commit:
+                self.engine.store.after_commit.remove(self._events_committed)
             self._stopping = True  # a queued tick returns without claiming
             drain = getattr(self.engine, "drain_sends", None)
             if drain is not None:  # transactions in DATA finish; claims not yet sent go back

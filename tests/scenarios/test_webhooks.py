@@ -449,3 +449,24 @@ async def test_by_default_loopback_is_called_through_the_vetted_address(eng: Cam
     assert (report.delivered, report.failed) == (2, 0)
     hosts = sorted((r.path, r.headers["host"]) for r in receiver.requests)
     assert hosts == [("/by-name", f"localhost:{receiver.port}"), ("/hook", f"127.0.0.1:{receiver.port}")]
+
+
+async def test_runtime_delivers_a_new_event_without_waiting_for_the_interval(eng: CampaignEngine,
+                                                                              receiver: Receiver) -> None:
+    """Given a running loop whose webhook interval is an hour; when a subscribed event commits;
+    then its delivery starts from the commit (an after-commit wake-up), not from the interval."""
+    ws = (await eng.create_workspace("acme")).id
+    await eng.create_webhook(ws, {"url": receiver.url, "events": ["contact.created"]})
+    stop = asyncio.Event()
+    loop = asyncio.create_task(eng.run(stop, webhook_seconds=3600, safety_seconds=3600, poll_seconds=3600))
+    try:
+        await asyncio.sleep(0.2)  # the loop is up
+        await eng.create_contact(ws, {"email": "ada@corp.io"})
+        for _ in range(200):  # bounded: 10 s at most, far below the hour-long interval
+            if receiver.requests:
+                break
+            await asyncio.sleep(0.05)
+        assert [r.json["type"] for r in receiver.requests] == ["contact.created"]
+    finally:
+        stop.set()
+        await loop
