@@ -42,7 +42,8 @@ def allowed_methods(request: Request) -> str:
     return ", ".join(sorted(methods))
 
 
-def create_app(engine: Any, *, max_body_bytes: int = DEFAULT_MAX_BODY, rate_limit_per_minute: int = 6000) -> FastAPI:
+def create_app(engine: Any, *, max_body_bytes: int = DEFAULT_MAX_BODY, rate_limit_per_minute: int = 6000,
+               failed_keys_per_minute: int = 20) -> FastAPI:
     """Build the ASGI app serving the contract's REST API on top of a running engine."""
     app = FastAPI(title="campaign-engine", version="0.1.0",
                   description="Event-sourced sending engine for multi-step email campaigns.",
@@ -52,6 +53,8 @@ def create_app(engine: Any, *, max_body_bytes: int = DEFAULT_MAX_BODY, rate_limi
     app.state.engine = engine
     app.state.max_body = max_body_bytes
     app.state.limiter = RateLimiter(rate_limit_per_minute)
+    # Unknown keys per client address: a handful of typos pass, a scan is answered 429 + Retry-After.
+    app.state.key_failures = RateLimiter(failed_keys_per_minute)
 
     @app.exception_handler(EngineError)
     async def _engine_error(_request: Request, exc: EngineError) -> JSONResponse:

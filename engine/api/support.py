@@ -38,8 +38,11 @@ _INTEGER = re.compile(r"[+-]?\d+")
 
 
 def error_response(exc: EngineError) -> JSONResponse:
+    headers = {}
+    if isinstance(exc, RateLimited) and "retry_after" in exc.details:
+        headers["Retry-After"] = str(exc.details["retry_after"])  # RFC 9110: whole seconds
     return JSONResponse({"error": {"code": exc.code, "message": exc.message, "details": exc.details}},
-                        status_code=exc.status)
+                        status_code=exc.status, headers=headers)
 
 
 async def read_body(request: Request) -> bytes:
@@ -149,6 +152,16 @@ class RateLimiter:
         self.per_minute = per_minute
         self._buckets: dict[str, tuple[float, Any]] = {}
 
+    def check_only(self, key: str, now: Any) -> None:
+        """Refuse while `key`'s bucket is empty, without taking a token (for counting failures only)."""
+        if self.per_minute <= 0 or key not in self._buckets:
+            return
+        tokens, last = self._buckets[key]
+        tokens = min(float(self.per_minute), tokens + max((now - last) / timedelta(minutes=1), 0.0) * self.per_minute)
+        if tokens < 1:
+            raise RateLimited("too many failed API keys from this client",
+                              {"retry_after": max(1, math.ceil((1 - tokens) * 60 / self.per_minute))})
+
     def check(self, key: str, now: Any) -> None:
         if self.per_minute <= 0:
             return
@@ -157,7 +170,8 @@ class RateLimiter:
         tokens = min(float(self.per_minute), tokens + elapsed * self.per_minute)
         if tokens < 1:
             self._buckets[key] = (tokens, now)
-            raise RateLimited("too many requests")
+            wait = math.ceil((1 - tokens) * 60 / self.per_minute)
+            raise RateLimited("too many requests", {"retry_after": max(1, wait)})
         self._buckets[key] = (tokens - 1, now)
 
 
@@ -167,8 +181,12 @@ async def workspace_of(request: Request) -> str:
     if scheme.lower() != "bearer" or not key.strip():
         raise Unauthorized("missing API key: send Authorization: Bearer <key>")
     key = key.strip()
+    client = request.client.host if request.client else "unknown"
+    failures: RateLimiter = request.app.state.key_failures
+    failures.check_only(client, request.app.state.engine.now())  # a client guessing keys is slowed down
     owner = await request.app.state.engine.authenticate_key(key)
     if owner is None:
+        failures.check(client, request.app.state.engine.now())
         raise Unauthorized("unknown API key")
     request.state.api_key_id = owner.key_id  # the actor of what this request appends
     route = getattr(request.scope.get("route"), "path", None)
