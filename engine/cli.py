@@ -1,4 +1,5 @@
-"""The command line (typer + rich): serve, worker, workspaces and their API keys, demo, forecast.
+"""The command line (typer + rich): serve, worker, workspaces and their API keys, contacts import, demo,
+forecast.
 
 Every command runs through :func:`engine.cli_audit.run_command`: an expected failure (bad input,
 an unknown id, a refused request, an unreachable database, a bad secret key) is one ``error:``
@@ -15,14 +16,17 @@ import os
 import shlex
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
+from pathlib import Path
 from typing import Any
 
 import typer
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from engine.cli_audit import fail, make_console, run_command
 from engine.facade import CampaignEngine
+from engine.service import contact_csv
 
 app = typer.Typer(help="campaign-engine: event-sourced sending engine for multi-step email campaigns.",
                   no_args_is_help=True)
@@ -31,8 +35,13 @@ app.add_typer(workspace_app, name="workspace")
 keys_app = typer.Typer(help="A workspace's API keys: list, create (the key is shown once), revoke.",
                        no_args_is_help=True)
 workspace_app.add_typer(keys_app, name="keys")
+contacts_app = typer.Typer(help="Contacts: import a file.", no_args_is_help=True)
+app.add_typer(contacts_app, name="contacts")
 console = make_console()
+error_console = make_console(stderr=True)  # progress bars: stdout stays the result alone
 CLI_ACTOR = "cli"
+IMPORT_CHUNK = 5000  # rows per transaction batch of `contacts import`, and per step of its progress bar
+IMPORT_SHOWN_INVALID = 20  # refused rows printed one per line; the rest are counted
 
 DB_OPTION = typer.Option(None, "--db", help="Database URL (default: $CAMPAIGN_ENGINE_DB or ./campaign-engine.db)")
 WORKSPACE_OPTION = typer.Option(None, "--workspace", "-w",
@@ -248,6 +257,77 @@ def keys_revoke(key_id: str, workspace: str | None = WORKSPACE_OPTION, db: str |
         console.print(f"api key {key_id} revoked")
 
     run_command(run)
+
+
+@contacts_app.command("import")
+def contacts_import(file: Path = typer.Argument(..., help="A CSV (any of , ; tab |; headers in any spelling) "
+                                                "or a JSON array of contacts (*.json)"),
+                    workspace: str | None = WORKSPACE_OPTION, db: str | None = DB_OPTION,
+                    list_id: str | None = typer.Option(None, "--list-id", help="Also add the contacts to this list"),
+                    mapping: list[str] = typer.Option([], "--map", help="HEADER=FIELD: read a column as this "  # noqa: B006
+                                                      "field (FIELD empty: skip the column)")) -> None:
+    """Create or update contacts from a file, as POST /v1/contacts/import does; prints created,
+    updated and the refused rows (the others are imported anyway)."""
+    columns: dict[str, str | None] = {}
+    for pair in mapping:
+        header, sep, field = pair.partition("=")
+        if not sep or not header.strip():
+            fail(f"--map takes HEADER=FIELD, not {pair!r}", 2)
+        columns[header.strip()] = field.strip() or None
+    try:
+        text = file.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        fail(f"{file} is not UTF-8", 2)
+    except OSError as exc:
+        fail(f"cannot read {file}: {exc.strerror or exc}", 2)
+
+    async def run() -> None:
+        rows = _import_rows(file, text, columns)  # a malformed file is refused before opening the database
+        async with CampaignEngine(db) as engine:
+            ws = await _workspace(engine, workspace, db)
+            totals = await _import_in_chunks(engine, ws, rows, list_id)
+        console.print(f"created {totals['created']}, updated {totals['updated']}, invalid {len(totals['invalid'])}"
+                      + (f"; {totals['added_to_list']} on list {list_id}" if list_id else ""))
+        for refused in totals["invalid"][:IMPORT_SHOWN_INVALID]:
+            console.print(f"  row {refused['row']}: {escape(refused['error'])}", soft_wrap=True)
+        if len(totals["invalid"]) > IMPORT_SHOWN_INVALID:
+            console.print(f"  ... and {len(totals['invalid']) - IMPORT_SHOWN_INVALID} more")
+
+    run_command(run)
+
+
+def _import_rows(file: Path, text: str, columns: dict[str, str | None]) -> list[Any]:
+    """A ``.json`` file (or one that starts with ``[``) is a JSON array of contacts; anything
+    else is a CSV read by the same rules as the REST import."""
+    if file.suffix.lower() == ".json" or text.lstrip().startswith("["):
+        try:
+            rows = json.loads(text)
+        except ValueError as exc:
+            fail(f"{file} is not valid JSON: {exc}", 2)
+        if not isinstance(rows, list):
+            fail(f"{file} must hold a JSON array of contacts", 2)
+        return rows
+    return contact_csv.read_rows(text, columns)
+
+
+async def _import_in_chunks(engine: CampaignEngine, ws: str, rows: list[Any], list_id: str | None
+                            ) -> dict[str, Any]:
+    """Import ``IMPORT_CHUNK`` rows at a time so a large file shows progress; row numbers in the
+    refusals stay those of the whole file. The first call checks ``--list-id`` before anything
+    is written (an empty file still runs one, so an unknown list is an error there too)."""
+    totals: dict[str, Any] = {"created": 0, "updated": 0, "added_to_list": 0, "invalid": []}
+    with Progress(TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=error_console, transient=True,
+                  disable=not error_console.is_terminal or len(rows) <= IMPORT_CHUNK) as bar:
+        task = bar.add_task("import", total=len(rows))
+        for start in range(0, max(len(rows), 1), IMPORT_CHUNK):
+            chunk = rows[start:start + IMPORT_CHUNK]
+            result = await engine.import_contacts(ws, chunk, list_id=list_id)
+            for key in ("created", "updated", "added_to_list"):
+                totals[key] += result.get(key) or 0
+            totals["invalid"] += [{**refused, "row": refused["row"] + start} for refused in result["invalid"]]
+            bar.update(task, advance=len(chunk))
+    return totals
 
 
 @app.command()

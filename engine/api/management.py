@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
 
 from engine.api.support import idempotent, json_body, post_json, read_body, workspace_of
-from engine.errors import BadRequest
+from engine.errors import BadRequest, ValidationFailed
+from engine.service import contact_csv
 
 router = APIRouter(prefix="/v1")
 Ws = Depends(workspace_of)
@@ -85,29 +90,82 @@ async def create_contact(request: Request, ws: str = Ws) -> JSONResponse:
     return await post_json(request, ws, 201, lambda body: _engine(request).create_contact(ws, body))
 
 
+CSV_TYPES = ("text/csv", "application/csv", "text/tab-separated-values")
+
+
+def _decode_csv(raw: bytes) -> str:
+    """CSV as UTF-8, a BOM (Excel's "CSV UTF-8") ignored."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise BadRequest("CSV must be UTF-8") from None
+
+
+def _mapping_of(text: str | None) -> dict[str, str | None]:
+    """The ``mapping`` query parameter or form field: a JSON object ``{header: field}``."""
+    if text is None or not text.strip():
+        return {}
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):  # thousands of nested brackets are no mapping either
+        raise ValidationFailed([{"field": "mapping", "message": "mapping must be JSON: {\"header\": \"field\"}"}]
+                               ) from None
+    return contact_csv.parse_mapping(value)
+
+
+async def _multipart_csv(request: Request) -> tuple[str, str | None]:
+    """The ``file`` part of a form upload (``curl -F file=@contacts.csv``) and its ``mapping`` field.
+
+    The body is read through :func:`read_body` first so the upload obeys the same size limit
+    as any other body; starlette's parser then reads it from memory.
+    """
+    raw = await read_body(request)
+
+    async def whole_body() -> AsyncGenerator[bytes, None]:
+        yield raw
+
+    try:
+        form = await MultiPartParser(request.headers, whole_body()).parse()
+    except MultiPartException as exc:
+        raise BadRequest(f"multipart body: {exc.message}") from None
+    upload = form.get("file")
+    if upload is None:
+        raise BadRequest("a multipart upload needs the CSV in a field named file")
+    content = await upload.read() if isinstance(upload, UploadFile) else upload.encode()
+    mapping = form.get("mapping")
+    return _decode_csv(content), mapping if isinstance(mapping, str) else None
+
+
 @router.post("/contacts/import")
-async def import_contacts(request: Request, ws: str = Ws) -> JSONResponse:
+async def import_contacts(request: Request, list_id: str | None = None, mapping: str | None = None,
+                          ws: str = Ws) -> JSONResponse:
+    """Import contacts from a JSON array, a CSV body or a multipart upload (field ``file``).
+
+    ``list_id`` adds the imported contacts to that list; ``mapping`` (a JSON object
+    ``{header: field}``, as a query parameter or a form field) overrides how CSV headers are read.
+    """
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     engine = _engine(request)
-    if ctype == "text/csv":
-        raw = await read_body(request)
-        try:
-            text = raw.decode("utf-8-sig")
-        except UnicodeDecodeError:
-            raise BadRequest("CSV must be UTF-8") from None
+    if ctype in CSV_TYPES or ctype == "multipart/form-data":
+        if ctype == "multipart/form-data":
+            text, form_mapping = await _multipart_csv(request)
+            mapping = form_mapping if form_mapping is not None else mapping
+        else:
+            text = _decode_csv(await read_body(request))
+        columns = _mapping_of(mapping)
 
         async def run_csv() -> tuple[int, Any]:
-            return 200, await engine.import_contacts_csv(ws, text)
+            return 200, await engine.import_contacts_csv(ws, text, mapping=columns, list_id=list_id)
 
-        return await idempotent(request, ws, text, run_csv)
+        return await idempotent(request, ws, [text, columns, list_id], run_csv)
     body = await json_body(request)
     if not isinstance(body, list):
-        raise BadRequest("send a JSON array of contacts, or text/csv")
+        raise BadRequest("send a JSON array of contacts, text/csv, or a multipart upload with a file field")
 
     async def run_json() -> tuple[int, Any]:
-        return 200, await engine.import_contacts(ws, body)
+        return 200, await engine.import_contacts(ws, body, list_id=list_id)
 
-    return await idempotent(request, ws, body, run_json)
+    return await idempotent(request, ws, body if list_id is None else [body, list_id], run_json)
 
 
 @router.get("/contacts")

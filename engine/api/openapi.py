@@ -73,7 +73,8 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("get", "/v1/senders/{sender_id}/dns"): Operation(s.SenderDns, errors=(404,)),
     # contacts, lists, suppressions
     ("post", "/v1/contacts"): Operation(s.Contact, m.ContactIn, errors=(409,)),
-    ("post", "/v1/contacts/import"): Operation(s.ImportResult, list[m.ContactIn], csv=True),
+    ("post", "/v1/contacts/import"): Operation(s.ImportResult, list[m.ContactIn], csv=True,
+                                               errors=(404,)),  # an unknown list_id
     ("get", "/v1/contacts"): Operation(s.ContactPage, errors=(404,)),  # an unknown list_id
     ("get", "/v1/contacts/{contact_id}"): Operation(s.Contact, errors=(404,)),
     ("patch", "/v1/contacts/{contact_id}"): Operation(s.Contact, m.ContactPatch, errors=(404, 409)),
@@ -193,6 +194,14 @@ def _complete_operation(path: str, method: str, operation: dict[str, Any], defin
         if spec.csv:
             content["text/csv"] = {"schema": {"type": "string"},
                                    "example": "email,first_name,company\nbob@example.com,Bob,Example Ltd\n"}
+            content["multipart/form-data"] = {"schema": {
+                "type": "object", "required": ["file"],
+                "properties": {"file": {"type": "string", "contentMediaType": "text/csv",
+                                        "description": "The CSV: any of , ; tab | as delimiter, headers in any "
+                                                       "case or spacing (First Name, E-mail, Company Name)."},
+                               "mapping": {"type": "string",
+                                           "description": 'JSON object {"header": "field"}; overrides the '
+                                                          "query parameter."}}}}
         operation["requestBody"] = {"required": spec.body_required, "content": content}
     errors = {401, 422, 429, 500, *spec.errors}
     if spec.body is not None:

@@ -230,6 +230,9 @@ class ImportResult(Described):
     created: int = Field(description="New contacts.")
     updated: int = Field(description="Existing contacts updated.")
     invalid: list[ImportRow] = Field(description="Refused rows; the other rows are imported anyway.")
+    list_id: str | None = Field(default=None, description="With ?list_id=: the list the contacts joined.")
+    added_to_list: int | None = Field(default=None, description="With ?list_id=: contacts of valid rows added "
+                                      "to the list (created, updated or unchanged; already members count too).")
 
 
 class ContactList(Described):

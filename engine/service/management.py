@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import csv
-import io
 import ipaddress
 import json
 import secrets
@@ -18,7 +16,7 @@ from engine.delivery import destinations, dkim
 from engine.domain import models as m
 from engine.errors import Conflict, NotFound, ValidationFailed
 from engine.schedule import SenderPlan, Warmup, effective_daily_limit
-from engine.service import views
+from engine.service import contact_csv, views
 from engine.service.base import Page, new_id
 from engine.service.webhooks import forget_webhook
 from engine.service.workspaces import ApiKeyOwner, Workspace, WorkspaceService, hash_api_key
@@ -271,8 +269,15 @@ class ManagementService(WorkspaceService):
 
         return await self.get_contact(ws, await self._retry(attempt))
 
-    async def import_contacts(self, ws: str, rows: list[Any]) -> dict[str, Any]:
-        """Create or update contacts by email; one bad row never drops the others."""
+    async def import_contacts(self, ws: str, rows: list[Any], *, list_id: str | None = None) -> dict[str, Any]:
+        """Create or update contacts by email; one bad row never drops the others.
+
+        With ``list_id`` every valid row's contact (created, updated or already up to date: the
+        file is the list the user means) joins that list, in the same transaction as its chunk.
+        The list is checked first, so an unknown or foreign one writes nothing (404).
+        """
+        if list_id is not None:
+            await self._list_row(ws, list_id)
         invalid: list[dict[str, Any]] = []
         parsed: dict[str, tuple[int, m.ContactIn]] = {}
         for i, raw in enumerate(rows, start=1):
@@ -289,7 +294,7 @@ class ManagementService(WorkspaceService):
                 invalid.append({"row": i, "error": "; ".join(f"{e['field']}: {e['message']}" for e in exc.errors)})
                 continue
             parsed[self._email_hash(item.email)] = (i, item)
-        created = updated = 0
+        created = updated = added = 0
         items = list(parsed.items())
         for start in range(0, len(items), 500):
             chunk = items[start:start + 500]
@@ -298,9 +303,11 @@ class ManagementService(WorkspaceService):
                 existing = {r["email_hash"]: r for r in await self._all(select(t.contacts).where(
                     c.workspace_id == ws, c.erased.is_(False), c.email_hash.in_([h for h, _ in chunk])), conn)}
                 batches: list[AppendBatch] = []
+                members: list[str] = []
                 for h, (_row, item) in chunk:
                     if h in existing:
                         old = existing[h]
+                        members.append(old["id"])
                         changes = {k: v for k, v in item.model_dump(exclude_unset=True).items()
                                    if k != "email" and _differs(old, k, v)}
                         if changes:
@@ -309,18 +316,27 @@ class ManagementService(WorkspaceService):
                             updated += 1
                     else:
                         cid = new_id("con", self.now())
+                        members.append(cid)
                         batches.append(AppendBatch(f"contact-{cid}", [self._contact_created(cid, item)], 0))
                         created += 1
+                if list_id is not None and members:
+                    batches.append(AppendBatch(f"list-{list_id}", [ce.ListContactsAdded(
+                        list_id=list_id, contact_ids=tuple(members))]))
+                    added += len(members)
                 await self.store.append_many(batches, workspace_id=ws, conn=conn)
-        return {"created": created, "updated": updated, "invalid": invalid}
+        result: dict[str, Any] = {"created": created, "updated": updated, "invalid": invalid}
+        if list_id is not None:
+            result["list_id"], result["added_to_list"] = list_id, added
+        return result
 
-    async def import_contacts_csv(self, ws: str, text: str) -> dict[str, Any]:
-        reader = csv.DictReader(io.StringIO(text))
-        if not reader.fieldnames or "email" not in [f.strip() for f in reader.fieldnames]:
-            raise ValidationFailed([{"field": "body", "message": "CSV needs a header row with an email column"}])
-        rows = [{(k or "").strip(): (v.strip() if isinstance(v, str) else v) for k, v in r.items() if k}
-                for r in reader]
-        return await self.import_contacts(ws, rows)
+    async def import_contacts_csv(self, ws: str, text: str, *, mapping: dict[str, str | None] | None = None,
+                                  list_id: str | None = None) -> dict[str, Any]:
+        """Import a CSV export as it comes: any common delimiter, headers in any spelling
+        (``engine/service/contact_csv.py`` decides which column is which field), ``mapping``
+        overriding that per header. The list is checked before the file is read."""
+        if list_id is not None:
+            await self._list_row(ws, list_id)
+        return await self.import_contacts(ws, contact_csv.read_rows(text, mapping), list_id=list_id)
 
     async def _contact_row(self, ws: str, cid: str, conn: Any = None) -> Any:
         c = t.contacts.c
