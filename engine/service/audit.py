@@ -127,11 +127,32 @@ async def open_log(url: str) -> AsyncIterator[EventStore]:
     """
     url = normalize_url(url)
     _require_database(url)
-    store = await EventStore.open(url, Vault(_secret_for(url)), _no_clock, create=False)
+    vault = Vault(_secret_for(url))
+    store = await EventStore.open(url, vault, _no_clock, create=False)
     try:
+        await _refuse_another_key(store, vault, url)
         yield store
     finally:
         await store.close()
+
+
+async def _refuse_another_key(store: EventStore, vault: Vault, url: str) -> None:
+    """A wrong key is a configuration to fix (exit 2), not tampering: compare the database's key
+    check value, read-only (a database from before key checks has none, and is verified as is)."""
+    from sqlalchemy import select
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from engine.errors import SecretKeyMismatch
+    from events import schema
+
+    try:
+        async with store.reading() as conn:
+            recorded = (await conn.execute(select(schema.key_check.c.check_value)
+                                           .where(schema.key_check.c.id == 1))).scalar()
+    except SQLAlchemyError:  # no key_check table yet
+        return
+    if recorded is not None and not vault.matches_key_check(recorded):
+        raise SecretKeyMismatch(url, "from CAMPAIGN_ENGINE_SECRET_KEY or the key file")
 
 
 def parse_moment(value: str, option: str) -> datetime:

@@ -119,3 +119,8 @@ async def test_a_worker_with_the_wrong_key_exits_at_once_and_leaves_the_log_unto
 
         verified = audit_verify(db_url)
         assert verified.returncode == 0, (verified.stdout, verified.stderr)
+        # with the wrong key, audit verify names the configuration problem instead of "tampered"
+        wrong = subprocess.run([*cli(), "audit", "verify", "--db", db_url], capture_output=True, text=True,
+                               env=env, cwd=str(ROOT), timeout=120, check=False)
+        assert wrong.returncode == 2 and "CAMPAIGN_ENGINE_SECRET_KEY" in wrong.stderr, (wrong.stdout, wrong.stderr)
+        assert "TAMPERED" not in wrong.stdout + wrong.stderr
