@@ -357,6 +357,18 @@ async def _cmp_deleted(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> Non
                        [{"i": _d(e).campaign_id, "u": _at(e)} for e in evs])
 
 
+@campaigns.on("campaign.variant_won")
+async def _cmp_variant_won(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
+    """The winner goes into the stored definition's ``variant_winners`` (step number as text ->
+    variant id), where the tick reads the definition anyway: composing an email needs no other
+    read. The campaign's API view lists its fields by name, so this bookkeeping is not shown."""
+    for e in evs:
+        cid = _d(e).campaign_id
+        definition = await _definition(conn, cid)
+        definition["variant_winners"] = {**(definition.get("variant_winners") or {}), str(_d(e).step): _d(e).variant}
+        await conn.execute(update(t.campaigns).where(t.campaigns.c.id == cid).values(definition=_j(definition)))
+
+
 # -- enrollments and skips --------------------------------------------------------------------
 # Handlers find enrollments by id and skips by position (the primary keys): the indexes serve readers.
 # Version 2: a deferral shows its retry time as the enrollment's next_send_at.

@@ -12,11 +12,12 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Boolean, Column, Index, Integer, String, Table, Text, bindparam, case, update
+from sqlalchemy import Boolean, Column, Index, Integer, String, Table, Text, bindparam, case, func, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from events.store import StoredEvent
-from projections.base import Handler, Projection, Statement, TimeTexts, insert_statement, lit, metadata
+from projections.base import Handler, Statement, TimeTexts, insert_statement, lit, metadata
+from projections.management import ReshapingProjection
 
 emails = Table(
     "rm_emails", metadata,
@@ -48,6 +49,7 @@ emails = Table(
     Column("unsubscribed_at", String(32)),
     Column("complained_at", String(32)),
     Column("updated_at", String(32), nullable=False),
+    Column("variant", String(32)),  # the step's A/B variant sent (or refused); null without variants
     Index("ix_rm_emails_status_due", "status", "due_at"),
     # The tick's reads: per (campaign, pinned sender), the due emails and the earliest later one.
     Index("ix_rm_emails_queue", "campaign_id", "status", "sender_id", "due_at"),
@@ -59,8 +61,26 @@ emails = Table(
 # Every handler updates the rows of its own enrollment's emails, except the two contact events,
 # which reach across streams and so keep their place in the log order. Handlers find rows by
 # email_id (the primary key) or contact_id (not indexed): the indexes serve the readers.
-send_queue = Projection("send_queue", 4, [emails], stream_local=True,
-                        barriers=frozenset({"contact.erased", "contact.unsubscribed"}), defer_indexes=True)
+class _ReshapingQueue(ReshapingProjection):
+    """The send queue rebuilt on a database made by older code recreates ``rm_emails`` (a new column).
+
+    A rebuild on SQLite has dropped the deferred indexes before this clear and creates them after
+    the load; a table recreated here comes with its indexes, so they are dropped again to keep
+    that plan (and its one sort per index) true.
+    """
+
+    async def clear(self, conn: AsyncConnection) -> None:
+        await super().clear(conn)
+        if self.defer_indexes and conn.dialect.name == "sqlite":
+            for table in self.tables:
+                for index in table.indexes:
+                    if not index.unique:
+                        await conn.run_sync(index.drop, checkfirst=True)
+
+
+# Version 5: emails record their A/B variant (``variant``).
+send_queue = _ReshapingQueue("send_queue", 5, [emails], stream_local=True,
+                             barriers=frozenset({"contact.erased", "contact.unsubscribed"}), defer_indexes=True)
 E = emails.c
 
 
@@ -79,7 +99,7 @@ def _update(params: Sequence[str], **values: Any) -> Statement:
 _SCHEDULE = insert_statement(
     emails, status="scheduled", message_id=None, attempt=0, lease_until=None, claimed_at=None, sent_at=None,
     last_code=None, last_message=None, bounce_type=None, bounce_source=None, links=None, opened_at=None,
-    clicked_at=None, replied_at=None, out_of_office=False, unsubscribed_at=None, complained_at=None)
+    clicked_at=None, replied_at=None, out_of_office=False, unsubscribed_at=None, complained_at=None, variant=None)
 
 
 @send_queue.on("email.scheduled")
@@ -107,9 +127,10 @@ async def _claimed(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
     await _CLAIM.run(conn, rows)
 
 
-_SENT = _update(["p_at", "p_code", "p_links", "p_updated"],
+_SENT = _update(["p_at", "p_code", "p_links", "p_updated", "p_variant"],
                 status=lit("sent"), sent_at=bindparam("p_at"), last_code=bindparam("p_code"),
-                links=bindparam("p_links"), lease_until=lit(None), updated_at=bindparam("p_updated"))
+                links=bindparam("p_links"), lease_until=lit(None), updated_at=bindparam("p_updated"),
+                variant=bindparam("p_variant"))
 
 
 @send_queue.on("email.sent")
@@ -119,7 +140,8 @@ async def _sent(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
     for e in evs:
         d = _ev(e)
         at = texts[e.recorded_at]
-        rows.append((at, d.smtp_code, json.dumps(list(d.links)) if d.links is not None else None, at, d.email_id))
+        rows.append((at, d.smtp_code, json.dumps(list(d.links)) if d.links is not None else None, at, d.variant,
+                     d.email_id))
     await _SENT.run(conn, rows)
 
 
@@ -169,15 +191,17 @@ async def _cancelled(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
     await _CANCEL.run(conn, [(texts[e.recorded_at], _ev(e).email_id) for e in evs])
 
 
-_BOUNCE = _update(["p_code", "p_type", "p_source", "p_at"],
+_BOUNCE = _update(["p_code", "p_type", "p_source", "p_at", "p_variant"],
                   status=lit("bounced"), last_code=bindparam("p_code"), bounce_type=bindparam("p_type"),
-                  bounce_source=bindparam("p_source"), lease_until=lit(None), updated_at=bindparam("p_at"))
+                  bounce_source=bindparam("p_source"), lease_until=lit(None), updated_at=bindparam("p_at"),
+                  # a DSN names no variant: the one recorded when the email was sent stays
+                  variant=func.coalesce(bindparam("p_variant", type_=String), E.variant))
 
 
 @send_queue.on("email.bounced")
 async def _bounced(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
     texts = TimeTexts()
-    await _BOUNCE.run(conn, [(d.code, d.bounce_type, d.source, texts[e.recorded_at], d.email_id)
+    await _BOUNCE.run(conn, [(d.code, d.bounce_type, d.source, texts[e.recorded_at], d.variant, d.email_id)
                              for e in evs for d in [_ev(e)]])
 
 

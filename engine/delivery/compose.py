@@ -42,6 +42,7 @@ from engine.delivery import mime
 from engine.delivery.dkim import DkimSigning
 from engine.delivery.dkim import sign as dkim_sign
 from engine.delivery.templates import render, render_header
+from engine.domain.variants import variant_id
 
 __all__ = [
     "TEST_CONTACT_ID",
@@ -85,7 +86,8 @@ class ComposedEmail:
     ``subject`` is the Subject header as sent (``[TEST] `` included for a test send);
     ``body_html``/``body_text`` are the rendered parts before tracking (as preview shows them);
     ``raw`` the wire bytes; ``links`` the original targets of the tracked links (a click token's
-    index points into it); ``recipient`` the address for ``RCPT TO`` (IDN domain as an A-label).
+    index points into it); ``recipient`` the address for ``RCPT TO`` (IDN domain as an A-label);
+    ``variant`` the step's A/B variant composed (None without variants).
     """
 
     subject: str
@@ -95,6 +97,7 @@ class ComposedEmail:
     message_id: str
     links: tuple[str, ...]
     recipient: str
+    variant: str | None = None  # the step's A/B variant this email carries, recorded with its outcome
 
 
 def _steps(definition: Mapping[str, Any]) -> Sequence[Mapping[str, Any]]:
@@ -121,6 +124,19 @@ def _same_thread(step: Mapping[str, Any], step_number: int) -> bool:
 
 def _blank(text: Any) -> bool:
     return not isinstance(text, str) or not text.strip()
+
+
+def _with_variant(step: Mapping[str, Any], variant: str | None) -> Mapping[str, Any]:
+    """The step as variant ``variant`` sends it: the variant's subject and bodies where it gives
+    them, the step's own otherwise. None, or an id the step does not have, is the step itself."""
+    if variant is None:
+        return step
+    for position, candidate in enumerate(step.get("variants") or []):
+        if variant_id(candidate, position) == variant:
+            overrides = {name: candidate.get(name) for name in ("subject", "body_html", "body_text")
+                         if candidate.get(name) is not None}
+            return {**step, **overrides}
+    return step
 
 
 def subject_template(definition: Mapping[str, Any], step_number: int) -> str:
@@ -154,18 +170,22 @@ def merge_data(contact: Mapping[str, Any], *, unsubscribe_url: str = "") -> dict
 
 
 def render_step(
-    definition: Mapping[str, Any], step_number: int, contact: Mapping[str, Any], *, unsubscribe_url: str = ""
+    definition: Mapping[str, Any], step_number: int, contact: Mapping[str, Any], *, unsubscribe_url: str = "",
+    variant: str | None = None, first_variant: str | None = None,
 ) -> RenderedStep:
     """Step ``step_number`` (1-based) of ``definition`` rendered for ``contact``; nothing is sent.
 
     ``unsubscribe_url`` is what ``{{unsubscribe_url}}`` shows (see :func:`compose_email`, which
-    passes the one it signs). ValueError when the step does not exist.
+    passes the one it signs). ``variant``: the step's A/B variant to render (its subject and bodies
+    where it has them); ``first_variant``: step 1's variant, whose subject a same-thread follow-up
+    answers. ValueError when the step does not exist.
     """
-    step = _step(definition, step_number)
+    step = _with_variant(_step(definition, step_number), variant)
     data = merge_data(contact, unsubscribe_url=unsubscribe_url)
     subject = render_header(step.get("subject") or "", data)
     if _same_thread(step, step_number):
-        subject = mime.follow_up_subject(subject, render_header(_step(definition, 1).get("subject") or "", data))
+        first = _with_variant(_step(definition, 1), first_variant)
+        subject = mime.follow_up_subject(subject, render_header(first.get("subject") or "", data))
     body_html = render(step.get("body_html") or "", data, html=True)
     own_text = step.get("body_text")
     body_text = render(own_text, data, html=False) if own_text else mime.html_to_text(body_html)
@@ -191,6 +211,8 @@ def compose_email(
     test: bool = False,
     to_email: str | None = None,
     dkim: DkimSigning | None = None,
+    variant: str | None = None,
+    first_variant: str | None = None,
 ) -> ComposedEmail:
     """The email for step ``step_number`` of ``definition`` to ``contact``, from ``sender``.
 
@@ -207,6 +229,8 @@ def compose_email(
       which replaces the contact's in ``To:`` and ``RCPT TO`` (the merge data stays the contact's).
     - ``dkim``: the sender's key, decrypted by the caller; the finished bytes are signed with it
       (:func:`engine.delivery.dkim.sign`), last, so that nothing changes a signed header or body.
+    - ``variant``/``first_variant``: the A/B variants of this step and of step 1 (see
+      :func:`render_step`); the caller chooses them (:func:`engine.domain.variants.choose_variant`).
 
     ValueError for a step that does not exist, an unusable address or a malformed Message-ID.
     """
@@ -215,7 +239,8 @@ def compose_email(
     if tracking is not None and test:
         tracking = dataclasses.replace(tracking, opens=False, clicks=False)
     unsubscribe = (mime.unsubscribe_url(tracking) if tracking is not None else None) or ""
-    rendered = render_step(definition, step_number, contact, unsubscribe_url=unsubscribe)
+    rendered = render_step(definition, step_number, contact, unsubscribe_url=unsubscribe, variant=variant,
+                           first_variant=first_variant)
     step = _step(definition, step_number)
     thread = None
     sender_email = str(sender["email"])
@@ -249,4 +274,5 @@ def compose_email(
         message_id=built.message_id,
         links=built.links,
         recipient=mime.envelope_address(address),
+        variant=variant,
     )

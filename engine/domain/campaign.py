@@ -29,6 +29,7 @@ class CampaignState:
     approved: bool = False
     deleted: bool = False
     dispatched_batches: tuple[int, ...] = ()
+    variant_winners: tuple[tuple[int, str], ...] = ()  # (step, variant id) as campaign.variant_won recorded
 
 
 def evolve(state: CampaignState, e: Event) -> CampaignState:
@@ -57,6 +58,8 @@ def evolve(state: CampaignState, e: Event) -> CampaignState:
             return replace(state, deleted=True)
         case ev.CampaignBatchDispatched():
             return replace(state, dispatched_batches=(*state.dispatched_batches, e.batch_number))
+        case ev.CampaignVariantWon():
+            return replace(state, variant_winners=(*state.variant_winners, (e.step, e.variant)))
     return state
 
 
@@ -68,6 +71,12 @@ def template_problems(definition: dict[str, Any]) -> list[dict[str, str]]:
             text = step.get(name)
             if text:
                 errors.extend({"field": f"steps.{i}.{name}", "message": p} for p in validate_template(text))
+        for v, variant in enumerate(step.get("variants") or []):  # a variant is sent like the step itself
+            for name in ("subject", "body_html", "body_text"):
+                text = variant.get(name)
+                if text:
+                    errors.extend({"field": f"steps.{i}.variants.{v}.{name}", "message": p}
+                                  for p in validate_template(text))
     return errors
 
 

@@ -256,14 +256,15 @@ def refusal_type(code: int | None, status: str | None) -> str:
 
 
 def decide_outcome(claim: ClaimedEmail, attempt: Attempt, next_step: NextStep | None, now: datetime,
-                   *, links: tuple[str, ...] | None = None) -> list[Event]:
+                   *, links: tuple[str, ...] | None = None, variant: str | None = None) -> list[Event]:
     """The events that record `attempt` of `claim`, and what the enrollment does next.
 
     sent or uncertain: the next step is scheduled (`next_step`) or the enrollment completes; an
     uncertain email is never sent again. rejected: a bounce; hard and block bounces stop the
     enrollment, a soft one lets the sequence go on. deferred, connect_failed, auth_failed: retried
     after the backoff (5 min, 15 min, 45 min, 2 h, 6 h), then failed (a login failure is the
-    sender's fault: the email waits for its fix instead of failing).
+    sender's fault: the email waits for its fix instead of failing). ``variant``: the step's A/B
+    variant that was composed, recorded on the sent or bounced email for the per-variant stats.
     """
     base: dict[str, Any] = {"enrollment_id": claim.enrollment_id, "campaign_id": claim.campaign_id,
                             "contact_id": claim.contact_id, "email_id": claim.email_id, "step": claim.step}
@@ -272,13 +273,14 @@ def decide_outcome(claim: ClaimedEmail, attempt: Attempt, next_step: NextStep | 
     then = _continue(claim, next_step)
     if attempt.outcome == "sent":
         return [em.EmailSent(**base, sender_id=claim.sender_id, message_id=claim.message_id, smtp_code=attempt.code,
-                             links=links or ()), *then]
+                             links=links or (), variant=variant), *then]
     if attempt.outcome == "uncertain":
         return [em.EmailUncertain(**base, sender_id=claim.sender_id, message=attempt.message), *then]
     if attempt.outcome == "rejected":
         kind = refusal_type(attempt.code, attempt.enhanced_status)
         bounced = em.EmailBounced(**base, sender_id=claim.sender_id, bounce_type=kind, reason=attempt.message[:500],
-                                  status=attempt.enhanced_status, code=attempt.code, source="smtp")
+                                  status=attempt.enhanced_status, code=attempt.code, source="smtp",
+                                  variant=variant)
         if kind == "soft":
             return [bounced, *then]
         return [bounced, en.EnrollmentStopped(**stop, reason="bounced", status="bounced")]

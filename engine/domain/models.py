@@ -195,12 +195,48 @@ class DelayIn(Strict):
     business_days: bool = False
 
 
+class VariantIn(Strict):
+    """One A/B variant of a step: what it leaves out (None) is the step's own subject or body."""
+
+    id: str | None = Field(default=None, min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$")
+    subject: str | None = Field(default=None, max_length=998)
+    body_html: str | None = Field(default=None, max_length=1_000_000)
+    body_text: str | None = Field(default=None, max_length=1_000_000)
+    weight: int = Field(default=1, ge=1, le=100)
+
+
+class WinnerIn(Strict):
+    """Auto-winner: once the step has sent ``after_sends`` emails across its variants, the best
+    variant by ``metric`` gets every later email of the step."""
+
+    metric: Literal["reply_rate", "open_rate", "click_rate"] = "reply_rate"
+    after_sends: int = Field(default=200, ge=1, le=1_000_000)
+
+
 class StepIn(Strict):
     subject: str = Field(default="", max_length=998)
     body_html: str = Field(default="", max_length=1_000_000)
     body_text: str | None = Field(default=None, max_length=1_000_000)
     delay: DelayIn = Field(default_factory=DelayIn)
     same_thread: bool = True
+    variants: list[VariantIn] | None = Field(default=None, min_length=2, max_length=5)
+    winner: WinnerIn | None = None
+
+    @model_validator(mode="after")
+    def _variants(self) -> StepIn:
+        """Variant ids default to A, B, ... by position (stored, so a later reorder keeps each email's
+        variant meaning the same content); they must be unique, as stats and the winner name them."""
+        if self.variants is None:
+            if self.winner is not None:
+                raise ValueError("winner needs variants")
+            return self
+        for position, variant in enumerate(self.variants):
+            if variant.id is None:
+                variant.id = chr(ord("A") + position)
+        ids = [variant.id for variant in self.variants]
+        if len(set(ids)) != len(ids):
+            raise ValueError("variant ids must be unique")
+        return self
 
 
 class ScheduleIn(Strict):

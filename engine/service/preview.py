@@ -15,6 +15,7 @@ from sqlalchemy import select
 from engine.delivery import dkim, mime
 from engine.delivery.compose import TEST_CONTACT_ID, compose_email, render_step
 from engine.domain.models import check_email
+from engine.domain.variants import choose_variant, variant_ids
 from engine.errors import CampaignInvalid, NotFound, PlanLimitReached, ValidationFailed
 from engine.service.base import ServiceBase
 from events.catalog.email import TestEmailSent
@@ -69,9 +70,27 @@ class PreviewService(ServiceBase):
                 unsubscribe = mime.unsubscribe_url(mime.Tracking(
                     public_url=self.public_url, secret=self.vault.token_key, email_id=email_id,
                     workspace_id=ws, contact_id=contact_id)) or ""
-            rendered = render_step(state.definition, number, data, unsubscribe_url=unsubscribe)
-            out.append({"step": number, "subject": rendered.subject, "body_html": rendered.body_html,
-                        "body_text": rendered.body_text})
+            # A/B: an enrolled contact sees the variant its emails get (seeded, or the recorded
+            # winner); every variant is listed too, so each can be checked before launch.
+            winners = dict(state.variant_winners)
+            chosen = first = None
+            if enrollment_id is not None:
+                chosen = choose_variant(steps[number - 1], enrollment_id, number, winners.get(number))
+                first = choose_variant(steps[0], enrollment_id, 1, winners.get(1))
+            rendered = render_step(state.definition, number, data, unsubscribe_url=unsubscribe, variant=chosen,
+                                   first_variant=first)
+            entry: dict[str, Any] = {"step": number, "subject": rendered.subject, "body_html": rendered.body_html,
+                                     "body_text": rendered.body_text}
+            ids = variant_ids(steps[number - 1])
+            if ids:
+                entry["variant"] = chosen
+                entry["variants"] = []
+                for variant in ids:
+                    one = render_step(state.definition, number, data, unsubscribe_url=unsubscribe, variant=variant,
+                                      first_variant=first)
+                    entry["variants"].append({"variant": variant, "subject": one.subject,
+                                              "body_html": one.body_html, "body_text": one.body_text})
+            out.append(entry)
         return {"steps": out}
 
     async def test_send(self, ws: str, cid: str, body: dict[str, Any]) -> dict[str, Any]:

@@ -21,9 +21,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from engine.delivery.compose import subject_template
 from engine.domain.enrollment import SKIP_REASONS
+from engine.domain.variants import variant_ids
 from engine.errors import NotFound, ValidationFailed
 from engine.schedule.tzutil import hour_start, local_day_start, resolve_wall, zone
 from engine.service.base import ServiceBase
+from engine.service.variants import by_step_and_variant, variant_counts_query, winners_of
 from events import catalog as _catalog  # noqa: F401  (registers the event types listed below)
 from events import schema
 from events.registry import all_types, format_time, to_data
@@ -185,6 +187,7 @@ class ReportService(ServiceBase):
                     count((E.status == "bounced") & (E.bounce_source == "smtp")).label("refused"))
              .where(E.campaign_id == cid, E.workspace_id == ws).group_by(E.step))
         counted = {int(r["step"]): {k: int(v) for k, v in dict(r).items()} for r in await self._all(q)}
+        by_variant = await self._variant_stats(ws, cid, definition)
         steps = definition.get("steps") or []
         out = []
         for n in sorted(set(range(1, len(steps) + 1)) | set(counted)):
@@ -197,7 +200,32 @@ class ReportService(ServiceBase):
                 "open_rate": _pct(r.get("opened", 0), sent), "click_rate": _pct(r.get("clicked", 0), sent),
                 "reply_rate": _pct(r.get("replied", 0), sent),
                 "bounce_rate": _pct(r.get("bounced", 0), sent + r.get("refused", 0)),
+                "variants": by_variant.get(n, []),
             })
+        return out
+
+    async def _variant_stats(self, ws: str, cid: str, definition: dict[str, Any]) -> dict[int, list[dict[str, Any]]]:
+        """Per step, one entry per A/B variant (the definition's, in order, then any variant sent and
+        since removed), with ``winner`` true for the one recorded by ``campaign.variant_won``."""
+        counted = by_step_and_variant(await self._all(variant_counts_query(cid).where(E.workspace_id == ws)))
+        winners = winners_of(definition)
+        steps = definition.get("steps") or []
+        out: dict[int, list[dict[str, Any]]] = {}
+        for n in sorted(set(range(1, len(steps) + 1)) | set(counted)):
+            ids = variant_ids(steps[n - 1]) if n <= len(steps) else []
+            found = counted.get(n, {})
+            ids += sorted(set(found) - set(ids))
+            entries = []
+            for variant in ids:
+                c = found.get(variant, {})
+                sent = c.get("sent", 0)
+                entries.append({
+                    "variant": variant, "sent": sent, "opened": c.get("opened", 0), "clicked": c.get("clicked", 0),
+                    "replied": c.get("replied", 0), "bounced": c.get("bounced", 0),
+                    "open_rate": _pct(c.get("opened", 0), sent), "click_rate": _pct(c.get("clicked", 0), sent),
+                    "reply_rate": _pct(c.get("replied", 0), sent), "winner": winners.get(n) == variant})
+            if entries:
+                out[n] = entries
         return out
 
     # -- links ---------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from engine.delivery.smtp import SendResult, SmtpMailer, SmtpSettings
 from engine.domain import campaign as campaign_domain
 from engine.domain import enrollment as enrollment_domain
 from engine.domain.enrollment import Attempt, ClaimedEmail, NextStep
+from engine.domain.variants import choose_variant
 from engine.schedule import Assignment, CampaignPlan, PlanRound, QueueItem, follow_up
 from engine.service import liveness
 from engine.service.base import ServiceBase, new_id
@@ -43,6 +44,7 @@ from engine.service.planner_inputs import (
     load_usage,
     parsed_campaign,
 )
+from engine.service.variants import record_variant_winners, winners_of
 from events.catalog import email as email_events
 from events.catalog import enrollment as enrollment_events
 from events.catalog import sender as sender_events
@@ -124,6 +126,7 @@ class _Outcome:
     result: SendResult | None  # None: released before SMTP (see ``release``)
     links: tuple[str, ...] | None
     release: Release | None = None
+    variant: str | None = None  # the A/B variant composed, recorded with the outcome
 
 
 @dataclass(frozen=True, slots=True)
@@ -502,10 +505,12 @@ class SendingService(ServiceBase):
                                                     [composed.recipient], composed.raw,
                                                     max_connections=sender["max_connections"])
                     links: tuple[str, ...] | None = composed.links
+                    variant = composed.variant
                 except Exception as exc:  # a message that cannot be built: never sent, recorded as failed
                     log.error("compose_failed", email_id=claim.email.email_id, error=repr(exc)[:300])
                     result, links = SendResult("rejected", None, f"message could not be built: {exc!r}"[:300]), None
-            done.put_nowait(_Outcome(claim, result, links))
+                    variant = None
+            done.put_nowait(_Outcome(claim, result, links, variant=variant))
 
         tasks = [asyncio.create_task(send(claim)) for claim in claims]
         tasks.append(asyncio.create_task(self._heartbeat()))
@@ -554,7 +559,7 @@ class SendingService(ServiceBase):
             attempt = Attempt(outcome=result.outcome, code=result.code, message=result.message,
                               enhanced_status=result.enhanced_status)
             events = enrollment_domain.decide_outcome(claim.email, attempt, _as_next(following), now,
-                                                      links=outcome.links)
+                                                      links=outcome.links, variant=outcome.variant)
             self._count(events, claim, report)
             for event in events:
                 if isinstance(event, email_events.EmailScheduled) and following is not None:
@@ -586,6 +591,7 @@ class SendingService(ServiceBase):
                     await self.check_bounce_rate(conn, workspace_id, sender_id)  # type: ignore[attr-defined]
                 # Campaign guards, soft-bounce runs, hard bounces stopping the address workspace-wide.
                 await self.after_attempts(conn, batches)  # type: ignore[attr-defined]
+                await record_variant_winners(self.store, conn, batches)  # A/B steps whose winner rule is met
                 for (workspace_id, sender_id), message in sorted(disconnecting.items()):
                     await self._disconnect(conn, workspace_id, sender_id,
                                            f"{self._failures_before_disconnect()} connection or login failures in "
@@ -716,13 +722,21 @@ class SendingService(ServiceBase):
 
         item = claim.assignment.item
         settings = definition.get("settings") or {}
+        # A/B: a seeded draw per (enrollment, step), or the step's recorded winner (step 1's too,
+        # whose subject a same-thread follow-up answers).
+        winners = winners_of(definition)
+        steps = definition.get("steps") or []
+        variant = choose_variant(steps[item.step - 1], item.enrollment_id, item.step, winners.get(item.step)) \
+            if 1 <= item.step <= len(steps) else None
+        first_variant = choose_variant(steps[0], item.enrollment_id, 1, winners.get(1)) if steps else None
         tracking = mime.Tracking(public_url=self.public_url, secret=self.vault.token_key, email_id=item.email_id,
                                  opens=bool(settings.get("track_opens")), clicks=bool(settings.get("track_clicks")),
                                  unsubscribe=bool(settings.get("unsubscribe_link", True)),
                                  workspace_id=claim.workspace_id, contact_id=item.contact_id)
         return compose_email(definition, item.step, claim.contact, claim.sender, enrollment_id=item.enrollment_id,
                              email_id=item.email_id, message_id=claim.email.message_id, now=now, tracking=tracking,
-                             dkim=dkim.signing_for(claim.sender, self.vault.decrypt_secret))
+                             dkim=dkim.signing_for(claim.sender, self.vault.decrypt_secret), variant=variant,
+                             first_variant=first_variant)
 
     async def _complete_campaigns(self, conn: AsyncConnection) -> int:
         """Active campaigns with enrollments, none of them open any more, complete (two index probes each)."""

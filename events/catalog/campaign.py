@@ -112,3 +112,19 @@ class CampaignBatchDispatched(Event):
     TYPE = "campaign.batch_dispatched"
     campaign_id: str
     batch_number: int
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CampaignVariantWon(Event):
+    """A step's auto-winner was decided: ``variant`` gets every later email of ``step``.
+
+    ``value`` is the variant's ``metric`` (a percentage, as in ``stats/steps``) when it won.
+    """
+
+    TYPE = "campaign.variant_won"
+    campaign_id: str
+    step: int
+    variant: str
+    metric: str
+    value: float

@@ -56,6 +56,7 @@ class EmailSent(EmailEvent):
     message_id: str
     smtp_code: int | None
     links: tuple[str, ...] = ()
+    variant: str | None = None  # the step's A/B variant id sent (None: the step has no variants)
 
 
 @register
@@ -110,6 +111,7 @@ class EmailBounced(EmailEvent):
     status: str | None
     code: int | None
     source: str
+    variant: str | None = None  # the A/B variant refused during sending (None for a DSN or no variants)
 
 
 @register
