@@ -96,8 +96,8 @@ def decide_update(state: CampaignState, changes: dict[str, Any], *, sent_steps: 
     if state.status == "active" and set(changes) - EDITABLE_WHILE_ACTIVE:
         raise InvalidState(state.status, "update " + ", ".join(sorted(set(changes) - EDITABLE_WHILE_ACTIVE)))
     if state.status == "active" and "steps" in changes and sent_steps:
-        before = list(state.definition.get("steps") or [])[:sent_steps]
-        if list(changes["steps"] or [])[:sent_steps] != before:
+        before = [_meaningful(step) for step in list(state.definition.get("steps") or [])[:sent_steps]]
+        if [_meaningful(step) for step in list(changes["steps"] or [])[:sent_steps]] != before:
             raise ValidationFailed([{"field": "steps", "message": f"steps 1 to {sent_steps} were already sent; "
                                                                   "only later steps can change while active"}])
     problems = template_problems({**state.definition, **changes}) if "steps" in changes else []
@@ -113,6 +113,14 @@ def decide_update(state: CampaignState, changes: dict[str, Any], *, sent_steps: 
     if schedule is not None:
         out.append(ev.CampaignScheduleChanged(campaign_id=_id(state), schedule=schedule))
     return out
+
+
+def _meaningful(step: Any) -> Any:
+    """A step without its empty fields: a step stored before a field existed equals its re-sent
+    form with that field empty (None, [] or {})."""
+    if not isinstance(step, dict):
+        return step
+    return {key: value for key, value in step.items() if value not in (None, [], {})}
 
 
 def decide_schedule(state: CampaignState, schedule: dict[str, Any]) -> list[Event]:

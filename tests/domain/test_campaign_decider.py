@@ -151,3 +151,10 @@ def test_rule_tree_filter() -> None:
     assert ed.matches({"operator": "or", "rules": [{"field": "email", "op": "not_contains", "value": "acme"},
                                                    {"rules": [{"field": "company", "op": "neq", "value": "x"}]}]},
                       contact)
+
+
+def test_live_edit_of_an_old_sent_step_resent_with_new_empty_fields_is_no_change() -> None:
+    launched = given_(CREATED, LAUNCHED)  # its step was stored before variants and winner existed
+    resent = [{**DEF["steps"][0], "variants": None, "winner": None}, {"subject": "two", "body_html": "b"}]
+    events = cd.decide_update(launched, {"steps": resent}, sent_steps=1)
+    assert [type(e).__name__ for e in events] == ["CampaignUpdated"]
