@@ -467,6 +467,7 @@ class StepStats(Described):
     step: int = Field(description="1-based step.")
     subject: str | None = Field(default=None, description="The step's subject template.")
     sent: int = Field(description="Emails sent.")
+    node_id: str | None = Field(default=None, description="The workflow's email node the step came from, if any.")
     variants: list[dict[str, Any]] = Field(
         default_factory=list, description="Per A/B variant: {variant, sent, opened, clicked, replied, bounced, "
         "open_rate, click_rate, reply_rate, winner}; empty for a step without variants.")

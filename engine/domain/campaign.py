@@ -246,6 +246,17 @@ def decide_dispatch(state: CampaignState, pending_batches: list[int], batch_numb
     return [ev.CampaignBatchDispatched(campaign_id=_id(state), batch_number=batch_number)]
 
 
+# What each node type's data may say (the source APIs' camelCase spellings included); anything
+# else is refused, never silently dropped.
+_NODE_DATA: dict[str, frozenset[str]] = {
+    "start": frozenset(),
+    "end": frozenset(),
+    "delay": frozenset({"days", "hours", "minutes", "business_days", "businessDays"}),
+    "email": frozenset({"subject", "body_html", "body", "body_text", "same_thread", "trackOpens", "trackClicks",
+                        "track_opens", "track_clicks"}),
+}
+
+
 def compile_workflow(workflow: dict[str, Any]) -> list[dict[str, Any]]:
     """Turn a one-path workflow graph (start -> ... -> end) into steps; delays add up."""
     nodes = {n["id"]: n for n in workflow.get("nodes", [])}
@@ -263,6 +274,14 @@ def compile_workflow(workflow: dict[str, Any]) -> list[dict[str, Any]]:
         errors.append({"field": "workflow.nodes", "message": "exactly one start node is required"})
     if errors:
         raise ValidationFailed(errors)
+    for position, node in enumerate(workflow.get("nodes", [])):
+        allowed = _NODE_DATA.get(node["type"], frozenset())
+        for key in sorted(set(node.get("data") or {}) - allowed):
+            errors.append({"field": f"workflow.nodes.{position}.data.{key}",
+                           "message": f"a {node['type']} node takes no {key!r}"
+                                      + (f" (it takes {', '.join(sorted(allowed))})" if allowed else "")})
+    if errors:
+        raise ValidationFailed(errors)
     steps: list[dict[str, Any]] = []
     delay = {"days": 0, "hours": 0, "minutes": 0, "business_days": False}
     current, seen = starts[0]["id"], set()
@@ -275,11 +294,17 @@ def compile_workflow(workflow: dict[str, Any]) -> list[dict[str, Any]]:
         if node["type"] == "delay":
             for k in ("days", "hours", "minutes"):
                 delay[k] += int(data.get(k, 0))
-            delay["business_days"] = bool(data.get("business_days", delay["business_days"]))
+            delay["business_days"] = bool(data.get("business_days", data.get("businessDays",
+                                                                             delay["business_days"])))
         elif node["type"] == "email":
-            steps.append({"subject": data.get("subject", ""), "body_html": data.get("body_html", ""),
-                          "body_text": data.get("body_text"), "delay": dict(delay),
-                          "same_thread": bool(data.get("same_thread", True))})
+            step = {"subject": data.get("subject", ""), "body_html": data.get("body_html", data.get("body", "")),
+                    "body_text": data.get("body_text"), "delay": dict(delay),
+                    "same_thread": bool(data.get("same_thread", True)), "node_id": str(node["id"])}
+            for given, kept in (("trackOpens", "track_opens"), ("track_opens", "track_opens"),
+                                ("trackClicks", "track_clicks"), ("track_clicks", "track_clicks")):
+                if given in data:
+                    step[kept] = bool(data[given])
+            steps.append(step)
             delay = {"days": 0, "hours": 0, "minutes": 0, "business_days": False}
         elif node["type"] == "end":
             break

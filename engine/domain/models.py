@@ -221,6 +221,11 @@ class StepIn(Strict):
     same_thread: bool = True
     variants: list[VariantIn] | None = Field(default=None, min_length=2, max_length=5)
     winner: WinnerIn | None = None
+    # From a workflow graph: the email node's id (in stats/steps and activity), and per-step tracking
+    # that overrides the campaign's settings when given.
+    node_id: str | None = Field(default=None, max_length=255)
+    track_opens: bool | None = None
+    track_clicks: bool | None = None
 
     @model_validator(mode="after")
     def _variants(self) -> StepIn:

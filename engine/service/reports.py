@@ -195,6 +195,7 @@ class ReportService(ServiceBase):
             sent = r.get("sent", 0)
             out.append({
                 "step": n, "subject": subject_template(definition, n) if n <= len(steps) else None,
+                "node_id": steps[n - 1].get("node_id") if n <= len(steps) else None,
                 "sent": sent, "opened": r.get("opened", 0), "clicked": r.get("clicked", 0),
                 "replied": r.get("replied", 0), "bounced": r.get("bounced", 0),
                 "open_rate": _pct(r.get("opened", 0), sent), "click_rate": _pct(r.get("clicked", 0), sent),
@@ -333,7 +334,13 @@ class ReportService(ServiceBase):
             evs = await self.store.query(q, conn)
             page, more = evs[:n], len(evs) > n
             addresses = await self._contact_emails(ws, [_field(e, "contact_id") for e in page], conn)
-        return {"data": [_activity_item(e, addresses) for e in page],
+        state, _ = await self._campaign(ws, cid)
+        node_ids = [step.get("node_id") for step in state.definition.get("steps") or []]
+        items = [_activity_item(e, addresses) for e in page]
+        for item in items:  # a workflow's email node, where the step came from one
+            step = item.get("step")
+            item["node_id"] = node_ids[step - 1] if isinstance(step, int) and 0 < step <= len(node_ids) else None
+        return {"data": items,
                 "next_after": page[-1].position if page else pos, "has_more": more}
 
     # -- skips ---------------------------------------------------------------------------------

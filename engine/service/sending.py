@@ -729,8 +729,12 @@ class SendingService(ServiceBase):
         variant = choose_variant(steps[item.step - 1], item.enrollment_id, item.step, winners.get(item.step)) \
             if 1 <= item.step <= len(steps) else None
         first_variant = choose_variant(steps[0], item.enrollment_id, 1, winners.get(1)) if steps else None
+        # a workflow's email node may turn tracking on or off for its own step
+        step = steps[item.step - 1] if 1 <= item.step <= len(steps) else {}
+        opens = step.get("track_opens") if step.get("track_opens") is not None else settings.get("track_opens")
+        clicks = step.get("track_clicks") if step.get("track_clicks") is not None else settings.get("track_clicks")
         tracking = mime.Tracking(public_url=self.public_url, secret=self.vault.token_key, email_id=item.email_id,
-                                 opens=bool(settings.get("track_opens")), clicks=bool(settings.get("track_clicks")),
+                                 opens=bool(opens), clicks=bool(clicks),
                                  unsubscribe=bool(settings.get("unsubscribe_link", True)),
                                  workspace_id=claim.workspace_id, contact_id=item.contact_id)
         return compose_email(definition, item.step, claim.contact, claim.sender, enrollment_id=item.enrollment_id,

@@ -151,9 +151,9 @@ async def world(eng: CampaignEngine, clock: ManualClock, client: httpx.AsyncClie
 
 def _step(step: int, subject: str, sent: int, opened: int, clicked: int, replied: int, bounced: int,
           rates: tuple[float, float, float, float]) -> dict[str, Any]:
-    return {"step": step, "subject": subject, "sent": sent, "opened": opened, "clicked": clicked, "replied": replied,
-            "bounced": bounced, "open_rate": rates[0], "click_rate": rates[1], "reply_rate": rates[2],
-            "bounce_rate": rates[3], "variants": []}  # no A/B variants in these steps
+    return {"step": step, "subject": subject, "node_id": None, "sent": sent, "opened": opened, "clicked": clicked,
+            "replied": replied, "bounced": bounced, "open_rate": rates[0], "click_rate": rates[1],
+            "reply_rate": rates[2], "bounce_rate": rates[3], "variants": []}  # no A/B variants in these steps
 
 
 async def test_step_stats_count_each_email_once_and_list_unsent_steps(world: World) -> None:
