@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     from engine.api import create_app
     from engine.clock import Clock, ManualClock, SystemClock
-    from engine.delivery.classify import classify_message
+    from engine.delivery.bounces import classify_message
     from engine.facade import CampaignEngine
 
 __all__ = ["CampaignEngine", "Clock", "ManualClock", "SystemClock", "classify_message", "create_app"]
@@ -21,7 +21,7 @@ _LAZY = {
     "Clock": ("engine.clock", "Clock"),
     "ManualClock": ("engine.clock", "ManualClock"),
     "SystemClock": ("engine.clock", "SystemClock"),
-    "classify_message": ("engine.delivery.classify", "classify_message"),
+    "classify_message": ("engine.delivery.bounces", "classify_message"),
     "create_app": ("engine.api", "create_app"),
 }
 

@@ -14,7 +14,7 @@ from typing import Any
 import structlog
 
 from engine.clock import Clock, SystemClock
-from engine.delivery.smtp import SmtpMailer
+from engine.delivery.outbound.smtp import SmtpMailer
 from engine.errors import SecretKeyMismatch
 from engine.service.campaigns import CampaignService
 from engine.service.forecast import ForecastService
@@ -103,7 +103,7 @@ class CampaignEngine(ManagementService, CampaignService, SendingService, StatsSe
         self.options = options
         self.projector = Projector([*MANAGEMENT_PROJECTIONS, send_queue, usage])
         self.mailer = SmtpMailer(max_connections=int(options.get("max_connections_per_sender", 4)))
-        from engine.delivery.mx import MxChecker
+        from engine.delivery.lookups.mx import MxChecker
 
         self.mx = MxChecker(nameservers=dns_nameservers, timeout=float(options.get("dns_timeout", 3.0)),
                             clock=self.clock.now)

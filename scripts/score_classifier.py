@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from engine.delivery.classify import Classification, classify_message  # noqa: E402
+from engine.delivery.bounces import Classification, classify_message  # noqa: E402
 from tests.delivery.test_classify_corpus import Agreement, corpus_dir, tally  # noqa: E402
 
 PARTS = ("tuning", "held-out", "all")

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from engine.delivery.templates import validate_template
+from engine.delivery.content.templates import validate_template
 from engine.errors import CampaignInvalid, Conflict, InvalidState, PlanLimitReached, ValidationFailed
 from events.catalog import campaign as ev
 from events.registry import Event, format_time, parse_time

@@ -210,7 +210,7 @@ class ClaimedEmail:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Attempt:
     """What SMTP answered, as a value: ``sent``, ``deferred``, ``rejected``, ``uncertain``,
-    ``auth_failed`` or ``connect_failed`` (see ``engine/delivery/smtp.py``)."""
+    ``auth_failed`` or ``connect_failed`` (see ``engine/delivery/outbound/smtp.py``)."""
 
     outcome: str
     code: int | None

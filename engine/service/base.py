@@ -14,8 +14,8 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from engine.clock import Clock
-from engine.delivery.imap import ImapSettings
-from engine.delivery.smtp import SmtpSettings
+from engine.delivery.inbound.imap import ImapSettings
+from engine.delivery.outbound.smtp import SmtpSettings
 from engine.domain import campaign as campaign_domain
 from engine.errors import NotFound, ValidationFailed
 from events.store import ConcurrencyError, EventStore

@@ -26,9 +26,9 @@ from sqlalchemy import case, func, literal, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from engine import metrics
-from engine.delivery.classify import Classification, classify_message
-from engine.delivery.imap import Checkpoint, MailboxError, MailboxReader
-from engine.delivery.mime import parse_message_id
+from engine.delivery.bounces import Classification, classify_message
+from engine.delivery.content.mime import parse_message_id
+from engine.delivery.inbound.imap import Checkpoint, MailboxError, MailboxReader
 from engine.domain import campaign as campaign_domain
 from engine.domain.enrollment import FREE_EMAIL_DOMAINS
 from engine.errors import NotFound

@@ -12,7 +12,8 @@ from typing import Any
 import structlog
 from sqlalchemy import and_, func, or_, select
 
-from engine.delivery import destinations, dkim
+from engine.delivery.lookups import destinations
+from engine.delivery.outbound import dkim
 from engine.domain import models as m
 from engine.errors import Conflict, NotFound, ValidationFailed
 from engine.schedule import SenderPlan, Warmup, effective_daily_limit
@@ -150,7 +151,7 @@ class ManagementService(WorkspaceService):
 
     async def check_sender(self, ws: str, sid: str) -> dict[str, Any]:
         """A real SMTP login (and IMAP when configured): ``{smtp_ok, imap_ok, error}``."""
-        from engine.delivery.imap import MailboxReader
+        from engine.delivery.inbound.imap import MailboxReader
 
         row = await self._sender_row(ws, sid)
         smtp_ok, smtp_error = await self.mailer.check_login(self._smtp_settings(row))  # type: ignore[attr-defined]

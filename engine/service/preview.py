@@ -1,6 +1,6 @@
 """Preview and test sends: the campaign's steps rendered for one contact, or sent to test addresses.
 
-Both go through :mod:`engine.delivery.compose`, the path ``tick()`` uses, so what they show is what
+Both go through :mod:`engine.delivery.content.compose`, the path ``tick()`` uses, so what they show is what
 a contact receives: same subject rule, same text part, same merge tags.
 """
 
@@ -12,8 +12,9 @@ from typing import Any
 
 from sqlalchemy import select
 
-from engine.delivery import dkim, mime
-from engine.delivery.compose import TEST_CONTACT_ID, compose_email, render_step
+from engine.delivery.content import mime
+from engine.delivery.content.compose import TEST_CONTACT_ID, compose_email, render_step
+from engine.delivery.outbound import dkim
 from engine.domain.models import check_email
 from engine.domain.variants import choose_variant, variant_ids
 from engine.errors import CampaignInvalid, NotFound, PlanLimitReached, ValidationFailed
@@ -102,7 +103,7 @@ class PreviewService(ServiceBase):
         each test address gets a pseudo-enrollment id ``test-<hex>``, whose Message-IDs match no
         email, so replies to a test send are not taken for a contact's. Opens and clicks are not
         tracked, and the unsubscribe link is signed for
-        :data:`~engine.delivery.compose.TEST_CONTACT_ID`, which unsubscribes nobody.
+        :data:`~engine.delivery.content.compose.TEST_CONTACT_ID`, which unsubscribes nobody.
         """
         extra = set(body or {}) - {"emails", "contact_id"}
         emails_in = (body or {}).get("emails")

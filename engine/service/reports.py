@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import String, and_, case, func, literal, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from engine.delivery.compose import subject_template
+from engine.delivery.content.compose import subject_template
 from engine.domain.enrollment import SKIP_REASONS
 from engine.domain.variants import variant_ids
 from engine.errors import NotFound, ValidationFailed

@@ -27,9 +27,9 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, InternalError, Operationa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from engine import metrics
-from engine.delivery import mime
-from engine.delivery.compose import ComposedEmail, compose_email
-from engine.delivery.smtp import SendResult, SmtpMailer, SmtpSettings
+from engine.delivery.content import mime
+from engine.delivery.content.compose import ComposedEmail, compose_email
+from engine.delivery.outbound.smtp import SendResult, SmtpMailer, SmtpSettings
 from engine.domain import campaign as campaign_domain
 from engine.domain import enrollment as enrollment_domain
 from engine.domain.enrollment import Attempt, ClaimedEmail, NextStep
@@ -718,7 +718,9 @@ class SendingService(ServiceBase):
 
         Signed with the sender's DKIM key when it has one, decrypted here at the edge.
         """
-        from engine.delivery import dkim  # imported here: this method is the only part of the module that signs
+        from engine.delivery.outbound import (
+            dkim,  # imported here: this method is the only part of the module that signs
+        )
 
         item = claim.assignment.item
         settings = definition.get("settings") or {}

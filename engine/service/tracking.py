@@ -2,7 +2,7 @@
 
 These are the engine's only unauthenticated commands: the caller is a recipient's mail client,
 an image proxy or a link scanner, and the only proof it carries is a token signed with the
-engine's token key (:mod:`engine.delivery.tokens`), holding ids and nothing personal. A token
+engine's token key (:mod:`engine.delivery.content.tokens`), holding ids and nothing personal. A token
 that does not verify changes nothing.
 
 Prefetchers. Some mail systems fetch every remote image of a message on their own, whether or
@@ -55,7 +55,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from engine.delivery.tokens import read_click, read_open, read_unsubscribe
+from engine.delivery.content.tokens import read_click, read_open, read_unsubscribe
 from engine.errors import NotFound
 from engine.service.base import ServiceBase
 from events.catalog import contact as ce

@@ -26,7 +26,7 @@ Guarantees, per webhook:
   lease commits nothing (its deliveries are redone: still at least once).
 - **Only allowed destinations.** Every delivery resolves the URL's host and refuses link-local
   (cloud metadata), reserved and similar addresses, and private ones when
-  ``webhook_allow_private_addresses`` is off (see ``engine.delivery.destinations``); a refusal is
+  ``webhook_allow_private_addresses`` is off (see ``engine.delivery.lookups.destinations``); a refusal is
   a failed attempt like any other. The request then goes to the vetted address, not to the name
   (a second resolution could answer differently), with the name in ``Host`` and in TLS SNI. Each
   webhook has its own HTTP client, so a kept-alive TLS connection verified for one webhook's name
@@ -51,7 +51,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from engine import metrics
-from engine.delivery.destinations import DestinationRefused, allows_private, resolve
+from engine.delivery.lookups.destinations import DestinationRefused, allows_private, resolve
 from engine.service.base import ServiceBase
 from events.registry import format_time, parse_time, to_data
 from events.store import StoredEvent

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from engine import CampaignEngine, ManualClock, create_app
-from engine.delivery.tokens import click_token, open_token, unsubscribe_token
+from engine.delivery.content.tokens import click_token, open_token, unsubscribe_token
 from engine.service.tracking import is_prefetch, redirect_target
 from tests.api.test_management_api import event_count
 from tests.conftest import SECRET

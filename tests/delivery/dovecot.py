@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
-from engine.delivery.imap import ImapSettings, Security, encode_mailbox_name
+from engine.delivery.inbound.imap import ImapSettings, Security, encode_mailbox_name
 
 DOVECOT_CANDIDATES = ("/usr/sbin/dovecot", "/usr/local/sbin/dovecot")
 _USERNAME = re.compile(r"^[a-z0-9][a-z0-9._@+-]*$")
@@ -247,7 +247,7 @@ service anvil {{
         timeout: float = 5.0,
         password: str | None = None,
     ) -> ImapSettings:
-        """Settings for ``engine.delivery.imap`` that log in as ``user`` (over TLS if asked)."""
+        """Settings for ``engine.delivery.inbound.imap`` that log in as ``user`` (over TLS if asked)."""
         port = self.tls_port if security == "tls" else self.port
         return ImapSettings(
             host=self.host,

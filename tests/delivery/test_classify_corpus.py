@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.delivery.classify import Classification, classify_message
+from engine.delivery.bounces import Classification, classify_message
 
 KIND_BAR = 0.95
 TYPE_BAR = 0.90

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.delivery.classify import BounceEntry, Classification, classify_message
+from engine.delivery.bounces import BounceEntry, Classification, classify_message
 
 
 def dsn(status: str, diagnostic: str, action: str = "failed", recipient: str = "bob@example.org") -> bytes:

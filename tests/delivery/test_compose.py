@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from engine import CampaignEngine, ManualClock, create_app
-from engine.delivery.compose import (
+from engine.delivery.content.compose import (
     TEST_CONTACT_ID,
     ComposedEmail,
     compose_email,
@@ -20,8 +20,8 @@ from engine.delivery.compose import (
     render_step,
     subject_template,
 )
-from engine.delivery.mime import Tracking, message_id_for
-from engine.delivery.tokens import read_click, read_unsubscribe
+from engine.delivery.content.mime import Tracking, message_id_for
+from engine.delivery.content.tokens import read_click, read_unsubscribe
 from tests.delivery.smtp_server import SmtpSink
 
 SECRET = b"s" * 32

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from engine.delivery.destinations import (
+from engine.delivery.lookups.destinations import (
     DestinationRefused,
     Verdict,
     allows_private,

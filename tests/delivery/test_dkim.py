@@ -13,8 +13,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from engine.delivery import dkim, mime
-from engine.delivery.compose import compose_email
+from engine.delivery.content import mime
+from engine.delivery.content.compose import compose_email
+from engine.delivery.outbound import dkim
 from tests.delivery.dns_server import DnsServer
 
 DOMAIN = "acme.test"

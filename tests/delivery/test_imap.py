@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.delivery.imap import (
+from engine.delivery.inbound.imap import (
     Checkpoint,
     FetchResult,
     ImapSettings,

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.delivery.mime import (
+from engine.delivery.content.mime import (
     BuiltMessage,
     Thread,
     Tracking,
@@ -25,8 +25,8 @@ from engine.delivery.mime import (
     parse_message_id,
     unsubscribe_url,
 )
-from engine.delivery.templates import render, render_header
-from engine.delivery.tokens import read_click, read_open, read_unsubscribe
+from engine.delivery.content.templates import render, render_header
+from engine.delivery.content.tokens import read_click, read_open, read_unsubscribe
 
 SECRET = b"k" * 32
 DATE = datetime(2026, 1, 5, 9, 30, tzinfo=UTC)

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from engine.clock import ManualClock
-from engine.delivery.mx import MxChecker, normalise_domain, parse_nameserver
+from engine.delivery.lookups.mx import MxChecker, normalise_domain, parse_nameserver
 from tests.delivery.dns_server import (
     A_ONLY,
     AAAA_ONLY,

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.delivery.mime import build_message, message_id_for
-from engine.delivery.smtp import SendResult, SmtpMailer, SmtpSettings
+from engine.delivery.content.mime import build_message, message_id_for
+from engine.delivery.outbound.smtp import SendResult, SmtpMailer, SmtpSettings
 from tests.delivery.smtp_server import (
     SinkBehaviour,
     SmtpSink,

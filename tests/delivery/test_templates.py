@@ -7,7 +7,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.delivery.templates import (
+from engine.delivery.content.templates import (
     find_tags,
     parse_template,
     render,

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.delivery.tokens import (
+from engine.delivery.content.tokens import (
     ClickToken,
     OpenToken,
     UnsubscribeToken,

@@ -20,7 +20,7 @@ from sqlalchemy import select
 from structlog.testing import capture_logs
 
 from engine import CampaignEngine, ManualClock, create_app
-from engine.delivery import dkim
+from engine.delivery.outbound import dkim
 from engine.service import audit
 from events import schema
 from projections import tables as t

@@ -382,7 +382,7 @@ async def test_a_pass_killed_mid_delivery_loses_nothing(eng: CampaignEngine, rec
     assert state["checkpoint"] == ids[-1]
 
 
-# -- destinations (SSRF): engine.delivery.destinations ------------------------------------------------
+# -- destinations (SSRF): engine.delivery.lookups.destinations ------------------------------------------------
 async def test_metadata_address_is_refused_at_creation_and_appends_nothing(engine: CampaignEngine, api: Api) -> None:
     metadata = {"url": "http://169.254.169.254/latest/meta-data", "events": ["*"]}
     before = await engine.store.last_position()

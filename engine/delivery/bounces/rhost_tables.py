@@ -3,7 +3,7 @@
 Big providers word refusals in their own idiom ("This user doesn't have a yahoo.com account",
 "LPN007_416", "RCP-P1") and document what each means. These tables hold that documentation
 condensed to the phrase (lower case) or code that identifies each refusal. Which catalogue applies
-is decided by :mod:`engine.delivery.dsn_rhost` from the hosts involved. The selection follows the
+is decided by :mod:`engine.delivery.bounces.rhost` from the hosts involved. The selection follows the
 providers' own documentation as gathered by the Sisimai project (BSD 2-Clause licence).
 """
 

@@ -8,7 +8,7 @@ error (the program failed).
 
 from __future__ import annotations
 
-from engine.delivery.dsn_model import Finding
+from engine.delivery.bounces.model import Finding
 
 # agent -> markers that identify it in the diagnostic text (lower case)
 _AGENTS: dict[str, tuple[str, ...]] = {

@@ -1,12 +1,12 @@
 """Error-message phrases naming sender-side refusals: blocks, spam, policy and authentication.
 
 These reasons say the contact is not at fault: the sending host, its reputation or the content was
-refused. Same conventions as :mod:`engine.delivery.dsn_phrases`.
+refused. Same conventions as :mod:`engine.delivery.bounces.phrases`.
 """
 
 from __future__ import annotations
 
-from engine.delivery.dsn_phrases import Phrases, Sequences
+from engine.delivery.bounces.phrases import Phrases, Sequences
 
 BLOCKED: Phrases = (
     " said: 550 blocked", "//www.spamcop.net/bl.", "bad sender ip address", "banned sending ip",

@@ -6,7 +6,7 @@ The message is written directly as bytes from a fixed skeleton instead of throug
 (``email.header.Header``), quoted-printable bodies (``binascii.b2a_qp``, in C) and dates
 (``email.utils.format_datetime``); the tests parse every shape back with the stdlib parser.
 
-Every header value goes through :func:`~engine.delivery.templates.strip_controls` here, whatever
+Every header value goes through :func:`~engine.delivery.content.templates.strip_controls` here, whatever
 the caller did before, so contact data can never add a header line. Bodies are quoted-printable,
 which never produces ``=_``: the MIME boundary starts with ``=_`` and so cannot occur in a body.
 
@@ -38,8 +38,8 @@ from functools import lru_cache
 from html.parser import HTMLParser
 from urllib.parse import quote
 
-from engine.delivery.templates import strip_controls
-from engine.delivery.tokens import click_token, open_token, unsubscribe_token
+from engine.delivery.content.templates import strip_controls
+from engine.delivery.content.tokens import click_token, open_token, unsubscribe_token
 
 __all__ = [
     "BuiltMessage",
@@ -185,7 +185,7 @@ class Thread:
     is ``In-Reply-To``, all of them are ``References``. ``first_subject``, when given, is the first
     step's subject as this contact received it, and the subject follows
     :func:`follow_up_subject`; without it the subject given to :func:`build_message` is used as
-    it is (the composer decides it, see :mod:`engine.delivery.compose`).
+    it is (the composer decides it, see :mod:`engine.delivery.content.compose`).
     """
 
     previous_message_ids: tuple[str, ...]

@@ -13,8 +13,8 @@ from __future__ import annotations
 import re
 from email.message import Message
 
-from engine.delivery.dsn_model import Finding
-from engine.delivery.inbound_mime import parse_headers_text
+from engine.delivery.bounces.inbound_mime import parse_headers_text
+from engine.delivery.bounces.model import Finding
 
 _ORIGINAL_MARKERS = re.compile(
     r"(?im)^[ \t]*(?:"

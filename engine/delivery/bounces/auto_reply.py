@@ -12,9 +12,9 @@ import re
 from dataclasses import dataclass
 from email.message import Message
 
-from engine.delivery import inbound_mime as mime
-from engine.delivery.dsn_fields import clean_address
-from engine.delivery.dsn_ses import read_ses_event
+from engine.delivery.bounces import inbound_mime as mime
+from engine.delivery.bounces.fields import clean_address
+from engine.delivery.bounces.ses import read_ses_event
 
 _FEEDBACK_PART = frozenset({"message/feedback-report"})
 _FIELD_RE = re.compile(r"(?im)^([A-Za-z-]+)[ \t]*:[ \t]*(.+)$")

@@ -19,10 +19,10 @@ from dataclasses import dataclass, replace
 from email.message import Message
 from email.utils import getaddresses
 
-from engine.delivery import inbound_mime as mime
-from engine.delivery.dsn_analyse import BounceReading, read_bounce
-from engine.delivery.dsn_finalise import entry_type
-from engine.delivery.inbound_auto import is_auto_reply, read_feedback
+from engine.delivery.bounces import inbound_mime as mime
+from engine.delivery.bounces.analyse import BounceReading, read_bounce
+from engine.delivery.bounces.auto_reply import is_auto_reply, read_feedback
+from engine.delivery.bounces.finalise import entry_type
 
 KINDS = ("bounce", "delivery_report", "auto_reply", "feedback", "message")
 

@@ -9,13 +9,13 @@ provider's catalogue, the generic rules, and last what the RFCs say the reply co
 
 from __future__ import annotations
 
-from engine.delivery.dsn_fields import clean_address
-from engine.delivery.dsn_lda import lda_reason
-from engine.delivery.dsn_model import Finding
-from engine.delivery.dsn_mta import command_from_wording, mta_reason
-from engine.delivery.dsn_reason import RETRY_REASONS, bounce_type, find_reason
-from engine.delivery.dsn_rhost import rhost_reason
-from engine.delivery.dsn_status import (
+from engine.delivery.bounces.fields import clean_address
+from engine.delivery.bounces.lda import lda_reason
+from engine.delivery.bounces.model import Finding
+from engine.delivery.bounces.mta import command_from_wording, mta_reason
+from engine.delivery.bounces.reason import RETRY_REASONS, bounce_type, find_reason
+from engine.delivery.bounces.rhost import rhost_reason
+from engine.delivery.bounces.status import (
     REPLY_MEANING,
     find_command,
     find_reply,
@@ -24,7 +24,7 @@ from engine.delivery.dsn_status import (
     prefer_status,
     specificity,
 )
-from engine.delivery.dsn_text import squeeze
+from engine.delivery.bounces.text import squeeze
 
 DELIVERED_ACTIONS = frozenset({"delivered", "relayed", "expanded"})
 
@@ -49,7 +49,7 @@ def finalise(f: Finding, families: frozenset[str]) -> None:
     """Fill codes, command and reason of ``f`` in place.
 
     ``families`` are the MTA families the notification's wording revealed
-    (:func:`engine.delivery.dsn_mta.families_of`).
+    (:func:`engine.delivery.bounces.mta.families_of`).
     """
     f.recipient = clean_address(f.recipient) if f.recipient else ""
     f.diagnosis = squeeze(f.diagnosis)

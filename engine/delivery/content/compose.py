@@ -8,14 +8,14 @@ beyond the mappings the caller passes in.
 - :func:`render_step`: the subject and both bodies of a step for one contact, exactly as they are
   sent, before tracking rewrites links. Preview shows this.
 - :func:`compose_email`: that, plus threading headers, tracking and ``List-Unsubscribe``, built into
-  the wire bytes by :func:`engine.delivery.mime.build_message`, with the address to give ``RCPT TO``,
+  the wire bytes by :func:`engine.delivery.content.mime.build_message`, with the address to give ``RCPT TO``,
   and DKIM-signed when the sender has a key (so the tick and test sends sign alike).
 
 The rules:
 
 - Subject: a same-thread follow-up (step > 1, ``same_thread`` on, the default) whose own subject is
   blank is sent as ``Re: `` + step 1's rendered subject; with a subject of its own it keeps it
-  (:func:`engine.delivery.mime.follow_up_subject`). Its threading headers are set either way.
+  (:func:`engine.delivery.content.mime.follow_up_subject`). Its threading headers are set either way.
 - Text part: the step's own ``body_text`` rendered, else the text made from the rendered HTML.
 - Merge data: the contact's fields, ``custom_fields`` decoded when stored as JSON text, and
   ``unsubscribe_url``, the contact's one-click page when the ids to sign it are known (empty in a
@@ -25,7 +25,7 @@ The rules:
   dead), and ``List-Unsubscribe`` is there as in a real send. The caller signs it for
   :data:`TEST_CONTACT_ID`, which no contact can have, so following it unsubscribes nobody.
 
-Templates are parsed once per text (:func:`engine.delivery.templates.parse_template` is cached), so
+Templates are parsed once per text (:func:`engine.delivery.content.templates.parse_template` is cached), so
 composing thousands of emails of one step costs the substitutions, not the parsing.
 """
 
@@ -38,10 +38,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from engine.delivery import mime
-from engine.delivery.dkim import DkimSigning
-from engine.delivery.dkim import sign as dkim_sign
-from engine.delivery.templates import render, render_header
+from engine.delivery.content import mime
+from engine.delivery.content.templates import render, render_header
+from engine.delivery.outbound.dkim import DkimSigning
+from engine.delivery.outbound.dkim import sign as dkim_sign
 from engine.domain.variants import variant_id
 
 __all__ = [
@@ -219,7 +219,7 @@ def compose_email(
     - ``contact``: ``first_name, last_name, email, company, custom_fields`` (a contacts row works).
     - ``sender``: ``email`` and ``from_name`` (a senders row works).
     - ``enrollment_id``: with it, a same-thread follow-up gets ``In-Reply-To``/``References`` to
-      the Message-IDs of the earlier steps (:func:`~engine.delivery.mime.message_id_for` on the
+      the Message-IDs of the earlier steps (:func:`~engine.delivery.content.mime.message_id_for` on the
       sender's domain); ``None`` leaves them out.
     - ``email_id``: when given, the id every token carries (replacing ``tracking.email_id``), so
       one ``Tracking`` can serve a whole campaign.
@@ -228,7 +228,7 @@ def compose_email(
     - ``test``: a test send (see the module docstring); ``to_email`` then names the test address,
       which replaces the contact's in ``To:`` and ``RCPT TO`` (the merge data stays the contact's).
     - ``dkim``: the sender's key, decrypted by the caller; the finished bytes are signed with it
-      (:func:`engine.delivery.dkim.sign`), last, so that nothing changes a signed header or body.
+      (:func:`engine.delivery.outbound.dkim.sign`), last, so that nothing changes a signed header or body.
     - ``variant``/``first_variant``: the A/B variants of this step and of step 1 (see
       :func:`render_step`); the caller chooses them (:func:`engine.domain.variants.choose_variant`).
 

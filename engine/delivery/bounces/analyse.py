@@ -7,7 +7,7 @@ and their error lines are read from the text; Amazon SES JSON events and bounces
 another notification are recognised too. A record without an ``Action`` field is marked
 ``delayed`` when the notification is a "still trying" warning, and takes the host that handed us
 the notification as its local MTA when no ``Reporting-MTA`` names one. Every record then gets the
-same treatment (:mod:`engine.delivery.dsn_finalise`): codes, command and reason.
+same treatment (:mod:`engine.delivery.bounces.finalise`): codes, command and reason.
 """
 
 from __future__ import annotations
@@ -18,15 +18,15 @@ import re
 from dataclasses import dataclass, field
 from email.message import Message
 
-from engine.delivery import inbound_mime as mime
-from engine.delivery.dsn_detect import is_delay_warning, looks_like_bounce
-from engine.delivery.dsn_fields import DSN_FIELDS, has_fields, parse_delivery_status
-from engine.delivery.dsn_finalise import finalise
-from engine.delivery.dsn_model import Finding
-from engine.delivery.dsn_mta import command_from_wording, families_of
-from engine.delivery.dsn_ses import read_ses_event
-from engine.delivery.dsn_status import find_command
-from engine.delivery.dsn_text import (
+from engine.delivery.bounces import inbound_mime as mime
+from engine.delivery.bounces.detect import is_delay_warning, looks_like_bounce
+from engine.delivery.bounces.fields import DSN_FIELDS, has_fields, parse_delivery_status
+from engine.delivery.bounces.finalise import finalise
+from engine.delivery.bounces.model import Finding
+from engine.delivery.bounces.mta import command_from_wording, families_of
+from engine.delivery.bounces.ses import read_ses_event
+from engine.delivery.bounces.status import find_command
+from engine.delivery.bounces.text import (
     addresses_in,
     candidate_recipients,
     cut_original,
@@ -159,7 +159,7 @@ def _sending_host(msg: Message) -> str:
     """The host that handed the notification to us: the ``from`` of its topmost ``Received`` field.
 
     A notification without a ``Reporting-MTA`` still names the MTA that wrote it there; a
-    provider's own catalogue (:mod:`engine.delivery.dsn_rhost`) applies when that MTA is the
+    provider's own catalogue (:mod:`engine.delivery.bounces.rhost`) applies when that MTA is the
     provider's. Bare IP addresses and single-label names say nothing and are skipped.
     """
     received = mime.headers(msg, "Received")

@@ -12,7 +12,7 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from engine.delivery.dsn_model import Finding
+from engine.delivery.bounces.model import Finding
 
 # SES bounce subtypes that name the reason outright ("General" does not).
 _SUBTYPE_REASON = {

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import re
 
-from engine.delivery import dsn_rhost_tables as t
-from engine.delivery.dsn_model import Finding
-from engine.delivery.dsn_text import squeeze
+from engine.delivery.bounces import rhost_tables as tables
+from engine.delivery.bounces.model import Finding
+from engine.delivery.bounces.text import squeeze
 
 _HOST_RE = re.compile(r"(?<![@A-Za-z0-9.-])((?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,})(?![A-Za-z0-9-]*@)")
 
@@ -26,7 +26,7 @@ def provider_of(f: Finding) -> str:
     """The provider whose catalogue applies to this failure, or ``""``."""
     domain = f.recipient.rpartition("@")[2].lower()
     if domain:
-        for name, suffixes in t.PROVIDER_HOSTS.items():
+        for name, suffixes in tables.PROVIDER_HOSTS.items():
             if any(s.endswith(domain) for s in suffixes):
                 return name
     remote = [f.rhost.lower()] if f.rhost else []
@@ -34,7 +34,7 @@ def provider_of(f: Finding) -> str:
     for candidates in (remote, [f.lhost.lower()] if f.lhost else []):
         for host in candidates:
             host = host.strip("[]().").split()[0] if host.strip() else ""
-            for name, suffixes in t.PROVIDER_HOSTS.items():
+            for name, suffixes in tables.PROVIDER_HOSTS.items():
                 if host and any(host.endswith(s) for s in suffixes):
                     return name
     return ""
@@ -51,14 +51,14 @@ def _google(f: Finding, text: str) -> str:
     if not f.status or not f.reply_code:
         return ""
     tail = f.status[2:]
-    for status_tail, phrase, reason in t.GOOGLE:
+    for status_tail, phrase, reason in tables.GOOGLE:
         if phrase in text and status_tail == tail:
             return reason
     return ""
 
 
 def _microsoft(f: Finding, text: str) -> str:
-    for status, phrase, reason in t.MICROSOFT:
+    for status, phrase, reason in tables.MICROSOFT:
         if f.status == status and phrase in text:
             return reason
     for code, reason in (("RP-00", "badreputation"), ("SC-001", "badreputation"), ("SC-002", "policyviolation"),
@@ -72,7 +72,7 @@ def _microsoft(f: Finding, text: str) -> str:
 def _franceptt(f: Finding, text: str) -> str:
     match = re.search(r"(?:lpn|lpnaaa|ofr|ouk)[-_]?\d*[-_](\d{3})\b", text)
     if match:
-        return t.FRANCEPTT_CODES.get(match.group(1), "")
+        return tables.FRANCEPTT_CODES.get(match.group(1), "")
     return "authfailure" if "spf/dns de votre nom de domaine" in text else ""
 
 
@@ -80,33 +80,33 @@ def _coded(f: Finding, text: str, provider: str) -> str:
     raw = f.diagnosis
     if provider == "facebook":
         match = re.search(r"\b([A-Z]{3}-[PT]\d)\b", raw)
-        return t.FACEBOOK_CODES.get(match.group(1), "") if match else ""
+        return tables.FACEBOOK_CODES.get(match.group(1), "") if match else ""
     if provider == "godaddy":
         match = re.search(r"\b(IB\d{3})\b", raw)
-        if match and match.group(1) in t.GODADDY_CODES:
-            return t.GODADDY_CODES[match.group(1)]
-        return _by_phrases(t.PHRASES["godaddy"], text)
+        if match and match.group(1) in tables.GODADDY_CODES:
+            return tables.GODADDY_CODES[match.group(1)]
+        return _by_phrases(tables.PHRASES["godaddy"], text)
     if provider == "spectrum":
         match = re.search(r"AUP#\D*(\d{4})", raw)
         if not match:
             return ""
         number = int(match.group(1))
-        return next((r for lo, hi, r in t.SPECTRUM_RANGES if lo <= number <= hi), "")
+        return next((r for lo, hi, r in tables.SPECTRUM_RANGES if lo <= number <= hi), "")
     if provider == "iua":
         match = re.search(r"\.i\.ua/err/(\d+)/", text)
-        return t.IUA_CODES.get(match.group(1), "") if match else ""
+        return tables.IUA_CODES.get(match.group(1), "") if match else ""
     if provider == "cox":
         match = re.search(r"AUP#([A-Z0-9]+)", raw)
         if match:
             code = match.group(1)
-            if code in t.COX_CODES:
-                return t.COX_CODES[code]
+            if code in tables.COX_CODES:
+                return tables.COX_CODES[code]
             # Cox's documented code families: IPBLnnnn = the sending IP is on a DNS blocklist,
             # URLBLnnn = a URL in the body is on one.
-            for prefix, reason in t.COX_CODE_FAMILIES:
+            for prefix, reason in tables.COX_CODE_FAMILIES:
                 if code.startswith(prefix):
                     return reason
-        return _by_phrases(t.PHRASES["cox"], text)
+        return _by_phrases(tables.PHRASES["cox"], text)
     return ""
 
 
@@ -131,7 +131,7 @@ def _gsuite(f: Finding, text: str) -> str:
         return "hostunknown" if klass == "5" else "networkerror"
     if " had no relevant answers." in text and klass != "5":
         return "networkerror"
-    return _by_phrases(t.PHRASES["gsuite"], text)
+    return _by_phrases(tables.PHRASES["gsuite"], text)
 
 
 def _kddi(f: Finding, text: str) -> str:
@@ -141,7 +141,7 @@ def _kddi(f: Finding, text: str) -> str:
     colons is theirs, so it is normalised before the catalogue is read.
     """
     normalised = re.sub(r"\b550\s*:?\s*:\s*(?=user unknown)", "550 : ", squeeze(text))
-    return _by_phrases(t.PHRASES["kddi"], normalised)
+    return _by_phrases(tables.PHRASES["kddi"], normalised)
 
 
 def rhost_reason(f: Finding) -> str:
@@ -165,10 +165,10 @@ def rhost_reason(f: Finding) -> str:
     if provider == "kddi":
         return _kddi(f, text)
     if provider == "mimecast":
-        return _by_phrases(t.MIMECAST, text) if f.reply_code else ""
+        return _by_phrases(tables.MIMECAST, text) if f.reply_code else ""
     if provider in ("facebook", "godaddy", "spectrum", "iua", "cox"):
         return _coded(f, text, provider)
-    return _by_phrases(t.PHRASES.get(provider, {}), text)
+    return _by_phrases(tables.PHRASES.get(provider, {}), text)
 
 
 __all__ = ["provider_of", "rhost_reason"]

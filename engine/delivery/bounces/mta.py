@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import re
 
-from engine.delivery.dsn_model import Finding
-from engine.delivery.dsn_status import status_reason
+from engine.delivery.bounces.model import Finding
+from engine.delivery.bounces.status import status_reason
 
 _FAMILY: dict[str, re.Pattern[str]] = {
     "exim": re.compile(r"(?i)created automatically by mail delivery software|\bexim\b|this address has been ignored"),

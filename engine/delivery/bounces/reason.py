@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from engine.delivery import dsn_phrases as rp
-from engine.delivery import dsn_phrases_block as bp
-from engine.delivery.dsn_model import Finding
-from engine.delivery.dsn_status import find_reply, find_status, status_reason
+from engine.delivery.bounces import phrases as reply_phrases
+from engine.delivery.bounces import phrases_block as block_phrases
+from engine.delivery.bounces.model import Finding
+from engine.delivery.bounces.status import find_reply, find_status, status_reason
 
 # Reasons the per-format readers may guess but the shared analysis should re-examine.
 RETRY_REASONS = frozenset(
@@ -33,36 +33,36 @@ _BEFORE_DATA = ("CONN", "EHLO", "HELO", "MAIL", "RCPT")
 _MAILBOX_NOT_THERE = frozenset({"450", "550", "551", "553"})
 
 _PHRASES: dict[str, tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]] = {
-    "userunknown": (rp.USERUNKNOWN, rp.USERUNKNOWN_SEQ),
-    "hostunknown": (rp.HOSTUNKNOWN, rp.HOSTUNKNOWN_SEQ),
-    "mailboxfull": (rp.MAILBOXFULL, rp.MAILBOXFULL_SEQ),
-    "suspend": (rp.SUSPEND, ()),
-    "hasmoved": (rp.HASMOVED, ()),
-    "filtered": (rp.FILTERED, ()),
-    "notaccept": (rp.NOTACCEPT, ()),
-    "expired": (rp.EXPIRED, rp.EXPIRED_SEQ),
-    "networkerror": (rp.NETWORKERROR, ()),
-    "systemerror": (rp.SYSTEMERROR, rp.SYSTEMERROR_SEQ),
-    "systemfull": (rp.SYSTEMFULL, ()),
-    "toomanyconn": (rp.TOOMANYCONN, ()),
-    "speeding": (rp.SPEEDING, ()),
-    "exceedlimit": (rp.EXCEEDLIMIT, ()),
-    "mesgtoobig": (rp.MESGTOOBIG, ()),
-    "mailererror": (rp.MAILERERROR, ()),
-    "blocked": (bp.BLOCKED, bp.BLOCKED_SEQ),
-    "spamdetected": (bp.SPAMDETECTED, bp.SPAMDETECTED_SEQ),
-    "rejected": (bp.REJECTED, ()),
-    "policyviolation": (bp.POLICYVIOLATION, bp.POLICYVIOLATION_SEQ),
-    "requireptr": (bp.REQUIREPTR, bp.REQUIREPTR_SEQ),
-    "authfailure": (bp.AUTHFAILURE, bp.AUTHFAILURE_SEQ),
-    "badreputation": (bp.BADREPUTATION, ()),
-    "norelaying": (bp.NORELAYING, ()),
-    "securityerror": (bp.SECURITYERROR, bp.SECURITYERROR_SEQ),
-    "virusdetected": (bp.VIRUSDETECTED, ()),
-    "contenterror": (bp.CONTENTERROR, ()),
-    "notcompliantrfc": (bp.NOTCOMPLIANTRFC, bp.NOTCOMPLIANTRFC_SEQ),
-    "failedstarttls": (bp.FAILEDSTARTTLS, ()),
-    "vacation": (rp.VACATION, ()),
+    "userunknown": (reply_phrases.USERUNKNOWN, reply_phrases.USERUNKNOWN_SEQ),
+    "hostunknown": (reply_phrases.HOSTUNKNOWN, reply_phrases.HOSTUNKNOWN_SEQ),
+    "mailboxfull": (reply_phrases.MAILBOXFULL, reply_phrases.MAILBOXFULL_SEQ),
+    "suspend": (reply_phrases.SUSPEND, ()),
+    "hasmoved": (reply_phrases.HASMOVED, ()),
+    "filtered": (reply_phrases.FILTERED, ()),
+    "notaccept": (reply_phrases.NOTACCEPT, ()),
+    "expired": (reply_phrases.EXPIRED, reply_phrases.EXPIRED_SEQ),
+    "networkerror": (reply_phrases.NETWORKERROR, ()),
+    "systemerror": (reply_phrases.SYSTEMERROR, reply_phrases.SYSTEMERROR_SEQ),
+    "systemfull": (reply_phrases.SYSTEMFULL, ()),
+    "toomanyconn": (reply_phrases.TOOMANYCONN, ()),
+    "speeding": (reply_phrases.SPEEDING, ()),
+    "exceedlimit": (reply_phrases.EXCEEDLIMIT, ()),
+    "mesgtoobig": (reply_phrases.MESGTOOBIG, ()),
+    "mailererror": (reply_phrases.MAILERERROR, ()),
+    "blocked": (block_phrases.BLOCKED, block_phrases.BLOCKED_SEQ),
+    "spamdetected": (block_phrases.SPAMDETECTED, block_phrases.SPAMDETECTED_SEQ),
+    "rejected": (block_phrases.REJECTED, ()),
+    "policyviolation": (block_phrases.POLICYVIOLATION, block_phrases.POLICYVIOLATION_SEQ),
+    "requireptr": (block_phrases.REQUIREPTR, block_phrases.REQUIREPTR_SEQ),
+    "authfailure": (block_phrases.AUTHFAILURE, block_phrases.AUTHFAILURE_SEQ),
+    "badreputation": (block_phrases.BADREPUTATION, ()),
+    "norelaying": (block_phrases.NORELAYING, ()),
+    "securityerror": (block_phrases.SECURITYERROR, block_phrases.SECURITYERROR_SEQ),
+    "virusdetected": (block_phrases.VIRUSDETECTED, ()),
+    "contenterror": (block_phrases.CONTENTERROR, ()),
+    "notcompliantrfc": (block_phrases.NOTCOMPLIANTRFC, block_phrases.NOTCOMPLIANTRFC_SEQ),
+    "failedstarttls": (block_phrases.FAILEDSTARTTLS, ()),
+    "vacation": (reply_phrases.VACATION, ()),
 }
 
 
@@ -80,7 +80,7 @@ def says(reason: str, text: str) -> bool:
     """True when the lower-cased diagnostic ``text`` uses a wording known for ``reason``."""
     if not text:
         return False
-    if reason == "rejected" and any(p in text for p in bp.REJECTED_NOT):
+    if reason == "rejected" and any(p in text for p in block_phrases.REJECTED_NOT):
         return False
     phrases, sequences = _PHRASES[reason]
     return any(p in text for p in phrases) or any(_aligned(text, s) for s in sequences)

@@ -3,7 +3,7 @@
 Mail servers word the same refusal in hundreds of ways; these lists hold the wordings seen in the
 wild (lower case, matched as substrings of the lower-cased diagnostic text). ``*_SEQ`` entries are
 ordered fragments that must appear in that order with anything in between ("mailbox" ... "full").
-The sender-side reasons (blocks, spam, policy) live in :mod:`engine.delivery.dsn_phrases_block`.
+The sender-side reasons (blocks, spam, policy) live in :mod:`engine.delivery.bounces.phrases_block`.
 The wordings were collected from real bounces by the Sisimai project (BSD 2-Clause licence, like
 the corpus in shared/corpus), whose reading of bounces is the reference here.
 """

@@ -2,7 +2,7 @@
 
 Each format-specific reader fills what its format states (recipient, status, diagnostic text, the
 SMTP command, sometimes a reason it can tell from its own wording); the shared step in
-:mod:`engine.delivery.dsn_finalise` then completes and reconciles the fields. It is mutable on
+:mod:`engine.delivery.bounces.finalise` then completes and reconciles the fields. It is mutable on
 purpose and never leaves the package: the public result is the frozen ``BounceEntry``.
 """
 

@@ -3,7 +3,7 @@
 Receivers (Gmail and Yahoo since 2024) expect bulk mail to be authenticated, and RFC 8058 honours a
 one-click ``List-Unsubscribe-Post`` only when a DKIM signature covers it. This module holds the
 pure parts; the service encrypts the private key at rest with the vault and decrypts it only to
-build a :class:`DkimSigning` for :func:`engine.delivery.compose.compose_email`.
+build a :class:`DkimSigning` for :func:`engine.delivery.content.compose.compose_email`.
 
 - Keys: :func:`generate_private_key` makes RSA 2048 (``cryptography``) or Ed25519 (RFC 8463);
   :func:`load_private_key` checks an imported PEM (a private key, not encrypted, RSA of 1024 to

@@ -1,0 +1,1 @@
+"""Building messages: templates, MIME, tracking tokens and the one compose path."""

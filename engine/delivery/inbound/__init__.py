@@ -1,0 +1,1 @@
+"""Talking IMAP in: reading replies and bounces from mailboxes."""

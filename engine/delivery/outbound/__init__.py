@@ -1,0 +1,1 @@
+"""Talking SMTP out: the pooled aiosmtplib mailer and DKIM signing."""
