@@ -14,7 +14,8 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager, redirect_stdout
 from typing import Any, NoReturn
 
 import typer
@@ -26,7 +27,8 @@ from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
 from engine.errors import EngineError, NotFound, SecretKeyMismatch
-from engine.facade import DEFAULT_URL, secret_bytes
+from engine.facade import DEFAULT_URL, CampaignEngine
+from engine.secret_key import secret_bytes
 from engine.service import audit
 from events.context import acting
 from events.registry import format_time
@@ -51,6 +53,19 @@ err = make_console(stderr=True)
 
 DB_OPTION = typer.Option(None, "--db", help="Database URL (default: $CAMPAIGN_ENGINE_DB or ./campaign-engine.db)")
 PROGRESS_THRESHOLD = 2000  # events: below this a replay is over before a bar would be readable
+
+
+@asynccontextmanager
+async def open_engine(url: str) -> AsyncIterator[CampaignEngine]:
+    """The engine on an existing database with its secret key (checked by
+    :func:`engine.service.audit.engine_database`: never a new database, never a new key)."""
+    engine = CampaignEngine(await audit.engine_database(url))
+    with redirect_stdout(sys.stderr):  # start-up logs must not pollute JSON lines on stdout
+        await engine.open()
+    try:
+        yield engine
+    finally:
+        await engine.close()
 
 
 def _db(db: str | None) -> str:
@@ -140,7 +155,7 @@ def replay(
 
     async def run() -> int:
         moment = _moment(until, "--until")
-        async with audit.open_engine(_db(db)) as engine:
+        async with open_engine(_db(db)) as engine:
             with Progress(TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                           console=err, transient=True, disable=not err.is_terminal) as bar:
                 task = bar.add_task("replay", total=None)
@@ -225,7 +240,7 @@ def export(db: str | None = DB_OPTION,
 
     async def run() -> int:
         moment = _moment(since, "--since")
-        async with audit.open_engine(_db(db)) as engine:
+        async with open_engine(_db(db)) as engine:
             async for ev in audit.export_events(engine.store, campaign_id=campaign, since=moment):
                 sys.stdout.write(_line(ev) + "\n")
         sys.stdout.flush()
@@ -244,7 +259,7 @@ def tail(db: str | None = DB_OPTION,
     """Print existing events as JSON lines, then follow new ones as they are appended (Ctrl-C stops)."""
 
     async def run() -> int:
-        async with audit.open_engine(_db(db)) as engine:
+        async with open_engine(_db(db)) as engine:
             seen = 0
             async for ev in audit.follow(engine.store, after, poll_seconds=interval, idle_exit=idle_exit,
                                          campaign_id=campaign):
@@ -269,7 +284,7 @@ def history(db: str | None = DB_OPTION,
     """One contact's story in order: its own events, every enrollment's emails, skips and stops."""
 
     async def run() -> int:
-        async with audit.open_engine(_db(db)) as engine:
+        async with open_engine(_db(db)) as engine:
             stories = await audit.contact_history(engine, email=contact, enrollment_id=enrollment,
                                                   workspace_id=workspace)
         for story in stories:

@@ -7,8 +7,6 @@ resources (database engines, key material) and their lifetime.
 from __future__ import annotations
 
 import os
-import secrets
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -16,6 +14,7 @@ import structlog
 from engine.clock import Clock, SystemClock
 from engine.delivery.outbound.smtp import SmtpMailer
 from engine.errors import SecretKeyMismatch
+from engine.secret_key import ENV_VARIABLE, key_file_for, load_or_create_secret, secret_bytes
 from engine.service.campaigns import CampaignService
 from engine.service.forecast import ForecastService
 from engine.service.inbound import InboundService
@@ -52,33 +51,6 @@ DEFAULT_URL = "sqlite+aiosqlite:///./campaign-engine.db"
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8080"
 
 
-def _key_file_for(url: str) -> Path:
-    if url.startswith("sqlite") and ":memory:" not in url:
-        path = url.split(":///", 1)[1]
-        return Path(path).with_name(Path(path).name + ".key")
-    return Path("campaign-engine.key")
-
-
-def load_or_create_secret(url: str) -> bytes:
-    """The secret kept beside the database (mode 0600), created on first use; never inside it."""
-    path = _key_file_for(url)
-    if path.exists():
-        return bytes.fromhex(path.read_text().strip())
-    secret = secrets.token_bytes(32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(secret.hex())
-    return secret
-
-
-def secret_bytes(secret_key: str | bytes) -> bytes:
-    raw = secret_key.encode() if isinstance(secret_key, str) else secret_key
-    if len(raw) < 16:
-        raise ValueError("secret_key must be at least 16 bytes long")
-    return raw
-
-
 class CampaignEngine(ManagementService, CampaignService, SendingService, StatsService,
                      ForecastService, PreviewService, InboundService, TrackingService, ReportService,
                      WebhookService):
@@ -96,7 +68,7 @@ class CampaignEngine(ManagementService, CampaignService, SendingService, StatsSe
     ) -> None:
         self.database_url = database_url or os.environ.get("CAMPAIGN_ENGINE_DB") or DEFAULT_URL
         self.clock = clock or SystemClock()
-        env_secret = os.environ.get("CAMPAIGN_ENGINE_SECRET_KEY")
+        env_secret = os.environ.get(ENV_VARIABLE)
         self._secret = secret_key if secret_key is not None else env_secret
         self.public_url = (public_url or DEFAULT_PUBLIC_URL).rstrip("/")
         self.dns_nameservers = dns_nameservers
@@ -138,8 +110,8 @@ class CampaignEngine(ManagementService, CampaignService, SendingService, StatsSe
     def _secret_source(self) -> str:
         """Where the key in use came from, for an error that tells the operator what to change."""
         if self._secret is None:
-            return f"from the key file {_key_file_for(self.database_url)}"
-        if self._secret == os.environ.get("CAMPAIGN_ENGINE_SECRET_KEY"):
+            return f"from the key file {key_file_for(self.database_url)}"
+        if self._secret == os.environ.get(ENV_VARIABLE):
             return "from CAMPAIGN_ENGINE_SECRET_KEY"
         return "given to CampaignEngine"
 

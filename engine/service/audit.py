@@ -9,27 +9,26 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager, redirect_stdout
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import func, inspect, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from engine.errors import EngineError
-from engine.facade import CampaignEngine, _key_file_for, secret_bytes
+from engine.secret_key import ENV_VARIABLE, existing_secret, key_file_for
 from events import schema
 from events.chain import GENESIS, ChainProblem, event_hash
 from events.registry import format_time, to_data
 from events.store import EventStore, StoredEvent
 from events.vault import Vault
 from projections import tables as t
-from projections.base import projection_state
+from projections.base import Projector, projection_state
 
 
 class AuditError(EngineError):
@@ -77,31 +76,37 @@ def _require_database(url: str) -> None:
         raise AuditError(f"no database at {path}: pass --db or set CAMPAIGN_ENGINE_DB")
 
 
-@asynccontextmanager
-async def open_engine(url: str) -> AsyncIterator[CampaignEngine]:
-    """The engine on an existing database, with its secret key (needed to decrypt personal data).
+class AuditedEngine(Protocol):
+    """What the audit tools read of an open engine: its log, its read models' builder, its vault.
+
+    A protocol rather than the engine class itself, so that this module stays below the facade
+    (``engine/cli_audit.py`` opens the engine and hands it here).
+    """
+
+    store: EventStore
+    projector: Projector
+    vault: Vault
+
+
+async def engine_database(url: str) -> str:
+    """Check that ``url`` names an existing engine database whose secret key is at hand, and
+    return the URL with its async driver; AuditError (exit 2) otherwise.
 
     Without the key a fresh one would be generated and every personal field would fail to decrypt,
     so a missing key is an error here rather than a silent new key.
     """
     url = normalize_url(url)
     _require_database(url)
-    if not os.environ.get("CAMPAIGN_ENGINE_SECRET_KEY") and not _key_file_for(url).exists():
-        raise AuditError(f"no secret key for {url}: set CAMPAIGN_ENGINE_SECRET_KEY or run beside the key file "
-                         f"({_key_file_for(url)})")
+    if not os.environ.get(ENV_VARIABLE) and not key_file_for(url).exists():
+        raise AuditError(f"no secret key for {url}: set {ENV_VARIABLE} or run beside the key file "
+                         f"({key_file_for(url)})")
     probe = create_async_engine(url)
     try:
         if not await _has_events_table(probe):
             raise AuditError(f"no event log in {url} (is --db right?)")
     finally:
         await probe.dispose()
-    engine = CampaignEngine(url)
-    with redirect_stdout(sys.stderr):  # start-up logs must not pollute JSON lines on stdout
-        await engine.open()
-    try:
-        yield engine
-    finally:
-        await engine.close()
+    return url
 
 
 def _no_clock() -> datetime:
@@ -110,13 +115,11 @@ def _no_clock() -> datetime:
 
 def _secret_for(url: str) -> bytes:
     """The engine's secret key, from the environment or the key file beside the database; never new."""
-    env = os.environ.get("CAMPAIGN_ENGINE_SECRET_KEY")
-    if env:
-        return secret_bytes(env)
-    path = _key_file_for(url)
-    if path.exists():
-        return bytes.fromhex(path.read_text().strip())
-    raise AuditError(f"no secret key for {url}: set CAMPAIGN_ENGINE_SECRET_KEY or run beside the key file ({path})")
+    found = existing_secret(url)
+    if found is None:
+        raise AuditError(f"no secret key for {url}: set {ENV_VARIABLE} or run beside the key file "
+                         f"({key_file_for(url)})")
+    return found
 
 
 @asynccontextmanager
@@ -231,7 +234,7 @@ async def _has_events_table(engine: AsyncEngine) -> bool:
         return bool(await conn.run_sync(lambda c: inspect(c).has_table(schema.events.name)))
 
 
-async def _row_counts(engine: CampaignEngine, target: AsyncEngine) -> dict[str, dict[str, int]]:
+async def _row_counts(engine: AuditedEngine, target: AsyncEngine) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {}
     async with target.connect() as conn:
         for p in engine.projector.projections:
@@ -247,7 +250,7 @@ async def _recorded_at(store: EventStore, position: int) -> datetime | None:
     return found[0].recorded_at if found else None
 
 
-async def replay(engine: CampaignEngine, *, until: datetime | None = None, position: int | None = None,
+async def replay(engine: AuditedEngine, *, until: datetime | None = None, position: int | None = None,
                  campaign_id: str | None = None, into: str | None = None,
                  progress: Progress | None = None) -> ReplayResult:
     """Rebuild every projection from the log: in place (always to the end), or into another database.
@@ -620,12 +623,12 @@ def describe(ev: StoredEvent, senders: dict[str, str]) -> str:
     return ", ".join(f"{k}: {v}" for k, v in d.items() if k not in _IDS and v not in (None, "", [], {}))
 
 
-async def _lookup(engine: CampaignEngine, q: Any) -> list[Any]:
+async def _lookup(engine: AuditedEngine, q: Any) -> list[Any]:
     async with engine.store.reading() as conn:
         return list((await conn.execute(q)).mappings().all())
 
 
-async def contact_history(engine: CampaignEngine, *, email: str | None = None, enrollment_id: str | None = None,
+async def contact_history(engine: AuditedEngine, *, email: str | None = None, enrollment_id: str | None = None,
                           workspace_id: str | None = None) -> list[ContactStory]:
     """One story per matching contact (an email can exist in several workspaces).
 
