@@ -645,3 +645,83 @@ def test_au_domain_filter_answer_is_read_whatever_its_spacing(answer: str) -> No
     entry = single(classify_message(report("5.0.0", answer, recipient="bob@ezweb.ne.jp")))
     # When it is classified, then it is the recipient's filter (Sisimai's KDDI catalogue), not a dead address
     assert (entry.type, entry.reason) == ("block", "filtered")
+
+
+@pytest.mark.parametrize(("field", "diagnostic", "expected"), [
+    ("5.3.5", "550 5.1.1 <bob@example.org>... User unknown", "5.1.1"),  # system incorrectly configured
+    ("5.5.4", "552 5.2.2 <bob@example.org>... Mailbox full", "5.2.2"),  # invalid command arguments
+    ("5.5.2", "550 5.0.0 Rejected", "5.5.2"),  # the quoted code says less: the field stays
+])
+def test_a_status_field_about_the_reporting_system_yields_to_the_quoted_answer(field: str, diagnostic: str,
+                                                                               expected: str) -> None:
+    # Given a Status field naming the reporter's own mail-system or protocol trouble (RFC 3463 X.3.x,
+    # X.5.1/2/4/5) while the text quotes the next hop's answer
+    # When it is classified
+    entry = single(classify_message(report(field, diagnostic)))
+    # Then a specific quoted code is the better account of the failure; a generic one is not
+    assert entry.status == expected
+
+
+def prose_bounce(sender: str, subject: str, body: str, recipient: str = "bob@example.org") -> bytes:
+    """A notification without a delivery-status part: the MTA's own text, then the returned message."""
+    return f"""\
+From: {sender}
+To: alice@sender.example
+Subject: {subject}
+Message-ID: <prose-1@mx.example.org>
+MIME-Version: 1.0
+Content-Type: multipart/mixed; boundary="B"
+
+--B
+Content-Type: text/plain; charset=us-ascii
+
+{body}
+
+--B
+Content-Type: message/rfc822
+
+From: Alice <alice@sender.example>
+To: {recipient}
+Subject: Spring newsletter
+Message-ID: <orig-7@sender.example>
+
+Hello!
+
+--B--
+""".replace("\n", "\r\n").encode()
+
+
+def test_interscan_unable_to_deliver_names_a_dead_address() -> None:
+    # Given Trend Micro InterScan MSS's notice, signed only in its From header, whose one sentence
+    # about the recipient is its "Unable to deliver message to <address>"
+    raw = prose_bounce('"InterScan MSS" <postmaster@mx.example.org>', "Mail could not be delivered",
+                       "Unable to deliver message to <bob@example.org>.")
+    # When it is classified
+    entry = single(classify_message(raw))
+    # Then it is the dead address Trend Micro's wording means
+    assert (entry.recipient, entry.reason, entry.type) == ("bob@example.org", "userunknown", "hard")
+
+
+def test_unable_to_deliver_from_an_unknown_mta_names_nothing_specific() -> None:
+    # Given the same sentence from a notifier that is not InterScan
+    raw = prose_bounce("MAILER-DAEMON@mx.example.org", "Delivery failure",
+                       "Unable to deliver message to <bob@example.org>.")
+    # When it is classified, then the sentence alone does not condemn the address
+    assert single(classify_message(raw)).type != "hard"
+
+
+@pytest.mark.parametrize(("information", "reason", "kind"), [
+    ("Mail Delivery Failed... User unknown", "filtered", "block"),
+    ("The number of messages in recipient's mailbox exceeded the local limit.", "mailboxfull", "soft"),
+])
+def test_biglobe_non_delivered_information_names_the_reason(information: str, reason: str, kind: str) -> None:
+    # Given BIGLOBE's notice: the address, then one "Non-delivered information" sentence
+    body = ("   ----- The following addresses had delivery problems -----\n"
+            "bob@mail.biglobe.ne.jp\n\n"
+            f"   ----- Non-delivered information -----\n{information}\n")
+    raw = prose_bounce("postmaster@biglobe.ne.jp", "Returned mail: Delivery failed", body,
+                       recipient="bob@mail.biglobe.ne.jp")
+    # When it is classified
+    entry = single(classify_message(raw))
+    # Then the sentence names the reason as BIGLOBE documents it
+    assert (entry.recipient, entry.reason, entry.type) == ("bob@mail.biglobe.ne.jp", reason, kind)

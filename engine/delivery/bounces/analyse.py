@@ -130,7 +130,7 @@ def read_bounce(msg: Message, prose_allowed: bool = True, depth: int = 0) -> Bou
 
     # au's spam filter marks the messages it refused with this header.
     filtered = mime.header(msg, "X-SPASIGN").upper() == "NG"
-    families = families_of(subject, text)
+    families = families_of(subject, text, mime.header(msg, "From"))
     delayed = is_delay_warning(subject, text)
     sending_host = _sending_host(msg)
     for finding in findings:

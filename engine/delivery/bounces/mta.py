@@ -19,6 +19,10 @@ _FAMILY: dict[str, re.Pattern[str]] = {
     "qmail": re.compile(r"(?im)qmail|^failure notice$|below this line is a copy of the message"),
     "imail": re.compile(r"(?i)^undeliverable mail\b"),
     "fml": re.compile(r"(?i)\(\S+ ML\)|fml"),
+    # Trend Micro InterScan Messaging Security Suite: its sender name, or its fixed subjects.
+    "interscan": re.compile(
+        r"(?im)^\"?interscan|^mail could not be delivered$|メッセージを配信できません。|メール配信に失敗しました"
+    ),
 }
 
 # (family or "", reason, phrases); earlier rows win. Lower-case phrases match case-insensitively.
@@ -118,6 +122,12 @@ _RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("fml", "securityerror", ("security alert",)),
     ("fml", "systemerror", ("fml system error message", "loop alert: ", "loop back warning",
                             "warning: unix from loop", " has detected a loop condition so that")),
+    # Trend Micro InterScan MSS: its own sentence for a recipient the next hop refused by name
+    ("interscan", "userunknown", ("unable to deliver message to <",)),
+    # BIGLOBE (and the Japanese cable providers on its platform): the two "Non-delivered
+    # information" sentences. "User unknown" there is the recipient's domain filter, as au's is.
+    ("", "filtered", ("mail delivery failed... user unknown",)),
+    ("", "mailboxfull", ("the number of messages in recipient's mailbox exceeded the local limit",)),
     # Verizon MMS gateway
     ("", "userunknown", ("550 - requested action not taken: no such user here", "no valid recipients for this mm")),
 )
@@ -156,9 +166,12 @@ _GMAIL_STATES: dict[str, tuple[str, str]] = {
 _GMAIL_STATE_RE = re.compile(r" \(state (\d+)\)")
 
 
-def families_of(subject: str, text: str) -> frozenset[str]:
-    """Which MTA families the notification's wording reveals (computed once per message)."""
-    context = f"{subject}\n{text}"
+def families_of(subject: str, text: str, sender: str = "") -> frozenset[str]:
+    """Which MTA families the notification's wording reveals (computed once per message).
+
+    ``sender`` is the notification's ``From`` header: some MTAs sign only there ("InterScan MSS").
+    """
+    context = f"{sender}\n{subject}\n{text}"
     found = {name for name, pattern in _FAMILY.items() if name != "imail" and pattern.search(context)}
     if _FAMILY["imail"].search(subject):
         found.add("imail")

@@ -239,7 +239,24 @@ def prefer_status(field: str, in_text: str, reply: str) -> str:
             return in_text
     if _more_telling(in_text, field):
         return in_text
+    if _describes_reporter(field) and specificity(in_text) == 2:
+        return in_text
     return field
+
+
+# RFC 3463 subjects that, in a ``Status:`` field, describe the reporting MTA's own side of the
+# exchange rather than the recipient: "mail system status" of a ``5.3.x`` kind (system not
+# accepting, not capable, misconfigured) and the protocol details ``X.5.1`` invalid command,
+# ``X.5.2`` syntax error, ``X.5.4`` invalid arguments and ``X.5.5`` wrong protocol version. A relay
+# that could not hand the message on writes one of these while quoting the next hop's real answer,
+# so a specific code quoted in the text is the better account (Sisimai reads them the same way).
+_REPORTER_DETAILS = frozenset({"5.1", "5.2", "5.4", "5.5"})
+
+
+def _describes_reporter(code: str) -> bool:
+    """True for a status field value that describes the reporting system rather than the recipient."""
+    subject_detail = code[2:]
+    return code.startswith("5.3.") or subject_detail in _REPORTER_DETAILS
 
 
 def find_reply(text: str, status: str = "") -> str:
