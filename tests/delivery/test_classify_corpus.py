@@ -1,10 +1,10 @@
 """Agreement of ``classify_message`` with the labelled real-world corpus (shared/corpus/inbound).
 
-The labels are what Sisimai, the reference bounce analyser, reads in each message. The bar (see
-the corpus README): at least 95% of message kinds, 90% of bounce types per failed recipient and
-90% of enhanced status codes (where the label holds a standard code, not Sisimai's own
-``X.0.9xx``) agree. The corpus is required: a missing folder fails the run instead of skipping it,
-so a broken checkout cannot pass silently.
+The labels are what Sisimai, the reference bounce analyser, reads in each message. The corpus
+README's bar is at least 95% of message kinds, 90% of bounce types per failed recipient and 90% of
+enhanced status codes (where the label holds a standard code, not Sisimai's own ``X.0.9xx``); the
+floors below are higher, just under today's agreement. The corpus is required: a missing folder
+fails the run instead of skipping it, so a broken checkout cannot pass silently.
 """
 
 from __future__ import annotations
@@ -18,9 +18,11 @@ import pytest
 
 from engine.delivery.bounces import Classification, classify_message
 
-KIND_BAR = 0.95
-TYPE_BAR = 0.90
-STATUS_BAR = 0.90
+# The corpus README's bar is 95% / 90% / 90%; these floors sit just under today's agreement on the
+# whole corpus (100% / 97.3% / 99.1%) so that a regression fails here rather than in the field.
+KIND_BAR = 0.99
+TYPE_BAR = 0.96
+STATUS_BAR = 0.98
 
 # The README's grouping of reasons. ``notaccept`` is hard only when permanent (the label then says
 # hard_bounce); a temporary one may succeed later, so it counts as soft here.
@@ -144,4 +146,4 @@ def test_status_codes_agree(agreement: Agreement) -> None:
 
 def test_reason_agreement_is_reported(agreement: Agreement) -> None:
     # Not part of the bar; a floor well below the current rate guards against a silent collapse.
-    assert Agreement.rate(agreement.reasons) >= 0.80, agreement.misses
+    assert Agreement.rate(agreement.reasons) >= 0.95, agreement.misses
