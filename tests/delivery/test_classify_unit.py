@@ -725,3 +725,30 @@ def test_biglobe_non_delivered_information_names_the_reason(information: str, re
     entry = single(classify_message(raw))
     # Then the sentence names the reason as BIGLOBE documents it
     assert (entry.recipient, entry.reason, entry.type) == ("bob@mail.biglobe.ne.jp", reason, kind)
+
+
+def test_a_refused_helo_name_is_the_senders_fault_not_a_dead_domain() -> None:
+    # Given sendmail's account of a server refusing our HELO name as "Invalid domain name"
+    raw = report("5.0.0", "501 5.0.0 Invalid domain name",
+                 notice="Connected to 192.0.2.112 but my name was rejected.\n"
+                        "Remote host said: 501 5.0.0 Invalid domain name")
+    # When it is classified
+    entry = single(classify_message(raw))
+    # Then the recipient is not blamed: it is a block against the sender
+    assert entry.type == "block"
+
+
+def test_opensmtpd_invalid_domain_name_is_an_unknown_host() -> None:
+    # Given OpenSMTPD's own notice (smtpd/bounce.c), whose relay could not resolve the domain
+    raw = prose_bounce("Mailer Daemon <MAILER-DAEMON@mx.sender.example>", "Delivery status notification: error",
+                       "    Hi!\n\n"
+                       "    This is the MAILER-DAEMON, please DO NOT REPLY to this e-mail.\n\n"
+                       "    An error has occurred while attempting to deliver a message for\n"
+                       "    the following list of recipients:\n\n"
+                       "bob@example.invalid: Invalid domain name\n\n"
+                       "    Below is a copy of the original message:\n",
+                       recipient="bob@example.invalid")
+    # When it is classified
+    entry = single(classify_message(raw))
+    # Then the domain is the dead part of the address
+    assert (entry.recipient, entry.reason, entry.type) == ("bob@example.invalid", "hostunknown", "hard")

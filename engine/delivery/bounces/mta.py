@@ -19,6 +19,9 @@ _FAMILY: dict[str, re.Pattern[str]] = {
     "qmail": re.compile(r"(?im)qmail|^failure notice$|below this line is a copy of the message"),
     "imail": re.compile(r"(?i)^undeliverable mail\b"),
     "fml": re.compile(r"(?i)\(\S+ ML\)|fml"),
+    # OpenSMTPD (smtpd/bounce.c NOTICE_INTRO), or its notification subject.
+    "opensmtpd": re.compile(r"(?im)this is the mailer-daemon, please do not reply to this e-?mail"
+                            r"|^delivery status notification"),
     # Trend Micro InterScan Messaging Security Suite: its sender name, or its fixed subjects.
     "interscan": re.compile(
         r"(?im)^\"?interscan|^mail could not be delivered$|メッセージを配信できません。|メール配信に失敗しました"
@@ -92,7 +95,9 @@ _RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     # OpenSMTPD (smtpd/mta.c, smtpd/queue.c)
     ("", "expired", ("envelope expired",)),
     ("", "securityerror", ("could not retrieve credentials",)),
-    ("", "hostunknown", ("invalid domain name",)),
+    # "Invalid domain name" is also what a server answers to a bad HELO name (the sender's fault),
+    # so it names the recipient's domain only in OpenSMTPD's own notice.
+    ("opensmtpd", "hostunknown", ("invalid domain name",)),
     ("", "networkerror", ("address family mismatch on destination mxs", "all routes to destination blocked",
                           "bad dns lookup error code", "could not retrieve source address",
                           "network error on destination mxs", "no valid route to remote mx",
