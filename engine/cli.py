@@ -5,6 +5,12 @@ Every command runs through :func:`engine.cli_audit.run_command`: an expected fai
 an unknown id, a refused request, an unreachable database, a bad secret key) is one ``error:``
 line on stderr and exit 1 (not found) or 2 (anything else), never a traceback; a closed stdout
 (``| head``) ends the command quietly. Output is full width when piped.
+
+Logging is configured once per command by :func:`engine.logging_setup.configure_logging`, from the
+global ``--log-format`` / ``--log-level`` (also accepted after ``serve`` and ``worker``) or
+``$CAMPAIGN_ENGINE_LOG_FORMAT`` / ``$CAMPAIGN_ENGINE_LOG_LEVEL``: lines on stderr, console on a
+terminal, JSON lines otherwise. ``serve`` and ``worker`` log from ``info``; the one-shot commands from
+``warning``, since their stdout and stderr are what a user reads (or a script parses).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from rich.table import Table
 
 from engine.cli_audit import fail, make_console, run_command
 from engine.facade import CampaignEngine
+from engine.logging_setup import LogFormat, LoggingChoice, LogLevel, configure_logging
 from engine.service import contact_csv
 
 app = typer.Typer(help="campaign-engine: event-sourced sending engine for multi-step email campaigns.",
@@ -47,6 +54,9 @@ DB_OPTION = typer.Option(None, "--db", help="Database URL (default: $CAMPAIGN_EN
 WORKSPACE_OPTION = typer.Option(None, "--workspace", "-w",
                                 help="Workspace id or name (default: the only workspace, when there is one)")
 JSON_OPTION = typer.Option(False, "--json", help="Print JSON instead of a table")
+LOG_FORMAT_HELP = "Log lines on stderr: console, json, or auto (console on a terminal, JSON lines otherwise)"
+LOG_LEVEL_HELP = "Lowest log level written (default: info for serve and worker, warning for other commands)"
+LONG_RUNNING = ("serve", "worker")  # their log lines are their output: they log from info
 PRIVATE_WEBHOOKS_OPTION = typer.Option(
     True, "--private-webhooks/--no-private-webhooks", envvar="CAMPAIGN_ENGINE_PRIVATE_WEBHOOKS",
     help="Let webhooks call loopback and private-network addresses (link-local ones never)")
@@ -63,9 +73,25 @@ def _version_callback(value: bool) -> None:
 
 
 @app.callback()
-def _options(version: bool = typer.Option(False, "--version", is_eager=True, callback=_version_callback,
-                                          help="Print the version and exit")) -> None:
+def _options(ctx: typer.Context,
+             version: bool = typer.Option(False, "--version", is_eager=True, callback=_version_callback,
+                                          help="Print the version and exit"),
+             log_format: LogFormat | None = typer.Option(None, "--log-format", envvar="CAMPAIGN_ENGINE_LOG_FORMAT",
+                                                         case_sensitive=False, help=LOG_FORMAT_HELP),
+             log_level: LogLevel | None = typer.Option(None, "--log-level", envvar="CAMPAIGN_ENGINE_LOG_LEVEL",
+                                                       case_sensitive=False, help=LOG_LEVEL_HELP)) -> None:
     """campaign-engine: event-sourced sending engine for multi-step email campaigns."""
+    default_level = LogLevel.info if ctx.invoked_subcommand in LONG_RUNNING else LogLevel.warning
+    ctx.obj = configure_logging(log_format, log_level, default_level=default_level)
+
+
+def _relog(ctx: typer.Context, log_format: LogFormat | None, log_level: LogLevel | None) -> LoggingChoice:
+    """``serve --log-format json`` and the like: the command's own options over the global ones."""
+    chosen = ctx.obj if isinstance(ctx.obj, LoggingChoice) else None
+    if log_format is None and log_level is None and chosen is not None:
+        return chosen
+    return configure_logging(log_format or (chosen.format if chosen else None),
+                             log_level or (chosen.level if chosen else None), default_level=LogLevel.info)
 
 
 def _is_loopback(host: str) -> bool:
@@ -78,13 +104,19 @@ def _is_loopback(host: str) -> bool:
 
 
 @app.command()
-def serve(db: str | None = DB_OPTION, host: str = typer.Option("127.0.0.1", help="Interface to listen on"),
-          port: int = typer.Option(8080, help="TCP port"), private_webhooks: bool = PRIVATE_WEBHOOKS_OPTION) -> None:
+def serve(ctx: typer.Context, db: str | None = DB_OPTION,
+          host: str = typer.Option("127.0.0.1", help="Interface to listen on"),
+          port: int = typer.Option(8080, help="TCP port"), private_webhooks: bool = PRIVATE_WEBHOOKS_OPTION,
+          log_format: LogFormat | None = typer.Option(None, "--log-format", case_sensitive=False,
+                                                      help=LOG_FORMAT_HELP),
+          log_level: LogLevel | None = typer.Option(None, "--log-level", case_sensitive=False,
+                                                    help=LOG_LEVEL_HELP)) -> None:
     """Serve the REST API. On an empty database, create workspace `default` and print its key once."""
+    logging_choice = _relog(ctx, log_format, log_level)
     if not _is_loopback(host) and not os.environ.get("CAMPAIGN_ENGINE_SECRET_KEY"):
         console.print("[red]Refusing to listen on a non-loopback host without CAMPAIGN_ENGINE_SECRET_KEY.[/red]")
         raise typer.Exit(2)
-    run_command(lambda: _serve(db, host, port, private_webhooks))
+    run_command(lambda: _serve(db, host, port, private_webhooks, logging_choice))
 
 
 def _db_flag(db: str | None) -> str:
@@ -92,7 +124,8 @@ def _db_flag(db: str | None) -> str:
     return f" --db {shlex.quote(db)}" if db else ""
 
 
-async def _serve(db: str | None, host: str, port: int, private_webhooks: bool) -> None:
+async def _serve(db: str | None, host: str, port: int, private_webhooks: bool, logging_choice: LoggingChoice
+                 ) -> None:
     import uvicorn
 
     from engine.api import create_app
@@ -116,7 +149,10 @@ async def _serve(db: str | None, host: str, port: int, private_webhooks: bool) -
             console.print(f"  campaign-engine workspace keys create --workspace {escape(first)} --name NAME"
                           f"{escape(_db_flag(db))}", soft_wrap=True)
         console.print(f"Interactive docs at http://{host}:{port}/docs")
-        config = uvicorn.Config(create_app(engine), host=host, port=port, log_level="info")
+        # log_config=None: uvicorn installs no handlers of its own; its loggers propagate to the
+        # handler configure_logging put on the root, so its lines share the engine's format
+        config = uvicorn.Config(create_app(engine), host=host, port=port, log_config=None,
+                                log_level=logging_choice.level_number)
         stop = asyncio.Event()
         loop_task = asyncio.create_task(engine.run(stop))
         try:
@@ -127,7 +163,7 @@ async def _serve(db: str | None, host: str, port: int, private_webhooks: bool) -
 
 
 @app.command()
-def worker(db: str | None = DB_OPTION,
+def worker(ctx: typer.Context, db: str | None = DB_OPTION,
            lease_seconds: float = typer.Option(600.0, help="How long a claim may wait for its SMTP outcome"),
            safety_seconds: float = typer.Option(300.0, help="Tick at least this often"),
            poll_seconds: float = typer.Option(60.0, help="Mailbox polling interval"),
@@ -135,9 +171,14 @@ def worker(db: str | None = DB_OPTION,
            private_webhooks: bool = PRIVATE_WEBHOOKS_OPTION,
            metrics_port: int | None = typer.Option(None, "--metrics-port", min=1, max=65535,
                                                    help="Serve this worker's Prometheus metrics on this port"),
-           metrics_host: str = typer.Option("127.0.0.1", "--metrics-host", help="Interface for --metrics-port")
+           metrics_host: str = typer.Option("127.0.0.1", "--metrics-host", help="Interface for --metrics-port"),
+           log_format: LogFormat | None = typer.Option(None, "--log-format", case_sensitive=False,
+                                                       help=LOG_FORMAT_HELP),
+           log_level: LogLevel | None = typer.Option(None, "--log-level", case_sensitive=False,
+                                                     help=LOG_LEVEL_HELP)
            ) -> None:
     """Run the sending loop only (add nodes on PostgreSQL). SIGTERM finishes in-flight sends first."""
+    _relog(ctx, log_format, log_level)
     if metrics_port is not None:
         from prometheus_client import start_http_server
 

@@ -132,6 +132,14 @@ class RequestContext:
                 message = {**message, "headers": [*headers, (b"x-request-id", request_id.encode())]}
             await send(message)
 
-        with acting(request_id=request_id, actor=actor), structlog.contextvars.bound_contextvars(
-                request_id=request_id):
-            await self.app(scope, receive, send_with_id)
+        try:
+            with acting(request_id=request_id, actor=actor), structlog.contextvars.bound_contextvars(
+                    request_id=request_id):
+                await self.app(scope, receive, send_with_id)
+        except Exception:
+            # An unhandled error is answered (500 envelope) and logged by the middleware outside this
+            # one, then by the server ("Exception in ASGI application"), both after the block above
+            # has unbound the id; the server runs each request in its own task, so binding it again
+            # for the rest of this task puts the id on those lines too and on no other request's.
+            structlog.contextvars.bind_contextvars(request_id=request_id)
+            raise
