@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, Protocol
 
-from sqlalchemy import event, func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import URL, event, func, make_url, select
+from sqlalchemy.exc import DBAPIError, IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.util import await_only
 
@@ -88,13 +88,40 @@ _PG_INSERT = (f"INSERT INTO events ({_COLUMNS}) SELECT * FROM unnest($1::bigint[
               "$4::text[], $5::int[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])")
 
 
+DEFAULT_BUSY_TIMEOUT_MS = 60_000
+"""How long an SQLite write waits for another process's lock before failing with "database is locked"."""
+
+
+def sqlite_busy_timeout_ms(url: str | URL) -> int:
+    """The SQLite lock wait in milliseconds: the URL's ``timeout`` (seconds), else 60 s.
+
+    ``timeout`` is the name SQLAlchemy's SQLite dialects and :func:`sqlite3.connect` already give
+    the wait (``sqlite+aiosqlite:///mail.db?timeout=5``); without this reading, the store's own
+    ``PRAGMA busy_timeout`` would silently override it. A bad value is refused here, at open,
+    rather than at the first connection.
+    """
+    given = make_url(url).query.get("timeout") if isinstance(url, str) else url.query.get("timeout")
+    if given is None:
+        return DEFAULT_BUSY_TIMEOUT_MS
+    text = given if isinstance(given, str) else given[-1]
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= 86_400:
+        raise ValueError(f"the SQLite URL's timeout must be a number of seconds from 0 to 86400, not {text!r}")
+    return round(seconds * 1000)
+
+
 def _sqlite_pragmas(immediate: bool) -> Callable[[AsyncEngine], None]:
     def install(engine: AsyncEngine) -> None:
+        busy_timeout = sqlite_busy_timeout_ms(engine.url)
+
         @event.listens_for(engine.sync_engine, "connect")
         def on_connect(dbapi_conn: Any, _record: Any) -> None:
             dbapi_conn.isolation_level = None  # we emit BEGIN ourselves
             cur = dbapi_conn.cursor()
-            for pragma in ("journal_mode=WAL", "busy_timeout=60000", "synchronous=NORMAL",
+            for pragma in ("journal_mode=WAL", f"busy_timeout={busy_timeout}", "synchronous=NORMAL",
                            "secure_delete=ON", "foreign_keys=ON"):
                 cur.execute(f"PRAGMA {pragma}")
             cur.close()
@@ -104,9 +131,25 @@ def _sqlite_pragmas(immediate: bool) -> Callable[[AsyncEngine], None]:
             # Straight on aiosqlite's connection: one trip to its thread instead of the three or
             # four (cursor, execute, close) a statement through the adapter costs.
             driver = conn.connection.driver_connection
-            await_only(driver.execute_fetchall("BEGIN IMMEDIATE" if immediate else "BEGIN"))
+            statement = "BEGIN IMMEDIATE" if immediate else "BEGIN"
+            try:
+                await_only(driver.execute_fetchall(statement))
+            except sqlite3.Error as exc:  # raised outside SQLAlchemy's own wrapping: wrap it as it would
+                raise _wrapped(statement, exc) from exc
 
     return install
+
+
+def _wrapped(statement: str, exc: sqlite3.Error) -> StatementError:
+    """sqlite3's own error as the SQLAlchemy error it would have become through SQLAlchemy.
+
+    The store talks to aiosqlite directly on its hot paths (and at BEGIN), where SQLAlchemy does not
+    wrap what the driver raises. Callers tell a database that is locked past ``busy_timeout`` or
+    full (``OperationalError``: retry, the write may go through later) from a bug by SQLAlchemy's
+    classes; a bare ``sqlite3.OperationalError`` would be taken for a bug, and an outcome already
+    sent by SMTP would not be recorded.
+    """
+    return DBAPIError.instance(statement, None, exc, sqlite3.Error)
 
 
 async def _sqlite_driver(conn: AsyncConnection) -> Any:
@@ -117,6 +160,14 @@ async def _sqlite_driver(conn: AsyncConnection) -> Any:
     """
     raw = await conn.get_raw_connection()
     return raw.driver_connection
+
+
+async def _fetch_sqlite(conn: AsyncConnection, sql: str, params: Sequence[Any]) -> Any:
+    """A SELECT straight on aiosqlite, its failures wrapped as SQLAlchemy's (see :func:`_wrapped`)."""
+    try:
+        return await (await _sqlite_driver(conn)).execute_fetchall(sql, params)
+    except sqlite3.Error as exc:
+        raise _wrapped(sql, exc) from exc
 
 
 @dataclass
@@ -138,6 +189,7 @@ class EventStore:
     @classmethod
     async def open(cls, url: str, vault: Vault, now: Callable[[], datetime], *, create: bool = True) -> EventStore:
         if url.startswith("sqlite"):
+            sqlite_busy_timeout_ms(url)  # a bad timeout is refused before anything is opened
             # One pooled writer (SQLite has one writer anyway) and a few readers: opening a connection
             # per transaction would re-read the schema and checkpoint the WAL every time.
             # Every use of the writer ends its transaction itself (begin() commits or rolls back), so
@@ -285,6 +337,8 @@ class EventStore:
                 await driver.executemany(_SQLITE_INSERT, rows)
             except sqlite3.IntegrityError as exc:
                 raise IntegrityError(_SQLITE_INSERT, None, exc) from exc
+            except sqlite3.Error as exc:  # locked past busy_timeout, disk full, ...
+                raise _wrapped(_SQLITE_INSERT, exc) from exc
             return
         columns = tuple(map(list, zip(*rows, strict=True)))
         await conn.exec_driver_sql(_PG_INSERT, columns)
@@ -308,7 +362,10 @@ class EventStore:
                 sql = f"SELECT stream, version, last_hash FROM streams WHERE stream IN ({marks})"
                 if i == 0:
                     sql += " UNION ALL SELECT NULL, COALESCE(MAX(position), 0), NULL FROM events"
-                chunks.append(await driver.execute_fetchall(sql, tuple(part)))
+                try:
+                    chunks.append(await driver.execute_fetchall(sql, tuple(part)))
+                except sqlite3.Error as exc:
+                    raise _wrapped(sql, exc) from exc
         for res in chunks:
             for stream, version, last_hash in res:
                 if stream is None:
@@ -422,9 +479,9 @@ class EventStore:
         params.append(limit)
         if conn is None:
             async with self.reading() as c:
-                rows = await (await _sqlite_driver(c)).execute_fetchall(sql, params)
+                rows = await _fetch_sqlite(c, sql, params)
                 return await self._decode(c, _COLUMN_NAMES, rows)
-        rows = await (await _sqlite_driver(conn)).execute_fetchall(sql, params)
+        rows = await _fetch_sqlite(conn, sql, params)
         return await self._decode(conn, _COLUMN_NAMES, rows)
 
     async def last_position(self, conn: AsyncConnection | None = None) -> int:
