@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, TypeVar
 
+import structlog
 from aioimaplib import aioimaplib as _imap
 
 Security = Literal["none", "starttls", "tls"]
@@ -41,6 +42,7 @@ _UIDNEXT = re.compile(rb"\[UIDNEXT (\d+)\]", re.IGNORECASE)
 _FETCH_START = re.compile(rb"^\d+ FETCH \(", re.IGNORECASE)
 _UID = re.compile(rb"\bUID (\d+)", re.IGNORECASE)
 _LOGOUT_TIMEOUT = 2.0
+log = structlog.get_logger("campaign_engine.imap")
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +177,18 @@ async def check_login(settings: ImapSettings) -> tuple[bool, str | None]:
 
 
 async def _run(settings: ImapSettings, operation: Callable[[_imap.IMAP4], Awaitable[_T]]) -> _T:
+    """:func:`_run_session`, with every failure in the log as well as raised: a poll that fails
+    (a dropped connection mid-FETCH, say) leaves nothing else behind but the unmoved checkpoint."""
+    try:
+        return await _run_session(settings, operation)
+    except MailboxError as exc:
+        error = exc.message.replace(settings.password, "***") if settings.password else exc.message
+        log.warning("imap_failed", host=settings.host, port=settings.port, folder=settings.folder, kind=exc.kind,
+                    error=error[:300])
+        raise
+
+
+async def _run_session(settings: ImapSettings, operation: Callable[[_imap.IMAP4], Awaitable[_T]]) -> _T:
     """Connect, log in, run ``operation``, log out; map every failure to :class:`MailboxError`.
 
     aioimaplib does not fail pending commands when the server hangs up, so the operation races

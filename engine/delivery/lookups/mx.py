@@ -48,6 +48,9 @@ import dns.nameserver
 import dns.rdatatype
 import dns.rdtypes.ANY.SOA
 import dns.resolver
+import structlog
+
+log = structlog.get_logger("campaign_engine.mx")
 
 MxStatus = Literal["valid", "invalid", "unknown"]
 
@@ -300,6 +303,10 @@ class MxChecker:
         retry_at = now + timedelta(seconds=delay)
         result = dataclasses.replace(verdict.result, expires_at=retry_at, retry_at=retry_at)
         self._cache[key] = _Entry(result, failures)
+        # No verdict (timeout, SERVFAIL, an answer that is not DNS): the emails wait, and the log
+        # says why, since nothing else does until the retry.
+        log.warning("mx_lookup_failed", domain=key, reason=result.reason, detail=result.detail[:300],
+                    failures=failures, retry_at=retry_at.isoformat())
         return result
 
     def _prune(self, now: datetime) -> None:
