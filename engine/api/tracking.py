@@ -2,7 +2,9 @@
 
 Recipients' mail clients call these, so the token in the path is the only credential. Every
 answer carries ``Referrer-Policy: no-referrer`` so the token never leaks to the site a click leads
-to, and ``no-store`` caching so a proxy never answers for us.
+to, ``no-store`` caching so a proxy never answers for us, and ``X-Content-Type-Options: nosniff``
+so a browser never reads an answer as anything but its declared type. A forged or altered click
+token is the JSON ``not_found`` error with those same headers.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any, Final
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from engine.api.support import error_response
 from engine.errors import NotFound
 from engine.service.tracking import UNSUBSCRIBED
 
@@ -28,12 +31,12 @@ NO_STORE: Final = {
     "Expires": "0",
     "Referrer-Policy": "no-referrer",
     "X-Robots-Tag": "noindex, nofollow",
+    "X-Content-Type-Options": "nosniff",
 }
 PAGE_HEADERS: Final = {
     **NO_STORE,
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
                                "frame-ancestors 'none'; base-uri 'none'",
-    "X-Content-Type-Options": "nosniff",
 }
 
 _PAGE: Final = """<!doctype html>
@@ -76,26 +79,35 @@ async def open_pixel(request: Request, token: str) -> Response:
     return Response(PIXEL, media_type="image/gif", headers=NO_STORE)
 
 
+async def _click_answer(request: Request, token: str, *, head: bool) -> Response:
+    """302 to the recorded link, or the ``not_found`` envelope; both with the tracking headers."""
+    try:
+        url = await _engine(request).track_click(token, request.headers.get("user-agent"), head=head)
+    except NotFound as exc:
+        refused = error_response(exc)
+        refused.headers.update(NO_STORE)
+        return refused
+    return RedirectResponse(url, status_code=302, headers=NO_STORE)
+
+
 @router.get("/t/c/{token}", summary="Tracked link")
-async def click(request: Request, token: str) -> RedirectResponse:
+async def click(request: Request, token: str) -> Response:
     """302 to the link that was in the email; 404 (JSON, ``not_found``) for anything else.
 
     Everyone gets the same redirect: a link scanner's click is told apart only in what is
     recorded (``prefetch``), so a gateway checking the link sees where it really leads.
     """
-    url = await _engine(request).track_click(token, request.headers.get("user-agent"))
-    return RedirectResponse(url, status_code=302, headers=NO_STORE)
+    return await _click_answer(request, token, head=False)
 
 
 @router.head("/t/c/{token}", summary="Tracked link, checked without following")
-async def click_head(request: Request, token: str) -> RedirectResponse:
+async def click_head(request: Request, token: str) -> Response:
     """The ``GET`` answer (302 to the same link, or 404), for scanners that check links with ``HEAD``.
 
     Browsers follow a link with ``GET``; a ``HEAD`` is a program checking it, so the click is
     recorded as ``prefetch`` and never counted (a 405 would make some gateways flag the link).
     """
-    url = await _engine(request).track_click(token, request.headers.get("user-agent"), head=True)
-    return RedirectResponse(url, status_code=302, headers=NO_STORE)
+    return await _click_answer(request, token, head=True)
 
 
 @router.get("/u/{token}", summary="Unsubscribe page", response_class=HTMLResponse)
