@@ -137,9 +137,16 @@ PARAMETERS: dict[str, dict[str, Any]] = {
     "interval": {"type": "string", "enum": ["hour", "day", "week"], "default": "day"},
     "after": {"type": "integer", "minimum": 0, "maximum": MAX_INT, "default": 0},
     "step": {"type": "integer", "minimum": 1, "maximum": MAX_INT},
-    "batch_number": {"type": "integer", "minimum": -MAX_INT, "maximum": MAX_INT},
+    "batch_number": {"type": "integer", "minimum": 1, "maximum": MAX_INT},
 }
 """Limits the engine enforces on query parameters, by name (the same name means the same rule)."""
+FORECAST_PARAMETERS: dict[str, dict[str, Any]] = {  # the what-if changes (engine/service/forecast.py)
+    "daily_limit": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
+    "max_per_hour": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
+    "every_minutes": {"type": "integer", "minimum": 1, "maximum": 1440},
+    "senders_add": {"type": "integer", "minimum": 0, "maximum": 100},
+    "as_if": {"type": "string", "enum": ["launched"]},
+}
 LIMITS: dict[str, int] = {"/v1/events": 1000}
 """``limit`` maxima by path; the reports' default is 500."""
 
@@ -153,6 +160,93 @@ def _schema_of(annotation: Any, definitions: dict[str, Any]) -> dict[str, Any]:
     schema = TypeAdapter(annotation).json_schema(ref_template=REF)
     definitions.update(schema.pop("$defs", {}))
     return schema
+
+
+_DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+_HHMM = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+# A crontab field as this document promises it: *, */step, or a list of values in the field's range
+# (the engine also takes ranges such as 1-5, which apscheduler validates).
+_CRON_FIELDS = [r"[0-5]?[0-9]", r"[01]?[0-9]|2[0-3]", r"[1-9]|[12][0-9]|3[01]", r"[1-9]|1[0-2]", r"[0-6]"]
+_CRON = "^" + " ".join(rf"(\*(/[1-9])?|({field})(,({field}))*)" for field in _CRON_FIELDS) + "$"
+_JSON_OBJECT_OF_STRINGS = r'^\{("[A-Za-z0-9 _-]{1,40}": ?"[a-z_]{1,20}")?\}$'
+FIELD_RULES: dict[tuple[str, str], dict[str, Any]] = {
+    ("SenderIn", "email"): {"format": "email"},
+    ("SenderPatch", "email"): {"format": "email"},
+    ("ContactIn", "email"): {"format": "email"},
+    ("ContactPatch", "email"): {"format": "email"},
+    ("SuppressionIn", "email"): {"format": "email"},
+    ("SuppressionIn", "domain"): {"pattern": r"^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$"},
+    ("TestSendIn", "emails"): {"items": {"type": "string", "format": "email"}},
+    ("ContactIn", "timezone"): {"$ref": REF.format(model="Timezone")},
+    ("ContactPatch", "timezone"): {"$ref": REF.format(model="Timezone")},
+    ("ScheduleIn", "timezone"): {"$ref": REF.format(model="Timezone")},
+    ("ScheduleIn", "days"): {"type": "array", "minItems": 1, "items": {"type": "string", "enum": _DAYS}},
+    ("ScheduleIn", "start_time"): {"pattern": _HHMM},
+    ("ScheduleIn", "end_time"): {"pattern": r"^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$"},
+    ("ScheduleIn", "cron"): {"pattern": _CRON, "description": "5-field crontab (minute hour day month weekday)."},
+    ("ScheduleIn", "skip_dates"): {"items": {"type": "string", "format": "date"}},
+    ("ScheduleIn", "holidays"): {"$ref": REF.format(model="HolidayCalendar")},
+    ("WebhookIn", "url"): {"pattern": r"^https?://[^\s/]+"},
+}
+"""What the engine checks in code (validators the JSON schema of a pydantic model cannot show),
+said in the schema, by (component, field); applied to the non-null branch of an optional field."""
+NOT_NULL: set[tuple[str, str]] = {("CampaignPatch", "name")}
+"""Optional fields that, when given, must not be null."""
+MODEL_RULES: dict[str, dict[str, Any]] = {
+    # exactly one of email or domain
+    "SuppressionIn": {"oneOf": [{"required": ["email"], "properties": {"email": {"type": "string"}}},
+                                {"required": ["domain"], "properties": {"domain": {"type": "string"}}}]},
+    # at least one way to choose contacts
+    "EnrollIn": {"anyOf": [{"required": [name], "properties": {name: {"not": {"type": "null"}}}}
+                           for name in ("contact_ids", "list_ids", "filter")]},
+    # a winner rule picks among variants: it needs them
+    "StepIn": {"if": {"required": ["winner"], "properties": {"winner": {"type": "object"}}},
+               "then": {"required": ["variants"], "properties": {"variants": {"type": "array"}}}},
+}
+"""Rules that tie fields of one body together."""
+
+
+def _timezones() -> dict[str, Any]:
+    from zoneinfo import available_timezones
+
+    return {"type": "string", "enum": sorted(available_timezones()),
+            "description": "An IANA time zone name (the server's tz database)."}
+
+
+def _holiday_calendars() -> dict[str, Any]:
+    from holidays import list_supported_countries
+
+    supported = list_supported_countries()  # what engine/schedule/closed_days.py accepts
+    names = sorted({*supported, *(f"{country}-{subdivision}" for country, subdivisions in supported.items()
+                                  for subdivision in subdivisions)})
+    return {"type": "string", "enum": names,
+            "description": "A country (FR) or country-subdivision (US-CA) whose public holidays close the "
+                           "schedule; any letter case is accepted."}
+
+
+def _say_the_truth(schemas: dict[str, Any]) -> None:
+    """Write :data:`FIELD_RULES`, :data:`NOT_NULL` and :data:`MODEL_RULES` into the components."""
+    schemas["Timezone"] = _timezones()
+    schemas["HolidayCalendar"] = _holiday_calendars()
+    for (model, field), rule in FIELD_RULES.items():
+        properties = schemas.get(model, {}).get("properties", {})
+        if field not in properties:
+            continue
+        found = properties[field]
+        branches = found.get("anyOf")
+        target = next(b for b in branches if b.get("type") != "null") if branches else found
+        if "$ref" in rule:
+            target.clear()
+        target.update(rule)
+    for model, field in NOT_NULL:
+        found = schemas.get(model, {}).get("properties", {}).get(field)
+        if found and "anyOf" in found:
+            kept = next(b for b in found.pop("anyOf") if b.get("type") != "null")
+            found.pop("default", None)
+            found.update(kept)
+    for model, rule in MODEL_RULES.items():
+        if model in schemas:
+            schemas[model].update(rule)
 
 
 def _error_response(status: int) -> dict[str, Any]:
@@ -173,7 +267,12 @@ def _describe_parameters(path: str, operation: dict[str, Any]) -> None:
         if parameter.get("in") != "query":
             continue
         name = parameter["name"]
-        if name == "limit":
+        if path.endswith("/forecast") and name in FORECAST_PARAMETERS:
+            parameter["schema"] = dict(FORECAST_PARAMETERS[name])
+        elif name == "mapping":
+            parameter["schema"] = {"type": "string", "pattern": _JSON_OBJECT_OF_STRINGS,
+                                   "description": 'JSON object {"header": "field"}.'}
+        elif name == "limit":
             parameter["schema"] = {"type": "integer", "minimum": 1, "maximum": LIMITS.get(path, 500)}
         elif name in PARAMETERS:
             parameter["schema"] = dict(PARAMETERS[name])
@@ -199,7 +298,7 @@ def _complete_operation(path: str, method: str, operation: dict[str, Any], defin
                 "properties": {"file": {"type": "string", "contentMediaType": "text/csv",
                                         "description": "The CSV: any of , ; tab | as delimiter, headers in any "
                                                        "case or spacing (First Name, E-mail, Company Name)."},
-                               "mapping": {"type": "string",
+                               "mapping": {"type": "string", "pattern": _JSON_OBJECT_OF_STRINGS,
                                            "description": 'JSON object {"header": "field"}; overrides the '
                                                           "query parameter."}}}}
         operation["requestBody"] = {"required": spec.body_required, "content": content}
@@ -265,6 +364,7 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
     for unused in ("HTTPValidationError", "ValidationError"):  # FastAPI's 422, which this API never answers
         schemas.pop(unused, None)
     schemas.update(definitions)
+    _say_the_truth(schemas)
     components["responses"] = _error_responses()
     components["securitySchemes"] = {BEARER: {"type": "http", "scheme": "bearer",
                                               "description": "Authorization: Bearer <api_key>; a key sees "
