@@ -24,6 +24,7 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import typer
 from rich.markup import escape
@@ -116,7 +117,28 @@ def serve(ctx: typer.Context, db: str | None = DB_OPTION,
     if not _is_loopback(host) and not os.environ.get("CAMPAIGN_ENGINE_SECRET_KEY"):
         console.print("[red]Refusing to listen on a non-loopback host without CAMPAIGN_ENGINE_SECRET_KEY.[/red]")
         raise typer.Exit(2)
+    if not _is_loopback(host):
+        _warn_public_defaults(private_webhooks)
     run_command(lambda: _serve(db, host, port, private_webhooks, logging_choice))
+
+
+def _warn_public_defaults(private_webhooks: bool) -> None:
+    """Defaults that suit a laptop but not a public host, named with the setting that changes them.
+
+    Without a public URL every tracking link and unsubscribe page in every email points at
+    127.0.0.1; with private webhooks on, any workspace's webhook can reach this host's LAN and
+    loopback services. Both still start (a proxy or a trusted tenant may make them right), loudly.
+    """
+    public_url = os.environ.get("CAMPAIGN_ENGINE_PUBLIC_URL", "")
+    link_host = urlsplit(public_url).hostname or ""
+    if not public_url or _is_loopback(link_host):
+        console.print("[yellow]warning:[/yellow] CAMPAIGN_ENGINE_PUBLIC_URL is not set to this host's public "
+                      "address: tracking links and unsubscribe pages in emails would point at "
+                      f"{escape(public_url or 'http://127.0.0.1:8080')}", soft_wrap=True)
+    if private_webhooks:
+        console.print("[yellow]warning:[/yellow] webhooks may call loopback and private-network addresses; on a "
+                      "shared or public host use --no-private-webhooks (or CAMPAIGN_ENGINE_PRIVATE_WEBHOOKS=false)",
+                      soft_wrap=True)
 
 
 def _db_flag(db: str | None) -> str:

@@ -129,7 +129,12 @@ class RequestContext:
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
-                message = {**message, "headers": [*headers, (b"x-request-id", request_id.encode())]}
+                headers.append((b"x-request-id", request_id.encode()))
+                # No answer of ours is ever content-sniffed into something else (a JSON error read
+                # as HTML, say); the tracking endpoints already set it and keep their one copy.
+                if not any(k.lower() == b"x-content-type-options" for k, _ in headers):
+                    headers.append((b"x-content-type-options", b"nosniff"))
+                message = {**message, "headers": headers}
             await send(message)
 
         try:

@@ -79,6 +79,9 @@ def test_serve_on_a_public_host_without_an_https_url_says_so_before_listening(tm
         warning = next((line for line in lines if "public_url_not_https" in line), None)
         assert warning is not None, output
         assert "one-click" in warning and "http://" in warning
+        # the laptop defaults a public host must not keep silently, each named with its setting
+        assert "CAMPAIGN_ENGINE_PUBLIC_URL" in output and "127.0.0.1" in output, output
+        assert "--no-private-webhooks" in output, output
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(30)
@@ -141,6 +144,15 @@ async def test_no_cors_header_is_offered_to_other_origins(api: Api) -> None:
                                                                  "Access-Control-Request-Headers": "authorization"})
     assert "access-control-allow-origin" not in preflight.headers
     assert "access-control-allow-credentials" not in preflight.headers
+
+
+async def test_json_answers_are_never_sniffed(api: Api) -> None:
+    for path, headers in (("/v1/account", api.headers), ("/v1/account", {}), ("/v1/nope", api.headers),
+                          ("/healthz", {}), ("/openapi.json", {})):
+        answer = await api.client.get(path, headers=headers)
+        assert answer.headers.get("x-content-type-options") == "nosniff", (path, dict(answer.headers))
+    pixel = await api.client.get("/t/o/forged.token")  # its own header is kept, not doubled
+    assert pixel.headers.get_list("x-content-type-options") == ["nosniff"]
 
 
 async def test_recipients_endpoints_send_the_security_headers(api: Api) -> None:
