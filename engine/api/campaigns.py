@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from engine.api.support import idempotent, json_body, post_json, workspace_of
+from engine.errors import ValidationFailed
 
 router = APIRouter(prefix="/v1/campaigns")
 Ws = Depends(workspace_of)
@@ -95,6 +96,8 @@ async def enroll(request: Request, campaign_id: str, ws: str = Ws) -> JSONRespon
 @router.get("/{campaign_id}/enrollments")
 async def list_enrollments(request: Request, campaign_id: str, status: str | None = None,
                            batch_number: int | None = None, page: int = 1, per_page: int = 50, ws: str = Ws) -> Any:
+    if batch_number is not None and batch_number < 1:  # batches are numbered from 1, as the schema says
+        raise ValidationFailed([{"field": "batch_number", "message": "batch_number must be at least 1"}])
     return await _engine(request).list_enrollments(ws, campaign_id, status=status, batch_number=batch_number,
                                                    page=page, per_page=per_page)
 

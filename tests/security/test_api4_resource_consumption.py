@@ -47,9 +47,12 @@ async def test_size_parameters_beyond_their_declared_range_are_422(engine: Campa
             for parameter in operation.get("parameters", []):
                 schema = parameter.get("schema", {})
                 name = parameter["name"]
-                if parameter["in"] != "query" or name not in SIZE_PARAMETERS:
+                if parameter["in"] != "query" or schema.get("type") != "integer":
                     continue
-                assert schema.get("type") == "integer" and "maximum" in schema, (path, name, schema)
+                if name in SIZE_PARAMETERS:
+                    assert "maximum" in schema, (path, name, schema)
+                elif "maximum" not in schema or "minimum" not in schema:
+                    continue  # every other integer with a declared range is held to it too (what-ifs...)
                 target = path.format_map(victim.ids)
                 for value in (schema["maximum"] + 1, schema["minimum"] - 1, 10**30):
                     answer = await api.request(method.upper(), f"{target}?{name}={value}")
@@ -58,11 +61,12 @@ async def test_size_parameters_beyond_their_declared_range_are_422(engine: Campa
                     if answer.status_code != 422 or name not in fields:
                         failures.append(f"{method} {path}?{name}={value}: {answer.status_code} {answer.text[:100]}")
                 edge = await api.request(method.upper(), f"{target}?{name}={schema['maximum']}")
-                if edge.status_code != 200:
+                if name in SIZE_PARAMETERS and edge.status_code != 200:
                     failures.append(f"{method} {path}?{name}={schema['maximum']}: {edge.status_code} {edge.text[:100]}")
                 checked.append(f"{path}?{name}")
     assert len(checked) >= 15, checked  # every listing's page and per_page, the limits, the forecasts' days
-    assert {"/v1/contacts?per_page", "/v1/events?limit", "/v1/campaigns/{campaign_id}/activity?limit"} <= set(checked)
+    assert {"/v1/contacts?per_page", "/v1/events?limit", "/v1/campaigns/{campaign_id}/activity?limit",
+            "/v1/campaigns/{campaign_id}/forecast?senders_add"} <= set(checked)
     assert not failures, "\n".join(failures)
     assert await last_position(engine) == before
 
