@@ -228,6 +228,11 @@ def _say_the_truth(schemas: dict[str, Any]) -> None:
     """Write :data:`FIELD_RULES`, :data:`NOT_NULL` and :data:`MODEL_RULES` into the components."""
     schemas["Timezone"] = _timezones()
     schemas["HolidayCalendar"] = _holiday_calendars()
+    hooked = schemas.get("WebhookIn", {}).get("properties", {}).get("events")
+    if hooked is not None:  # what create_webhook accepts: the catalog's types, or "*" for all
+        from events.registry import all_types
+
+        hooked["items"] = {"type": "string", "enum": ["*", *sorted(all_types())]}
     for (model, field), rule in FIELD_RULES.items():
         properties = schemas.get(model, {}).get("properties", {})
         if field not in properties:

@@ -54,7 +54,7 @@ POSITIVE_GAPS: dict[str, str] = {
     "PUT /v1/campaigns/{campaign_id}/schedule": "min_wait_seconds <= max_wait_seconds",
     "POST /v1/senders": "warmup.start <= warmup.target",
     "PATCH /v1/senders/{sender_id}": "warmup.start <= warmup.target",
-    "POST /v1/webhooks": "events must be catalog event types; the URL's host must be a public, printable name",
+    "POST /v1/webhooks": "the URL's host must be a public, printable name",
     "POST /v1/contacts": "format: email allows reserved domains (.test) that email-validator refuses",
     "POST /v1/campaigns/{campaign_id}/test_send": "as POST /v1/contacts",
     "POST /v1/contacts/import": "a CSV needs a header row naming an email column",
