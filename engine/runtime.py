@@ -25,27 +25,57 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from engine.service.inbound import PollReport
+from engine.service.sending import TickReport
+from engine.service.signals import WorkSignal
+from engine.service.webhooks import WebhookReport
+from events.store import EventStore
+
 log = structlog.get_logger("campaign_engine.runtime")
 
 
-class Runtime:
-    """Drives one engine. ``await run(stop)`` returns after ``stop`` is set and work has drained."""
+class Driven(Protocol):
+    """What the loop drives: the engine's clock, its three jobs, its shutdown drain and its store."""
 
-    def __init__(self, engine: Any, *, safety_seconds: float = 300.0, poll_seconds: float = 60.0,
-                 webhook_seconds: float = 15.0) -> None:
+    store: EventStore
+
+    def now(self) -> datetime: ...
+
+    async def tick(self) -> TickReport: ...
+
+    async def poll_mailboxes(self) -> PollReport: ...
+
+    async def deliver_webhooks(self, max_events: int = 1000) -> WebhookReport: ...
+
+    def drain_sends(self) -> None: ...
+
+
+class Runtime:
+    """Drives one engine. ``await run(stop)`` returns after ``stop`` is set and work has drained.
+
+    ``work`` is the engine's wake-up signal: while the loop runs, its :meth:`wake` is subscribed
+    to it, so commands that create work tick at once. ``notify_channel`` is the PostgreSQL channel
+    on which other nodes announce new work. Both come from the engine
+    (:meth:`engine.facade.CampaignEngine.make_runtime`); the loop never changes the engine.
+    """
+
+    def __init__(self, engine: Driven, *, work: WorkSignal, notify_channel: str, safety_seconds: float = 300.0,
+                 poll_seconds: float = 60.0, webhook_seconds: float = 15.0) -> None:
         self.engine = engine
+        self.work = work
+        self.notify_channel = notify_channel
         self.safety_seconds = safety_seconds
         self.poll_seconds = poll_seconds
         self.webhook_seconds = webhook_seconds
         self._lock = asyncio.Lock()
         self._scheduler: AsyncIOScheduler | None = None
         self.ticks = 0
-        self.last_report: Any = None
+        self.last_report: TickReport | None = None
         self._queued = False  # a tick task is waiting for the lock: further kicks add nothing
         self._webhook_pass: asyncio.Task[None] | None = None
         self._webhook_again = False
@@ -82,7 +112,7 @@ class Runtime:
         wall = datetime.now(UTC)
         if due is None:
             return wall + timedelta(seconds=self.safety_seconds)
-        now: datetime = self.engine.now()
+        now = self.engine.now()
         return wall + max(due - now, timedelta(0))
 
     def _arm(self, due: datetime | None) -> None:
@@ -133,20 +163,14 @@ class Runtime:
             self._arm(report.next_due_at)
 
     async def _poll(self) -> None:
-        poll = getattr(self.engine, "poll_mailboxes", None)
-        if poll is None:
-            return
         try:
-            await poll()
+            await self.engine.poll_mailboxes()
         except Exception:  # noqa: BLE001
             log.exception("poll_failed")
 
     async def _webhooks(self) -> None:
-        deliver = getattr(self.engine, "deliver_webhooks", None)
-        if deliver is None:
-            return
         try:
-            await deliver()
+            await self.engine.deliver_webhooks()
         except Exception:  # noqa: BLE001
             log.exception("webhooks_failed")
 
@@ -174,13 +198,11 @@ class Runtime:
         """LISTEN for other nodes' new work and tick when it arrives; the event is set if the connection dies."""
         import asyncpg
 
-        from engine.facade import NOTIFY_CHANNEL
-
         dsn = self.engine.store.write_engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         conn = await asyncpg.connect(dsn)
         lost = asyncio.Event()
         conn.add_termination_listener(lambda _conn: lost.set())
-        await conn.add_listener(NOTIFY_CHANNEL, lambda *_args: self.wake())
+        await conn.add_listener(self.notify_channel, lambda *_args: self.wake())
         return conn, lost
 
     async def _keep_listening(self, conn: Any, lost: asyncio.Event) -> None:
@@ -221,10 +243,7 @@ class Runtime:
         self.started_at = self.engine.now()
         self._owe(self.started_at)
         self._arm(self.engine.now())
-        previous_wake = getattr(self.engine, "_wake", None)
-        self.engine._wake = self.wake
-        previous_runtime = getattr(self.engine, "_runtime", None)
-        self.engine._runtime = self
+        unsubscribe = self.work.subscribe(self.wake)
         self.engine.store.after_commit.append(self._events_committed)
         listener = None
         if self.engine.store.dialect == "postgresql":
@@ -235,14 +254,11 @@ class Runtime:
             if listener is not None:
                 listener.cancel()
                 await asyncio.gather(listener, return_exceptions=True)
-            self.engine._wake = previous_wake
-            self.engine._runtime = previous_runtime
+            unsubscribe()
             if self._events_committed in self.engine.store.after_commit:
                 self.engine.store.after_commit.remove(self._events_committed)
             self._stopping = True  # a queued tick returns without claiming
-            drain = getattr(self.engine, "drain_sends", None)
-            if drain is not None:  # transactions in DATA finish; claims not yet sent go back
-                drain()
+            self.engine.drain_sends()  # transactions in DATA finish; claims not yet sent go back
             scheduler.shutdown(wait=False)
             # let the tick in flight record its outcomes (its task is not the scheduler's to cancel)
             await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -253,5 +269,5 @@ class Runtime:
 
 def runtime_of(engine: Any) -> Runtime | None:
     """The runtime loop driving ``engine`` in this process, if one runs (``engine.run()``)."""
-    found = getattr(engine, "_runtime", None)
+    found = getattr(engine, "runtime", None)
     return found if isinstance(found, Runtime) else None

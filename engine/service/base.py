@@ -1,4 +1,4 @@
-"""Shared plumbing of the application layer: loading aggregates, retries, ids, paging."""
+"""Plumbing every service uses, by composition: ids, paging, retries, reads, sender connections."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from typing import Any, TypeVar
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from engine.clock import Clock
 from engine.delivery.inbound.imap import ImapSettings
 from engine.delivery.outbound.smtp import SmtpSettings
 from engine.domain import campaign as campaign_domain
@@ -71,61 +70,38 @@ class Page:
         return cls(p, pp)
 
 
-class ServiceBase:
-    """State shared by the service mixins; :class:`engine.facade.CampaignEngine` provides it."""
+async def retry(fn: Callable[[], Awaitable[T]], attempts: int = 8) -> T:
+    """Run a load -> decide -> append cycle again when another writer got there first."""
+    for i in range(attempts):
+        try:
+            return await fn()
+        except ConcurrencyError:
+            if i == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
 
-    store: EventStore
-    clock: Clock
-    vault: Vault
-    options: dict[str, Any]
-    public_url: str
 
-    def now(self) -> datetime:
-        return self.clock.now()
+class Reads:
+    """The read helpers every service uses on the read models and the log: rows, pages, campaigns.
 
-    def _notify_work(self) -> None:
-        """Tell the runtime loop (if one runs) that earlier work may exist now."""
-        wake = getattr(self, "_wake", None)
-        if wake is not None:
-            wake()
+    Each service builds its own from the store it was given (it holds nothing else), so that no
+    service needs another one to read.
+    """
 
-    def _smtp_settings(self, sender: Any) -> SmtpSettings:
-        """A sender row's SMTP settings, password decrypted only here, at the edge."""
-        smtp = json.loads(sender["smtp"])
-        return SmtpSettings(host=smtp["host"], port=int(smtp["port"]), username=smtp.get("username"),
-                            password=self.vault.decrypt_secret(smtp["password_enc"])
-                            if smtp.get("password_enc") else None, security=smtp.get("security", "starttls"),
-                            timeout=float(self.options.get("smtp_timeout", 30.0)),
-                            validate_certs=bool(self.options.get("smtp_validate_certs", True)))
+    def __init__(self, store: EventStore) -> None:
+        self.store = store
 
-    def _imap_settings(self, sender: Any) -> ImapSettings:
-        imap = json.loads(sender["imap"])
-        return ImapSettings(host=imap["host"], port=int(imap["port"]), username=imap["username"],
-                            password=self.vault.decrypt_secret(imap["password_enc"])
-                            if imap.get("password_enc") else "", security=imap.get("security", "tls"),
-                            folder=imap.get("folder") or "INBOX",
-                            timeout=float(self.options.get("imap_timeout", 30.0)))
-
-    async def _retry(self, fn: Callable[[], Awaitable[T]], attempts: int = 8) -> T:
-        """Run a load -> decide -> append cycle again when another writer got there first."""
-        for i in range(attempts):
-            try:
-                return await fn()
-            except ConcurrencyError:
-                if i == attempts - 1:
-                    raise
-        raise AssertionError("unreachable")
-
-    async def _fold_campaign(self, conn: AsyncConnection | None, campaign_id: str
-                             ) -> tuple[campaign_domain.CampaignState, int]:
+    async def fold_campaign(self, conn: AsyncConnection | None, campaign_id: str
+                            ) -> tuple[campaign_domain.CampaignState, int]:
+        """The campaign's state folded from its stream, and the stream's version (0 when empty)."""
         events = await self.store.read_stream(f"campaign-{campaign_id}", conn=conn)
         state = campaign_domain.CampaignState()
         for e in events:
             state = campaign_domain.evolve(state, e.event)
         return state, (events[-1].version if events else 0)
 
-    async def _campaign(self, ws: str, campaign_id: str, conn: AsyncConnection | None = None
-                        ) -> tuple[campaign_domain.CampaignState, int]:
+    async def campaign(self, ws: str, campaign_id: str, conn: AsyncConnection | None = None
+                       ) -> tuple[campaign_domain.CampaignState, int]:
         """The campaign's state and version, or NotFound for an unknown, deleted or foreign id."""
         c = t.campaigns.c
         q = select(c.id).where(c.id == campaign_id, c.workspace_id == ws, c.deleted.is_(False))
@@ -136,9 +112,10 @@ class ServiceBase:
             found = (await conn.execute(q)).first()
         if found is None:
             raise NotFound("campaign", campaign_id)
-        return await self._fold_campaign(conn, campaign_id)
+        return await self.fold_campaign(conn, campaign_id)
 
-    async def _one(self, q: Any, kind: str, ident: str, conn: AsyncConnection | None = None) -> Any:
+    async def one(self, q: Any, kind: str, ident: str, conn: AsyncConnection | None = None) -> Any:
+        """The one row ``q`` finds, or NotFound(kind, ident)."""
         if conn is None:
             async with self.store.reading() as rc:
                 row = (await rc.execute(q)).mappings().first()
@@ -148,7 +125,8 @@ class ServiceBase:
             raise NotFound(kind, ident)
         return row
 
-    async def _paged(self, q: Select[Any], page: Page, view: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
+    async def paged(self, q: Select[Any], page: Page, view: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
+        """One page of ``q`` in the contract's ``{data, pagination}`` shape."""
         async with self.store.reading() as rc:
             total = int((await rc.execute(select(func.count()).select_from(q.order_by(None).subquery()))).scalar()
                         or 0)
@@ -157,8 +135,33 @@ class ServiceBase:
                 "pagination": {"page": page.page, "per_page": page.per_page, "total": total,
                                "has_more": page.page * page.per_page < total}}
 
-    async def _all(self, q: Any, conn: AsyncConnection | None = None) -> Sequence[Any]:
+    async def all(self, q: Any, conn: AsyncConnection | None = None) -> Sequence[Any]:
+        """Every row of ``q`` as mappings, in the caller's transaction when given one."""
         if conn is None:
             async with self.store.reading() as rc:
                 return (await rc.execute(q)).mappings().all()
         return (await conn.execute(q)).mappings().all()
+
+
+class SenderConnections:
+    """A sender row's SMTP and IMAP settings, passwords decrypted only here, at the edge."""
+
+    def __init__(self, vault: Vault, options: dict[str, Any]) -> None:
+        self.vault = vault
+        self.options = options
+
+    def smtp(self, sender: Any) -> SmtpSettings:
+        smtp = json.loads(sender["smtp"])
+        return SmtpSettings(host=smtp["host"], port=int(smtp["port"]), username=smtp.get("username"),
+                            password=self.vault.decrypt_secret(smtp["password_enc"])
+                            if smtp.get("password_enc") else None, security=smtp.get("security", "starttls"),
+                            timeout=float(self.options.get("smtp_timeout", 30.0)),
+                            validate_certs=bool(self.options.get("smtp_validate_certs", True)))
+
+    def imap(self, sender: Any) -> ImapSettings:
+        imap = json.loads(sender["imap"])
+        return ImapSettings(host=imap["host"], port=int(imap["port"]), username=imap["username"],
+                            password=self.vault.decrypt_secret(imap["password_enc"])
+                            if imap.get("password_enc") else "", security=imap.get("security", "tls"),
+                            folder=imap.get("folder") or "INBOX",
+                            timeout=float(self.options.get("imap_timeout", 30.0)))

@@ -10,16 +10,22 @@ from sqlalchemy import and_, cast, func, select
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from engine.clock import Clock
 from engine.domain import campaign as cd
 from engine.domain import enrollment as ed
 from engine.domain import models as m
 from engine.errors import NotFound, PlanLimitReached, ValidationFailed
 from engine.service import views
-from engine.service.base import Page, ServiceBase, new_id
-from events.catalog import email as em
+from engine.service.base import Page, Reads, new_id, retry
+from engine.service.signals import WorkSignal
+from engine.service.stats import StatsService
+from engine.service.stops import EnrollmentStops, cancel_pending
+from engine.service.suppressions import Suppressions
+from engine.service.usage import UsageCounts
+from events.catalog import campaign as campaign_events
 from events.catalog import enrollment as en
-from events.registry import Event
-from events.store import AppendBatch
+from events.store import AppendBatch, EventStore
+from events.vault import Vault
 from projections import tables as t
 
 SORTS = {"created_at", "updated_at", "name", "status"}
@@ -56,13 +62,27 @@ def _selection(data: m.EnrollIn) -> list[str]:
     return parts
 
 
-class CampaignService(ServiceBase):
+class CampaignService:
+    """Campaigns (create, edit, lifecycle, copy, stats) and their enrollments (enroll, remove, dispatch)."""
+
+    def __init__(self, store: EventStore, clock: Clock, vault: Vault, *, stats: StatsService,
+                 suppressions: Suppressions, stops: EnrollmentStops, usage: UsageCounts, work: WorkSignal) -> None:
+        self.store = store
+        self.clock = clock
+        self.vault = vault
+        self.stats = stats
+        self.suppressions = suppressions
+        self.stops = stops
+        self.usage = usage
+        self.work = work
+        self.reads = Reads(store)
+
     # -- create, read, update -------------------------------------------------------------------
     async def create_campaign(self, ws: str, body: dict[str, Any]) -> dict[str, Any]:
         data: m.CampaignIn = m.parse(m.CampaignIn, body)
         definition = _definition(data)
         await self._check_senders(ws, definition.get("sender_ids") or [])
-        cid = new_id("cmp", self.now())
+        cid = new_id("cmp", self.clock.now())
         await self.store.append(f"campaign-{cid}", cd.decide_create(cid, definition), 0, workspace_id=ws)
         return await self.get_campaign(ws, cid)
 
@@ -70,21 +90,21 @@ class CampaignService(ServiceBase):
         if not sender_ids:
             return
         c = t.senders.c
-        found = {r["id"] for r in await self._all(select(c.id).where(c.workspace_id == ws, c.removed.is_(False),
-                                                                     c.id.in_(list(sender_ids))))}
+        found = {r["id"] for r in await self.reads.all(select(c.id).where(c.workspace_id == ws, c.removed.is_(False),
+                                                                          c.id.in_(list(sender_ids))))}
         missing = [s for s in sender_ids if s not in found]
         if missing:
             raise ValidationFailed([{"field": "sender_ids", "message": f"unknown sender {s}"} for s in missing])
 
     async def _campaign_row(self, ws: str, cid: str) -> Any:
         c = t.campaigns.c
-        return await self._one(select(t.campaigns).where(c.id == cid, c.workspace_id == ws, c.deleted.is_(False)),
-                               "campaign", cid)
+        return await self.reads.one(select(t.campaigns).where(c.id == cid, c.workspace_id == ws, c.deleted.is_(False)),
+                                    "campaign", cid)
 
     async def workspace_of_campaign(self, cid: str) -> str:
         """For operator tools (the CLI), which act on the whole database."""
         c = t.campaigns.c
-        row = await self._one(select(c.workspace_id).where(c.id == cid, c.deleted.is_(False)), "campaign", cid)
+        row = await self.reads.one(select(c.workspace_id).where(c.id == cid, c.deleted.is_(False)), "campaign", cid)
         return str(row["workspace_id"])
 
     async def get_campaign(self, ws: str, cid: str) -> dict[str, Any]:
@@ -113,7 +133,7 @@ class CampaignService(ServiceBase):
             query = query.where(func.lower(c.name).like(f"%{q.lower()}%"))
         col = getattr(c, sort)
         query = query.order_by(col.asc() if order == "asc" else col.desc(), c.id)
-        result = await self._paged(query, Page.of(page, per_page), views.campaign_view)
+        result = await self.reads.paged(query, Page.of(page, per_page), views.campaign_view)
         stats = await self.campaign_stats_many(ws, [item["id"] for item in result["data"]])
         for item in result["data"]:
             item["stats"] = stats[item["id"]]
@@ -154,21 +174,21 @@ class CampaignService(ServiceBase):
             changes["sender_ids"] = changes["sender_ids"] or []
 
         async def attempt() -> None:
-            state, version = await self._campaign(ws, cid)
+            state, version = await self.reads.campaign(ws, cid)
             sent = await self._steps_sent(cid) if state.status == "active" and "steps" in changes else 0
             events = cd.decide_update(state, changes, sent_steps=sent)
             if events:
                 await self.store.append(f"campaign-{cid}", events, version, workspace_id=ws)
-                self._notify_work()  # the runtime plans with the new values at once
+                self.work.notify()  # the runtime plans with the new values at once
 
-        await self._retry(attempt)
+        await retry(attempt)
         return await self.get_campaign(ws, cid)
 
     async def _steps_sent(self, cid: str) -> int:
         """The highest step claimed for any contact of the campaign (0 if none)."""
         from projections.sending import emails
 
-        found = await self._all(select(func.max(emails.c.step).label("step")).where(
+        found = await self.reads.all(select(func.max(emails.c.step).label("step")).where(
             emails.c.campaign_id == cid, emails.c.claimed_at.is_not(None)))
         return int(found[0]["step"] or 0) if found else 0
 
@@ -176,20 +196,20 @@ class CampaignService(ServiceBase):
         schedule: m.ScheduleIn = m.parse(m.ScheduleIn, body)
 
         async def attempt() -> None:
-            state, version = await self._campaign(ws, cid)
+            state, version = await self.reads.campaign(ws, cid)
             events = cd.decide_schedule(state, m.dump_schedule(schedule))
             if events:
                 await self.store.append(f"campaign-{cid}", events, version, workspace_id=ws)
 
-        await self._retry(attempt)
+        await retry(attempt)
         return await self.get_campaign(ws, cid)
 
     async def copy_campaign(self, ws: str, cid: str) -> dict[str, Any]:
-        state, _ = await self._campaign(ws, cid)
+        state, _ = await self.reads.campaign(ws, cid)
         definition = dict(state.definition)
         definition["schedule"] = {**(definition.get("schedule") or {}), "launch_at": None}
         definition["name"] = f"{definition['name']} (copy)"[:255]
-        new = new_id("cmp", self.now())
+        new = new_id("cmp", self.clock.now())
         await self.store.append(f"campaign-{new}", cd.decide_create(new, definition, copied_from=cid), 0,
                                 workspace_id=ws)
         return await self.get_campaign(ws, new)
@@ -201,22 +221,22 @@ class CampaignService(ServiceBase):
     async def launch_campaign(self, ws: str, cid: str) -> dict[str, Any]:
         async def attempt() -> None:
             async with self.store.transaction() as conn:
-                state, version = await self._campaign(ws, cid, conn)
+                state, version = await self.reads.campaign(ws, cid, conn)
                 facts = await self._launch_facts(conn, ws)
-                events = cd.decide_launch(state, facts, self.now())
+                events = cd.decide_launch(state, facts, self.clock.now())
                 await self.store.append(f"campaign-{cid}", events, version, workspace_id=ws, conn=conn)
                 for e in events:
                     state = cd.evolve(state, e)
                 await self._release(conn, ws, state, None)
 
-        await self._retry(attempt)
-        self._notify_work()
+        await retry(attempt)
+        self.work.notify()
         return await self.get_campaign(ws, cid)
 
     async def _launch_facts(self, conn: AsyncConnection, ws: str) -> cd.LaunchFacts:
         c = t.senders.c
-        rows = await self._all(select(c.id, c.status).where(c.workspace_id == ws, c.removed.is_(False)), conn)
-        w = (await self._all(select(t.workspaces).where(t.workspaces.c.id == ws), conn))[0]
+        rows = await self.reads.all(select(c.id, c.status).where(c.workspace_id == ws, c.removed.is_(False)), conn)
+        w = (await self.reads.all(select(t.workspaces).where(t.workspaces.c.id == ws), conn))[0]
         return cd.LaunchFacts(active_sender_ids=frozenset(r["id"] for r in rows if r["status"] == "active"),
                               known_sender_ids=frozenset(r["id"] for r in rows),
                               require_approval=bool(w["require_approval"]),
@@ -225,16 +245,16 @@ class CampaignService(ServiceBase):
     async def _plan_exhausted(self, ws: str, conn: AsyncConnection) -> bool:
         """Whether the workspace has used its monthly limit: launch and dispatch would only queue
         emails that cannot go this month, so both answer 402 instead."""
-        w = (await self._all(select(t.workspaces.c.monthly_limit).where(t.workspaces.c.id == ws), conn))[0]
+        w = (await self.reads.all(select(t.workspaces.c.monthly_limit).where(t.workspaces.c.id == ws), conn))[0]
         limit = w["monthly_limit"]
-        return limit is not None and await self.sent_this_month(ws) >= limit  # type: ignore[attr-defined]
+        return limit is not None and await self.usage.sent_this_month(ws) >= limit
 
     async def pause_campaign(self, ws: str, cid: str) -> dict[str, Any]:
         return await self._lifecycle(ws, cid, lambda s: cd.decide_transition(s, "pause"))
 
     async def resume_campaign(self, ws: str, cid: str) -> dict[str, Any]:
         result = await self._lifecycle(ws, cid, lambda s: cd.decide_transition(s, "resume"))
-        self._notify_work()
+        self.work.notify()
         return result
 
     async def complete_campaign(self, ws: str, cid: str) -> dict[str, Any]:
@@ -251,8 +271,8 @@ class CampaignService(ServiceBase):
 
     async def delete_campaign(self, ws: str, cid: str) -> dict[str, Any]:
         async with self.store.transaction() as conn:
-            state, version = await self._campaign(ws, cid, conn)
-            await self._stop_campaign_enrollments(conn, ws, cid, "campaign_deleted")
+            state, version = await self.reads.campaign(ws, cid, conn)
+            await self.stops.stop_campaign(conn, ws, cid, "campaign_deleted")
             await self.store.append(f"campaign-{cid}", cd.decide_delete(state), version, workspace_id=ws, conn=conn)
         return {"id": cid, "deleted": True}
 
@@ -275,14 +295,14 @@ class CampaignService(ServiceBase):
     async def _lifecycle(self, ws: str, cid: str, decide: Any, stop: str | None = None) -> dict[str, Any]:
         async def attempt() -> None:
             async with self.store.transaction() as conn:
-                state, version = await self._campaign(ws, cid, conn)
+                state, version = await self.reads.campaign(ws, cid, conn)
                 events = decide(state)
                 if stop and events:
-                    await self._stop_campaign_enrollments(conn, ws, cid, stop)
+                    await self.stops.stop_campaign(conn, ws, cid, stop)
                 if events:
                     await self.store.append(f"campaign-{cid}", events, version, workspace_id=ws, conn=conn)
 
-        await self._retry(attempt)
+        await retry(attempt)
         return await self.get_campaign(ws, cid)
 
     # -- enrollments ----------------------------------------------------------------------------
@@ -297,10 +317,10 @@ class CampaignService(ServiceBase):
 
             async def attempt(chunk: list[str] = chunk) -> ed.EnrollDecision:
                 async with self.store.transaction() as conn:
-                    state, version = await self._campaign(ws, cid, conn)
+                    state, version = await self.reads.campaign(ws, cid, conn)
                     facts = await self._contact_facts(conn, ws, state, chunk)
                     seq = await self._next_seq(conn, cid)
-                    now = self.now()
+                    now = self.clock.now()
                     decision = ed.decide_enroll(state, facts, new_ids=[new_id("enr", now) for _ in facts], now=now,
                                                 batch_number=data.batch_number, priority=data.priority,
                                                 first_seq=seq)
@@ -309,12 +329,12 @@ class CampaignService(ServiceBase):
                     await self.store.append_many(batches, workspace_id=ws, conn=conn)
                     return decision
 
-            decision = await self._retry(attempt)
+            decision = await retry(attempt)
             added += decision.added
             for k, v in decision.skipped.items():
                 skipped[k] = skipped.get(k, 0) + v
         if added:
-            self._notify_work()
+            self.work.notify()
         return {"added": added, "skipped": skipped, "errors": errors, "selection": _selection(data)}
 
     async def _resolve_targets(self, ws: str, data: m.EnrollIn, errors: list[dict[str, Any]]) -> list[str]:
@@ -332,7 +352,7 @@ class CampaignService(ServiceBase):
             found: set[str] = set()
             for i in range(0, len(data.contact_ids), 400):
                 part = data.contact_ids[i:i + 400]
-                found.update(r["id"] for r in await self._all(select(c.id).where(
+                found.update(r["id"] for r in await self.reads.all(select(c.id).where(
                     c.workspace_id == ws, c.erased.is_(False), c.id.in_(part))))
             for cid in data.contact_ids:
                 if cid in found:
@@ -343,18 +363,18 @@ class CampaignService(ServiceBase):
         lm = t.list_members.c
         for lid in data.list_ids or []:
             lc = t.lists.c
-            if not await self._all(select(lc.id).where(lc.id == lid, lc.workspace_id == ws)):
+            if not await self.reads.all(select(lc.id).where(lc.id == lid, lc.workspace_id == ws)):
                 raise NotFound("list", lid)
             columns = [t.contacts] if tree is not None else [lm.contact_id]
-            rows = await self._all(select(*columns).join(t.contacts, c.id == lm.contact_id).where(
+            rows = await self.reads.all(select(*columns).join(t.contacts, c.id == lm.contact_id).where(
                 lm.list_id == lid, c.erased.is_(False)).order_by(lm.contact_id))
             if tree is None:
                 ids.extend(r["contact_id"] for r in rows)
             else:
                 ids.extend(r["id"] for r in rows if _matches(tree, r))
         if tree is not None and not data.list_ids:
-            rows = await self._all(select(t.contacts).where(c.workspace_id == ws, c.erased.is_(False))
-                                   .order_by(c.created_at, c.id))
+            rows = await self.reads.all(select(t.contacts).where(c.workspace_id == ws, c.erased.is_(False))
+                                        .order_by(c.created_at, c.id))
             ids.extend(r["id"] for r in rows if _matches(tree, r))
         return ids
 
@@ -365,19 +385,20 @@ class CampaignService(ServiceBase):
     async def _contact_facts(self, conn: AsyncConnection, ws: str, state: cd.CampaignState,
                              contact_ids: list[str]) -> list[ed.ContactFacts]:
         c, e = t.contacts.c, t.enrollments.c
-        rows = {r["id"]: r for r in await self._all(select(t.contacts).where(c.id.in_(list(set(contact_ids)))), conn)}
+        rows = {r["id"]: r for r in await self.reads.all(
+            select(t.contacts).where(c.id.in_(list(set(contact_ids)))), conn)}
         enrolled: dict[str, set[str]] = {}
-        for r in await self._all(select(e.contact_id, e.campaign_id).where(
+        for r in await self.reads.all(select(e.contact_id, e.campaign_id).where(
                 e.contact_id.in_(list(set(contact_ids))), e.workspace_id == ws), conn):
             enrolled.setdefault(r["contact_id"], set()).add(r["campaign_id"])
         outreach = state.definition.get("outreach_id")
         same_outreach: set[str] = set()
         if outreach:
             cc = t.campaigns.c
-            same_outreach = {r["id"] for r in await self._all(select(cc.id).where(
+            same_outreach = {r["id"] for r in await self.reads.all(select(cc.id).where(
                 cc.workspace_id == ws, cc.outreach_id == outreach, cc.id != state.id, cc.deleted.is_(False)), conn)}
         values = [v for r in rows.values() for v in (r["email"], r["email_domain"]) if v]
-        suppressed = await self._suppressed(ws, values, conn)  # type: ignore[attr-defined]
+        suppressed = await self.suppressions.suppressed(ws, values, conn)
         facts = []
         for cid in contact_ids:
             r = rows[cid]
@@ -401,49 +422,21 @@ class CampaignService(ServiceBase):
             q = q.where(e.status == status)
         if batch_number is not None:
             q = q.where(e.batch_number == batch_number)
-        return await self._paged(q.order_by(e.seq, e.id), Page.of(page, per_page), views.enrollment_view)
+        return await self.reads.paged(q.order_by(e.seq, e.id), Page.of(page, per_page), views.enrollment_view)
 
     async def remove_enrollments(self, ws: str, cid: str, body: dict[str, Any]) -> dict[str, Any]:
         data: m.ContactIdsIn = m.parse(m.ContactIdsIn, body)
         async with self.store.transaction() as conn:
-            await self._campaign(ws, cid, conn)
+            await self.reads.campaign(ws, cid, conn)
             e = t.enrollments.c
-            rows = await self._all(select(t.enrollments).where(
+            rows = await self.reads.all(select(t.enrollments).where(
                 e.campaign_id == cid, e.contact_id.in_(data.contact_ids), e.status.in_(["pending", "in_progress"])),
                 conn)
             batches = [AppendBatch(f"enrollment-{r['id']}", [
-                *self._cancel_pending(r), en.EnrollmentRemoved(enrollment_id=r["id"], campaign_id=cid,
-                                                               contact_id=r["contact_id"])]) for r in rows]
+                *cancel_pending(r), en.EnrollmentRemoved(enrollment_id=r["id"], campaign_id=cid,
+                                                         contact_id=r["contact_id"])]) for r in rows]
             await self.store.append_many(batches, workspace_id=ws, conn=conn)
         return {"removed": len(rows)}
-
-    def _cancel_pending(self, r: Any, reason: str = "removed") -> list[Event]:
-        """An ``email.cancelled`` for the step waiting to go, if any."""
-        if r["next_send_at"] is None:
-            return []
-        step = int(r["current_step"]) + 1
-        return [em.EmailCancelled(enrollment_id=r["id"], campaign_id=r["campaign_id"], contact_id=r["contact_id"],
-                                  email_id=f"{r['id']}.{step}", step=step, reason=reason)]
-
-    async def _stop_campaign_enrollments(self, conn: AsyncConnection, ws: str, cid: str, reason: str) -> None:
-        e = t.enrollments.c
-        rows = await self._all(select(t.enrollments).where(e.campaign_id == cid,
-                                                           e.status.in_(["pending", "in_progress"])), conn)
-        await self._stop_rows(conn, ws, rows, reason)
-
-    async def _stop_contact_enrollments(self, conn: AsyncConnection, ws: str, contact_id: str, reason: str) -> None:
-        e = t.enrollments.c
-        rows = await self._all(select(t.enrollments).where(e.contact_id == contact_id, e.workspace_id == ws,
-                                                           e.status.in_(["pending", "in_progress"])), conn)
-        await self._stop_rows(conn, ws, rows, reason)
-
-    async def _stop_rows(self, conn: AsyncConnection, ws: str, rows: Sequence[Any], reason: str,
-                         status: str = "stopped") -> None:
-        batches = [AppendBatch(f"enrollment-{r['id']}", [
-            *self._cancel_pending(r, reason), en.EnrollmentStopped(
-                enrollment_id=r["id"], campaign_id=r["campaign_id"], contact_id=r["contact_id"], reason=reason,
-                status=status)]) for r in rows]
-        await self.store.append_many(batches, workspace_id=ws, conn=conn)
 
     async def _release(self, conn: AsyncConnection, ws: str, state: cd.CampaignState, batch: int | None) -> int:
         """Schedule step 1 for pending enrollments that now may go (launch, dispatch)."""
@@ -451,8 +444,8 @@ class CampaignService(ServiceBase):
         q = select(t.enrollments).where(e.campaign_id == state.id, e.status == "pending", e.next_send_at.is_(None))
         if batch is not None:
             q = q.where(e.batch_number == batch)
-        rows = await self._all(q.order_by(e.seq), conn)
-        due = ed.first_due(state, self.now())
+        rows = await self.reads.all(q.order_by(e.seq), conn)
+        due = ed.first_due(state, self.clock.now())
         batches = [AppendBatch(f"enrollment-{r['id']}", [ed.schedule_step(
             r["id"], r["campaign_id"], r["contact_id"], 1, due, None, r["priority"], r["seq"])])
             for r in rows if ed.releases_now(state, r["batch_number"])]
@@ -467,9 +460,9 @@ class CampaignService(ServiceBase):
             raise ValidationFailed([{"field": k, "message": "unknown field"} for k in sorted(extra)]
                                    or [{"field": "batch_number", "message": "must be an integer >= 1"}])
         async with self.store.transaction() as conn:
-            state, version = await self._campaign(ws, cid, conn)
+            state, version = await self.reads.campaign(ws, cid, conn)
             e = t.enrollments.c
-            pending = [r["batch_number"] for r in await self._all(
+            pending = [r["batch_number"] for r in await self.reads.all(
                 select(e.batch_number).distinct().where(e.campaign_id == cid, e.status == "pending",
                                                         e.next_send_at.is_(None), e.batch_number.is_not(None)), conn)]
             events = cd.decide_dispatch(state, pending, bn)
@@ -478,9 +471,11 @@ class CampaignService(ServiceBase):
             await self.store.append(f"campaign-{cid}", events, version, workspace_id=ws, conn=conn)
             for ev_ in events:
                 state = cd.evolve(state, ev_)
-            released = await self._release(conn, ws, state, events[0].batch_number)  # type: ignore[attr-defined]
-        self._notify_work()
-        return {"batch_number": events[0].batch_number, "released": released}  # type: ignore[attr-defined]
+            dispatched = events[0]  # decide_dispatch answers with the one batch it dispatched
+            assert isinstance(dispatched, campaign_events.CampaignBatchDispatched)
+            released = await self._release(conn, ws, state, dispatched.batch_number)
+        self.work.notify()
+        return {"batch_number": dispatched.batch_number, "released": released}
 
     # -- stats ----------------------------------------------------------------------------------
     async def campaign_stats(self, ws: str, cid: str) -> dict[str, Any]:
@@ -493,17 +488,16 @@ class CampaignService(ServiceBase):
             return {}
         e = t.enrollments.c
         counts: dict[str, dict[str, int]] = {cid: {} for cid in cids}
-        for r in await self._all(select(e.campaign_id, e.status, func.count().label("n"))
-                                 .where(e.campaign_id.in_(list(cids)), e.workspace_id == ws)
-                                 .group_by(e.campaign_id, e.status)):
+        for r in await self.reads.all(select(e.campaign_id, e.status, func.count().label("n"))
+                                      .where(e.campaign_id.in_(list(cids)), e.workspace_id == ws)
+                                      .group_by(e.campaign_id, e.status)):
             counts[r["campaign_id"]][r["status"]] = int(r["n"])
         s = t.skips.c
         skip_counts: dict[str, dict[str, int]] = {cid: {} for cid in cids}
-        for r in await self._all(select(s.campaign_id, s.reason, func.count().label("n"))
-                                 .where(s.campaign_id.in_(list(cids))).group_by(s.campaign_id, s.reason)):
+        for r in await self.reads.all(select(s.campaign_id, s.reason, func.count().label("n"))
+                                      .where(s.campaign_id.in_(list(cids))).group_by(s.campaign_id, s.reason)):
             skip_counts[r["campaign_id"]][r["reason"]] = int(r["n"])
-        email_stats = getattr(self, "_email_stats_many", None)
-        emails = await email_stats(ws, cids) if email_stats is not None else {}
+        emails = await self.stats.email_stats_many(ws, cids)
         out = {}
         for cid in cids:
             by_status = counts[cid]

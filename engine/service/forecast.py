@@ -6,12 +6,14 @@ import dataclasses
 from datetime import datetime
 from typing import Any
 
+from engine.clock import Clock
 from engine.errors import ValidationFailed
 from engine.schedule import CampaignPlan, QueueItem, SenderPlan, forecast_by_day, forecast_range, simulate
 from engine.schedule.tzutil import local_date, zone
-from engine.service.base import ServiceBase
+from engine.service.base import Reads
 from engine.service.planner_inputs import campaign_plan, load_inputs, senders_and_limits
 from events.registry import parse_time
+from events.store import EventStore
 
 
 def _days(days: Any) -> int:
@@ -57,7 +59,14 @@ def _what_if(values: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
-class ForecastService(ServiceBase):
+class ForecastService:
+    """Forecasts of a campaign or a workspace: the planner run forward in simulated time."""
+
+    def __init__(self, store: EventStore, clock: Clock) -> None:
+        self.store = store
+        self.clock = clock
+        self.reads = Reads(store)
+
     async def forecast(self, ws: str, cid: str, days: int = 7, **what_if: Any) -> dict[str, Any]:
         """Emails per local day from today if nothing but time happens; every campaign sharing
         the senders is simulated together, since they compete for the same limits.
@@ -70,9 +79,9 @@ class ForecastService(ServiceBase):
         """
         n = _days(days)
         changes = _what_if(what_if)
-        state, _ = await self._campaign(ws, cid)
+        state, _ = await self.reads.campaign(ws, cid)
         tz = (state.definition.get("schedule") or {}).get("timezone") or "UTC"
-        now = self.now()
+        now = self.clock.now()
         async with self.store.reading() as conn:
             inputs = await load_inputs(conn, now, workspace_id=ws)
             items = list(inputs.items)
@@ -147,7 +156,7 @@ class ForecastService(ServiceBase):
 
     async def workspace_forecast(self, ws: str, days: int = 7) -> dict[str, Any]:
         n = _days(days)
-        now = self.now()
+        now = self.clock.now()
         async with self.store.reading() as conn:
             inputs = await load_inputs(conn, now, workspace_id=ws)
         start, until = forecast_range(now, "UTC", n)

@@ -22,32 +22,30 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import case, func, literal, select, text
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from engine import metrics
+from engine.clock import Clock
 from engine.delivery.bounces import Classification, classify_message
 from engine.delivery.content.mime import parse_message_id
 from engine.delivery.inbound.imap import Checkpoint, MailboxError, MailboxReader
-from engine.domain import campaign as campaign_domain
 from engine.domain.enrollment import FREE_EMAIL_DOMAINS
 from engine.errors import NotFound
-from engine.service.base import ServiceBase
-from events.catalog import contact as ce
+from engine.service.base import SenderConnections
+from engine.service.guards import DeliveryGuards
+from engine.service.stops import EnrollmentStops
+from engine.service.unsubscribes import Unsubscribes
 from events.catalog import email as em
 from events.catalog import sender as se
 from events.context import acting
 from events.registry import Event, format_time
-from events.store import AppendBatch
+from events.store import AppendBatch, EventStore
+from events.vault import Vault
 from projections import tables as t
 from projections.inbound import inbound_seen, mailbox_checkpoints
 from projections.sending import emails
 
-MIN_SENDS_FOR_BOUNCE_RATE = 20
-DEFAULT_CAMPAIGN_BOUNCE_RATE_THRESHOLD = 8.0  # percent, as SettingsIn says, for campaigns stored before
-DEFAULT_COMPLAINT_RATE_THRESHOLD = 0.3  # percent: Gmail's line for bulk senders
-DEFAULT_SOFT_BOUNCE_LIMIT = 3
-SOFT_BOUNCE_REASON = "soft_bounces"
 MAILTO_UNSUBSCRIBE_REASON = "mailto"
 
 # An unsubscribe token is ``base64url(json) "." base64url(16-byte MAC)``: the JSON starts with
@@ -74,7 +72,19 @@ class PollReport:
     errors: dict[str, str] = field(default_factory=dict)
 
 
-class InboundService(ServiceBase):
+class InboundService:
+    """Polls the senders' mailboxes and records what each message means (reply, bounce, complaint...)."""
+
+    def __init__(self, store: EventStore, clock: Clock, vault: Vault, options: dict[str, Any], *,
+                 guards: DeliveryGuards, stops: EnrollmentStops, unsubscribes: Unsubscribes) -> None:
+        self.store = store
+        self.clock = clock
+        self.vault = vault
+        self.guards = guards
+        self.stops = stops
+        self.unsubscribes = unsubscribes
+        self.connections = SenderConnections(vault, options)
+
     async def poll_mailboxes(self) -> PollReport:
         with acting(actor="system:inbound"):
             return await self._poll_mailboxes()
@@ -116,7 +126,7 @@ class InboundService(ServiceBase):
                 await conn.commit()
 
     async def _poll_one(self, reader: MailboxReader, sender: Any, report: PollReport) -> None:
-        settings = self._imap_settings(sender)
+        settings = self.connections.imap(sender)
         m = mailbox_checkpoints.c
         while True:
             async with self.store.reading() as conn:
@@ -144,7 +154,7 @@ class InboundService(ServiceBase):
                 ).first():
             return
         await conn.execute(inbound_seen.insert().values(workspace_id=ws, message_key=key[:255], kind=c.kind,
-                                                        received_at=format_time(self.now())))
+                                                        received_at=format_time(self.clock.now())))
         metrics.record_inbound(c.kind)
         if c.kind == "bounce":
             await self._bounce(conn, ws, c, report, raw)
@@ -219,170 +229,12 @@ class InboundService(ServiceBase):
             await self.store.append(f"enrollment-{row['enrollment_id']}", events, None, workspace_id=ws, conn=conn)
             enrollment = await self._open_enrollment(conn, row["enrollment_id"])
             if b.type in ("hard", "block") and enrollment is not None:
-                await self._stop_rows(conn, ws, [enrollment], f"bounced_{b.type}",  # type: ignore[attr-defined]
-                                      status="bounced")
-            await self.after_bounce(conn, ws, row["contact_id"], row["campaign_id"], b.type)
+                await self.stops.stop_rows(conn, ws, [enrollment], f"bounced_{b.type}",
+                                           status="bounced")
+            await self.guards.after_bounce(conn, ws, row["contact_id"], row["campaign_id"], b.type)
             if row["sender_id"]:
-                await self.check_bounce_rate(conn, ws, row["sender_id"])
-            await self.check_campaign_health(conn, ws, row["campaign_id"])
-
-    async def check_bounce_rate(self, conn: AsyncConnection, ws: str, sender_id: str) -> bool:
-        """Disable a sender whose bounce rate (blocks included) passed its threshold after 20 sends."""
-        sender = (await conn.execute(select(t.senders).where(t.senders.c.id == sender_id))).mappings().first()
-        if sender is None or sender["status"] != "active":
-            return False
-        e = emails.c
-        sent = int((await conn.execute(select(func.count()).select_from(emails).where(
-            e.sender_id == sender_id, e.sent_at.is_not(None)))).scalar() or 0)
-        bounced = int((await conn.execute(select(func.count()).select_from(emails).where(
-            e.sender_id == sender_id, e.status == "bounced"))).scalar() or 0)
-        attempted = max(sent, bounced)
-        if attempted < MIN_SENDS_FOR_BOUNCE_RATE:
-            return False
-        rate = 100.0 * bounced / attempted
-        if rate <= float(sender["bounce_rate_threshold"]):
-            return False
-        await self.store.append(f"sender-{sender_id}", [se.SenderDisabled(
-            sender_id=sender_id, status="disabled",
-            reason=f"bounce rate {rate:.1f}% over the {sender['bounce_rate_threshold']}% threshold "
-                   f"({bounced} of {attempted})")], None, workspace_id=ws, conn=conn)
-        return True
-
-    async def check_campaign_health(self, conn: AsyncConnection, ws: str, campaign_id: str) -> bool:
-        """Pause an active campaign whose bounce or complaint rate is over its own threshold.
-
-        Mail providers judge the sender by these rates, so a campaign that keeps hitting dead
-        addresses or spam buttons must stop before it ruins its senders (contract section 6). The
-        rates are those of the campaign's stats: bounced (every type) over attempts (sent plus
-        refused during SMTP), complaints over sent, in percent, judged once the campaign made
-        ``MIN_SENDS_FOR_BOUNCE_RATE`` attempts so that the first unlucky bounce does not stop it.
-        One campaign-scoped read over its sent and bounced emails (the (campaign_id, status)
-        prefix of ``ix_rm_emails_queue``). Returns whether it paused the campaign.
-        """
-        c = t.campaigns.c
-        campaign = (await conn.execute(select(c.status, c.definition).where(
-            c.id == campaign_id, c.workspace_id == ws))).first()
-        if campaign is None or campaign[0] != "active":
-            return False
-        settings = (json.loads(campaign[1]) if campaign[1] else {}).get("settings") or {}
-        e = emails.c
-        counts = (await conn.execute(select(
-            func.count().label("attempts"),
-            func.count(e.sent_at).label("sent"),
-            func.count(case((e.status == "bounced", 1))).label("bounced"),
-            func.count(e.complained_at).label("complained"),
-        ).where(e.campaign_id == campaign_id, e.status.in_(["sent", "bounced"])))).mappings().one()
-        attempts, sent = int(counts["attempts"]), int(counts["sent"])
-        bounced, complained = int(counts["bounced"]), int(counts["complained"])
-        if attempts < MIN_SENDS_FOR_BOUNCE_RATE:
-            return False
-        bounce_limit = float(settings.get("bounce_rate_threshold") or DEFAULT_CAMPAIGN_BOUNCE_RATE_THRESHOLD)
-        complaint_limit = settings.get("complaint_rate_threshold")
-        complaint_limit = float(DEFAULT_COMPLAINT_RATE_THRESHOLD if complaint_limit is None else complaint_limit)
-        bounce_rate = 100.0 * bounced / attempts
-        complaint_rate = 100.0 * complained / sent if sent else 0.0
-        if bounce_rate > bounce_limit:
-            reason = (f"bounce rate {bounce_rate:.2f}% over the campaign's {bounce_limit:g}% threshold "
-                      f"({bounced} bounced of {attempts} attempts)")
-        elif complaint_rate > complaint_limit:
-            reason = (f"complaint rate {complaint_rate:.2f}% over the campaign's {complaint_limit:g}% threshold "
-                      f"({complained} complaints of {sent} sent)")
-        else:
-            return False
-        state, version = await self._fold_campaign(conn, campaign_id)
-        events = campaign_domain.decide_guard_pause(state, reason)
-        if not events:
-            return False
-        await self.store.append(f"campaign-{campaign_id}", events, version, workspace_id=ws, conn=conn)
-        return True
-
-    async def after_attempts(self, conn: AsyncConnection, batches: dict[str, list[AppendBatch]]) -> None:
-        """What a committed batch of SMTP outcomes means beyond each enrollment (called by the tick).
-
-        A synchronous hard refusal stops the address everywhere in the workspace, a soft one may
-        complete a run of soft bounces that suppresses it, and each campaign that attempted
-        anything is checked against its guards. A campaign with no refusal in the batch can only
-        cross a threshold by reaching its 20th attempt, so it is checked only while it is young:
-        a bounded probe, not a count over a large campaign's emails at every batch.
-        """
-        attempted: dict[tuple[str, str], int] = {}
-        refused: set[tuple[str, str]] = set()
-        for ws, appends in sorted(batches.items()):
-            for append in appends:
-                for event in append.events:
-                    if not isinstance(event, em.EmailSent | em.EmailBounced):
-                        continue
-                    key = (ws, event.campaign_id)
-                    attempted[key] = attempted.get(key, 0) + 1
-                    if isinstance(event, em.EmailBounced):
-                        refused.add(key)
-                        await self.after_bounce(conn, ws, event.contact_id, event.campaign_id, event.bounce_type)
-        e = emails.c
-        for (ws, campaign_id), count in sorted(attempted.items()):
-            if (ws, campaign_id) not in refused:
-                bound = MIN_SENDS_FOR_BOUNCE_RATE + count
-                probe = select(literal(1)).select_from(emails).where(
-                    e.campaign_id == campaign_id, e.status.in_(["sent", "bounced"])).limit(bound).subquery()
-                if int((await conn.execute(select(func.count()).select_from(probe))).scalar() or 0) >= bound:
-                    continue  # had 20 attempts before this batch, and sends alone only lower the rates
-            await self.check_campaign_health(conn, ws, campaign_id)
-
-    async def after_bounce(self, conn: AsyncConnection, ws: str, contact_id: str, campaign_id: str,
-                           bounce_type: str) -> None:
-        """A hard bounce stops the address in every campaign; a soft one may end a run that suppresses it."""
-        if bounce_type == "hard":
-            await self.stop_bounced_contact(conn, ws, contact_id)
-        elif bounce_type == "soft":
-            await self.check_soft_bounces(conn, ws, contact_id, campaign_id)
-
-    async def stop_bounced_contact(self, conn: AsyncConnection, ws: str, contact_id: str) -> int:
-        """A hard bounce says the mailbox does not exist, whichever campaign found out: every other
-        open enrollment of the contact in the workspace stops now as ``bounced`` (its scheduled
-        email cancelled), instead of hitting the same dead address hours later from another
-        campaign. Returns how many were stopped."""
-        e = t.enrollments.c
-        rows = (await conn.execute(select(t.enrollments).where(
-            e.contact_id == contact_id, e.workspace_id == ws, e.status.in_(["pending", "in_progress"]))
-        )).mappings().all()
-        await self._stop_rows(conn, ws, rows, "bounced", status="bounced")  # type: ignore[attr-defined]
-        return len(rows)
-
-    async def check_soft_bounces(self, conn: AsyncConnection, ws: str, contact_id: str, campaign_id: str) -> bool:
-        """Suppress an address whose last ``soft_bounce_limit`` attempts all bounced soft.
-
-        A soft bounce (mailbox full, temporarily disabled) lets the sequence go on, but an
-        address that keeps bouncing is as good as dead and hurts the sender's reputation. "In a
-        row" is across every campaign of the workspace, in the order the emails were attempted
-        (sent or refused): a delivered email breaks the run, a report that an earlier email
-        bounced after all changes that email's outcome, not its place. The facts come from the
-        contact's enrollment streams (found through the contact_id index). The limit is the
-        setting of the campaign whose email bounced. Returns whether it suppressed the address.
-        """
-        definition = (await conn.execute(select(t.campaigns.c.definition).where(t.campaigns.c.id == campaign_id))
-                      ).scalar()
-        limit = int(((json.loads(definition) if definition else {}).get("settings") or {}).get(
-            "soft_bounce_limit") or DEFAULT_SOFT_BOUNCE_LIMIT)
-        contact = (await conn.execute(select(t.contacts).where(t.contacts.c.id == contact_id))).mappings().first()
-        if contact is None or contact["erased"] or not contact["email"]:
-            return False
-        enrollment_ids = (await conn.execute(select(t.enrollments.c.id).where(
-            t.enrollments.c.contact_id == contact_id, t.enrollments.c.workspace_id == ws))).scalars().all()
-        outcomes: dict[str, list[Any]] = {}  # email id -> [position of the attempt, what came of it]
-        for stored in await self.store.read_streams([f"enrollment-{i}" for i in enrollment_ids], conn=conn):
-            event = stored.event
-            if isinstance(event, em.EmailSent):
-                outcomes[event.email_id] = [stored.position, "delivered"]
-            elif isinstance(event, em.EmailBounced):
-                outcomes.setdefault(event.email_id, [stored.position, ""])[1] = event.bounce_type
-        last = [kind for _, kind in sorted(outcomes.values())][-limit:]
-        if len(last) < limit or any(kind != "soft" for kind in last):
-            return False
-        if await self._suppressed(ws, [contact["email"]], conn):  # type: ignore[attr-defined]
-            return False
-        await self.store.append(f"suppressions-{ws}", [self._suppression_event(  # type: ignore[attr-defined]
-            ws, "email", contact["email"], SOFT_BOUNCE_REASON, contact_id=contact_id)], None, workspace_id=ws,
-            conn=conn)
-        return True
+                await self.guards.check_bounce_rate(conn, ws, row["sender_id"])
+            await self.guards.check_campaign_health(conn, ws, row["campaign_id"])
 
     async def _complaint(self, conn: AsyncConnection, ws: str, c: Classification, report: PollReport) -> None:
         row = await self._our_email(conn, ws, c.refers_to, c.feedback_recipient)
@@ -392,26 +244,9 @@ class InboundService(ServiceBase):
         report.complaints += 1
         await self.store.append(f"enrollment-{row['enrollment_id']}", [em.EmailComplained(
             **self._base(row), feedback_type=c.feedback_type or "abuse")], None, workspace_id=ws, conn=conn)
-        await self.unsubscribe_contact(conn, ws, row["contact_id"], reason="complaint",
-                                       campaign_id=row["campaign_id"], email_id=row["email_id"])
-        await self.check_campaign_health(conn, ws, row["campaign_id"])
-
-    async def unsubscribe_contact(self, conn: AsyncConnection, ws: str, contact_id: str, *, reason: str,
-                                  campaign_id: str | None = None, email_id: str | None = None) -> bool:
-        """Unsubscribe once: the event, every open enrollment stopped, the address suppressed."""
-        contact = (await conn.execute(select(t.contacts).where(t.contacts.c.id == contact_id))).mappings().first()
-        if contact is None or contact["erased"] or contact["unsubscribed"]:
-            return False
-        await self.store.append(f"contact-{contact_id}", [ce.ContactUnsubscribed(
-            contact_id=contact_id, reason=reason, campaign_id=campaign_id, email_id=email_id)], None,
-            workspace_id=ws, conn=conn)
-        e = t.enrollments.c
-        rows = (await conn.execute(select(t.enrollments).where(
-            e.contact_id == contact_id, e.status.in_(["pending", "in_progress"])))).mappings().all()
-        await self._stop_rows(conn, ws, rows, "unsubscribed", status="unsubscribed")  # type: ignore[attr-defined]
-        await self.store.append(f"suppressions-{ws}", [self._suppression_event(  # type: ignore[attr-defined]
-            ws, "email", contact["email"], "unsubscribed", contact_id=contact_id)], None, workspace_id=ws, conn=conn)
-        return True
+        await self.unsubscribes.unsubscribe_contact(conn, ws, row["contact_id"], reason="complaint",
+                                                    campaign_id=row["campaign_id"], email_id=row["email_id"])
+        await self.guards.check_campaign_health(conn, ws, row["campaign_id"])
 
     async def _mailto_unsubscribe(self, conn: AsyncConnection, ws: str, raw: bytes, report: PollReport) -> bool:
         """Honour an unsubscribe request sent by mail; ``True`` when the message was one.
@@ -427,7 +262,7 @@ class InboundService(ServiceBase):
         """
         for token in unsubscribe_tokens(raw):
             try:
-                await self.unsubscribe_by_token(  # type: ignore[attr-defined]
+                await self.unsubscribes.unsubscribe_by_token(
                     conn, token, reason=MAILTO_UNSUBSCRIBE_REASON, actor="system:inbound", workspace_id=ws)
             except NotFound:
                 continue
@@ -444,7 +279,7 @@ class InboundService(ServiceBase):
         report.out_of_office += int(ooo)
         report.replies += int(not ooo)
         await self.store.append(f"enrollment-{row['enrollment_id']}", [em.EmailReplied(
-            **self._base(row), out_of_office=ooo, message_id=c.message_id, received_at=self.now())], None,
+            **self._base(row), out_of_office=ooo, message_id=c.message_id, received_at=self.clock.now())], None,
             workspace_id=ws, conn=conn)
         cmp = (await conn.execute(select(t.campaigns.c.definition).where(t.campaigns.c.id == row["campaign_id"]))
                ).scalar()
@@ -454,7 +289,7 @@ class InboundService(ServiceBase):
         if settings.get("stop_on_reply", True):
             enrollment = await self._open_enrollment(conn, row["enrollment_id"])
             if enrollment is not None:
-                await self._stop_rows(conn, ws, [enrollment], "replied", status="replied")  # type: ignore[attr-defined]
+                await self.stops.stop_rows(conn, ws, [enrollment], "replied", status="replied")
         if settings.get("stop_on_company_reply") and not ooo:
             await self._stop_company(conn, ws, row)
 
@@ -467,7 +302,7 @@ class InboundService(ServiceBase):
         rows = (await conn.execute(select(t.enrollments).join(t.contacts, k.id == e.contact_id).where(
             e.campaign_id == row["campaign_id"], e.contact_id != row["contact_id"], k.email_domain == domain,
             e.status.in_(["pending", "in_progress"])))).mappings().all()
-        await self._stop_rows(conn, ws, rows, "company_replied")  # type: ignore[attr-defined]
+        await self.stops.stop_rows(conn, ws, rows, "company_replied")
 
 
 def unsubscribe_tokens(raw: bytes) -> list[str]:

@@ -12,21 +12,28 @@ from typing import Any
 import structlog
 from sqlalchemy import and_, func, or_, select
 
+from engine.clock import Clock
 from engine.delivery.lookups import destinations
 from engine.delivery.outbound import dkim
+from engine.delivery.outbound.smtp import SmtpMailer
 from engine.domain import models as m
 from engine.errors import Conflict, NotFound, ValidationFailed
 from engine.schedule import SenderPlan, Warmup, effective_daily_limit
 from engine.service import contact_csv, views
-from engine.service.base import Page, new_id
+from engine.service.base import Page, Reads, SenderConnections, new_id, retry
+from engine.service.signals import WorkSignal
+from engine.service.stops import EnrollmentStops
+from engine.service.suppressions import Suppressions, suppression_subject
+from engine.service.usage import UsageCounts
 from engine.service.webhooks import forget_webhook
-from engine.service.workspaces import ApiKeyOwner, Workspace, WorkspaceService, hash_api_key
+from engine.service.workspaces import ApiKeyOwner, Workspace, hash_api_key
 from events import schema
 from events.catalog import contact as ce
 from events.catalog import sender as se
 from events.catalog import workspace as we
-from events.registry import Event, format_time
-from events.store import AppendBatch
+from events.registry import format_time
+from events.store import AppendBatch, EventStore
+from events.vault import Vault
 from projections import tables as t
 from projections import usage as usage_model
 
@@ -36,19 +43,30 @@ WAL_TRUNCATE_ATTEMPTS = 3  # a reader mid-snapshot makes a truncating checkpoint
 WAL_TRUNCATE_WAIT_MS = 2000  # per attempt, for readers to leave their snapshots
 
 
-class ManagementService(WorkspaceService):
-    """Workspaces and keys (inherited), senders, contacts, lists, suppressions, webhooks, the raw log."""
+class ManagementService:
+    """Senders, contacts, lists, suppressions, webhooks, the account and the raw log."""
+
+    def __init__(self, store: EventStore, clock: Clock, vault: Vault, options: dict[str, Any], public_url: str, *,
+                 mailer: SmtpMailer, suppressions: Suppressions, stops: EnrollmentStops, usage: UsageCounts,
+                 work: WorkSignal) -> None:
+        self.store = store
+        self.clock = clock
+        self.vault = vault
+        self.options = options
+        self.public_url = public_url
+        self.mailer = mailer
+        self.suppressions = suppressions
+        self.stops = stops
+        self.usage = usage
+        self.work = work
+        self.reads = Reads(store)
+        self.connections = SenderConnections(vault, options)
 
     # -- the account ----------------------------------------------------------------------------
     async def get_account(self, ws: str) -> dict[str, Any]:
-        w = await self._one(select(t.workspaces).where(t.workspaces.c.id == ws), "workspace", ws)
+        w = await self.reads.one(select(t.workspaces).where(t.workspaces.c.id == ws), "workspace", ws)
         return {"id": w["id"], "name": w["name"], "monthly_limit": w["monthly_limit"],
-                "sent_this_month": await self.sent_this_month(ws), "require_approval": w["require_approval"]}
-
-    async def sent_this_month(self, ws: str) -> int:
-        """Emails accepted this calendar month (UTC); the sending module refines this count."""
-        counter = getattr(self, "_count_sent_this_month", None)
-        return int(await counter(ws)) if counter else 0
+                "sent_this_month": await self.usage.sent_this_month(ws), "require_approval": w["require_approval"]}
 
     # -- senders --------------------------------------------------------------------------------
     def _secret_settings(self, data: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -61,7 +79,7 @@ class ManagementService(WorkspaceService):
 
     async def create_sender(self, ws: str, body: dict[str, Any]) -> dict[str, Any]:
         s: m.SenderIn = m.parse(m.SenderIn, body)
-        sid = new_id("snd", self.now())
+        sid = new_id("snd", self.clock.now())
         await self.store.append(f"sender-{sid}", [se.SenderAdded(
             sender_id=sid, email=s.email, from_name=s.from_name, smtp=self._secret_settings(s.smtp.model_dump()) or {},
             imap=self._secret_settings(s.imap.model_dump()) if s.imap else None, daily_limit=s.daily_limit,
@@ -72,8 +90,8 @@ class ManagementService(WorkspaceService):
 
     async def _sender_row(self, ws: str, sid: str) -> Any:
         c = t.senders.c
-        return await self._one(select(t.senders).where(c.id == sid, c.workspace_id == ws, c.removed.is_(False)),
-                               "sender", sid)
+        return await self.reads.one(select(t.senders).where(c.id == sid, c.workspace_id == ws, c.removed.is_(False)),
+                                    "sender", sid)
 
     async def get_sender(self, ws: str, sid: str) -> dict[str, Any]:
         row = await self._sender_row(ws, sid)
@@ -83,26 +101,22 @@ class ManagementService(WorkspaceService):
     async def _daily_limit_today(self, row: Any) -> int | None:
         """What the planner allows the sender today: the varied daily limit, lowered by a warm-up."""
         counts = usage_model.counts.c
-        first = await self._all(select(func.min(counts.bucket).label("day")).where(
+        first = await self.reads.all(select(func.min(counts.bucket).label("day")).where(
             counts.scope == usage_model.SENDER_DAY, counts.owner == row["id"], counts.sends > 0))
         plan = SenderPlan(sender_id=row["id"], daily_limit=row["daily_limit"],
                           daily_limit_variation_pct=float(row["daily_limit_variation_pct"]),
                           warmup=Warmup.from_dict(json.loads(row["warmup"]) if row["warmup"] else None),
                           first_send_day=date.fromisoformat(first[0]["day"]) if first and first[0]["day"] else None)
-        today = self.now().astimezone(UTC).date()
+        today = self.clock.now().astimezone(UTC).date()
         return effective_daily_limit(plan, today)
 
     async def _sender_health(self, ws: str, sid: str) -> tuple[int, float]:
-        health = getattr(self, "_sender_usage", None)
-        if health is None:
-            return 0, 0.0
-        result: tuple[int, float] = await health(ws, sid)
-        return result
+        return await self.usage.sender_usage(ws, sid)
 
     async def list_senders(self, ws: str, page: int = 1, per_page: int = 50) -> dict[str, Any]:
         c = t.senders.c
         q = select(t.senders).where(c.workspace_id == ws, c.removed.is_(False)).order_by(c.created_at, c.id)
-        result = await self._paged(q, Page.of(page, per_page), views.sender_view)
+        result = await self.reads.paged(q, Page.of(page, per_page), views.sender_view)
         for item in result["data"]:
             item["sent_today"], item["bounce_rate"] = await self._sender_health(ws, item["id"])
             item["daily_limit_today"] = await self._daily_limit_today(await self._sender_row(ws, item["id"]))
@@ -118,7 +132,7 @@ class ManagementService(WorkspaceService):
                 old = json.loads(row[key]) if row[key] else {}
                 new = value.model_dump() if value is not None else None
                 if new is not None and not new.get("password") and old.get("password_enc"):
-                    new = {**self._secret_settings(new), "password_enc": old["password_enc"]}  # type: ignore[dict-item]
+                    new = {**(self._secret_settings(new) or {}), "password_enc": old["password_enc"]}
                 else:
                     new = self._secret_settings(new)
                 changes[key] = new
@@ -134,7 +148,7 @@ class ManagementService(WorkspaceService):
     async def delete_sender(self, ws: str, sid: str) -> dict[str, Any]:
         await self._sender_row(ws, sid)
         c = t.campaigns.c
-        rows = await self._all(select(c.id, c.definition).where(
+        rows = await self.reads.all(select(c.id, c.definition).where(
             c.workspace_id == ws, c.deleted.is_(False), c.status.in_(["active", "scheduled", "paused"])))
         using = [r["id"] for r in rows if sid in (json.loads(r["definition"]).get("sender_ids") or [])]
         if using:
@@ -146,7 +160,7 @@ class ManagementService(WorkspaceService):
         row = await self._sender_row(ws, sid)
         if row["status"] != "active":
             await self.store.append(f"sender-{sid}", [se.SenderReenabled(sender_id=sid)], None, workspace_id=ws)
-            self._notify_work()
+            self.work.notify()
         return await self.get_sender(ws, sid)
 
     async def check_sender(self, ws: str, sid: str) -> dict[str, Any]:
@@ -154,11 +168,11 @@ class ManagementService(WorkspaceService):
         from engine.delivery.inbound.imap import MailboxReader
 
         row = await self._sender_row(ws, sid)
-        smtp_ok, smtp_error = await self.mailer.check_login(self._smtp_settings(row))  # type: ignore[attr-defined]
+        smtp_ok, smtp_error = await self.mailer.check_login(self.connections.smtp(row))
         imap_ok: bool | None = None
         imap_error = None
         if row["imap"]:
-            imap_ok, imap_error = await MailboxReader().check_login(self._imap_settings(row))
+            imap_ok, imap_error = await MailboxReader().check_login(self.connections.imap(row))
         errors = [f"smtp: {smtp_error}" if smtp_error else "", f"imap: {imap_error}" if imap_error else ""]
         return {"smtp_ok": smtp_ok, "imap_ok": imap_ok, "error": "; ".join(e for e in errors if e) or None}
 
@@ -175,9 +189,9 @@ class ManagementService(WorkspaceService):
         current = json.loads(row["dkim"]) if row["dkim"] else None
         selector, algorithm, pem = _dkim_request(body)
         if selector is None:
-            selector = f"ce{self.now():%Y%m%d}"
+            selector = f"ce{self.clock.now():%Y%m%d}"
             if current is not None and current["selector"] == selector:
-                selector = f"ce{self.now():%Y%m%d%H%M%S}"
+                selector = f"ce{self.clock.now():%Y%m%d%H%M%S}"
         if pem is None:
             # RSA generation takes a noticeable fraction of a second: off the event loop.
             pem = await asyncio.to_thread(dkim.generate_private_key, algorithm or "rsa-sha256")
@@ -245,8 +259,8 @@ class ManagementService(WorkspaceService):
 
     async def _existing_contact(self, ws: str, email_hash: str, conn: Any = None) -> str | None:
         c = t.contacts.c
-        rows = await self._all(select(c.id).where(c.workspace_id == ws, c.email_hash == email_hash,
-                                                  c.erased.is_(False)), conn)
+        rows = await self.reads.all(select(c.id).where(c.workspace_id == ws, c.email_hash == email_hash,
+                                                       c.erased.is_(False)), conn)
         return rows[0]["id"] if rows else None
 
     def _contact_created(self, cid: str, body: m.ContactIn) -> ce.ContactCreated:
@@ -263,12 +277,12 @@ class ManagementService(WorkspaceService):
                 existing = await self._existing_contact(ws, self._email_hash(data.email), conn)
                 if existing:
                     raise Conflict("contact_exists", "a contact with this email exists", {"id": existing})
-                cid = new_id("con", self.now())
+                cid = new_id("con", self.clock.now())
                 await self.store.append(f"contact-{cid}", [self._contact_created(cid, data)], 0, workspace_id=ws,
                                         conn=conn)
                 return cid
 
-        return await self.get_contact(ws, await self._retry(attempt))
+        return await self.get_contact(ws, await retry(attempt))
 
     async def import_contacts(self, ws: str, rows: list[Any], *, list_id: str | None = None) -> dict[str, Any]:
         """Create or update contacts by email; one bad row never drops the others.
@@ -301,7 +315,7 @@ class ManagementService(WorkspaceService):
             chunk = items[start:start + 500]
             async with self.store.transaction() as conn:
                 c = t.contacts.c
-                existing = {r["email_hash"]: r for r in await self._all(select(t.contacts).where(
+                existing = {r["email_hash"]: r for r in await self.reads.all(select(t.contacts).where(
                     c.workspace_id == ws, c.erased.is_(False), c.email_hash.in_([h for h, _ in chunk])), conn)}
                 batches: list[AppendBatch] = []
                 members: list[str] = []
@@ -316,7 +330,7 @@ class ManagementService(WorkspaceService):
                                 contact_id=old["id"], changes=changes)]))
                             updated += 1
                     else:
-                        cid = new_id("con", self.now())
+                        cid = new_id("con", self.clock.now())
                         members.append(cid)
                         batches.append(AppendBatch(f"contact-{cid}", [self._contact_created(cid, item)], 0))
                         created += 1
@@ -341,8 +355,8 @@ class ManagementService(WorkspaceService):
 
     async def _contact_row(self, ws: str, cid: str, conn: Any = None) -> Any:
         c = t.contacts.c
-        return await self._one(select(t.contacts).where(c.id == cid, c.workspace_id == ws, c.erased.is_(False)),
-                               "contact", cid, conn)
+        return await self.reads.one(select(t.contacts).where(c.id == cid, c.workspace_id == ws, c.erased.is_(False)),
+                                    "contact", cid, conn)
 
     async def get_contact(self, ws: str, cid: str) -> dict[str, Any]:
         return views.contact_view(await self._contact_row(ws, cid))
@@ -361,7 +375,7 @@ class ManagementService(WorkspaceService):
             await self._list_row(ws, list_id)
             query = query.where(c.id.in_(select(t.list_members.c.contact_id)
                                          .where(t.list_members.c.list_id == list_id)))
-        return await self._paged(query.order_by(c.created_at, c.id), Page.of(page, per_page), views.contact_view)
+        return await self.reads.paged(query.order_by(c.created_at, c.id), Page.of(page, per_page), views.contact_view)
 
     async def update_contact(self, ws: str, cid: str, body: dict[str, Any]) -> dict[str, Any]:
         p: m.ContactPatch = m.parse(m.ContactPatch, body)
@@ -382,20 +396,18 @@ class ManagementService(WorkspaceService):
                     await self.store.append(f"contact-{cid}", [ce.ContactUpdated(contact_id=cid, changes=changes)],
                                             None, workspace_id=ws, conn=conn)
 
-        await self._retry(attempt)
+        await retry(attempt)
         return await self.get_contact(ws, cid)
 
     async def erase_contact(self, ws: str, cid: str) -> dict[str, Any]:
         """Crypto-shred: stop the contact's enrollments, destroy its key, blank every read model."""
         async with self.store.transaction() as conn:
             row = await self._contact_row(ws, cid, conn)
-            stop = getattr(self, "_stop_contact_enrollments", None)
-            if stop is not None:
-                await stop(conn, ws, cid, "erased")
+            await self.stops.stop_contact(conn, ws, cid, "erased")
             await self.store.append(f"contact-{cid}", [ce.ContactErased(contact_id=cid, email_hash=row["email_hash"])],
                                     None, workspace_id=ws, conn=conn)
             await self.store.erase_subject(conn, cid)
-            await self.store.erase_subject(conn, _suppression_subject(row["email_hash"]))
+            await self.store.erase_subject(conn, suppression_subject(row["email_hash"]))
             idem = schema.idempotency.c
             await conn.execute(schema.idempotency.delete().where(idem.workspace_id == ws,
                                                                  idem.response.like(f"%{cid}%")))
@@ -441,28 +453,28 @@ class ManagementService(WorkspaceService):
     # -- lists ----------------------------------------------------------------------------------
     async def create_list(self, ws: str, body: dict[str, Any]) -> dict[str, Any]:
         data: m.ListIn = m.parse(m.ListIn, body)
-        lid = new_id("lst", self.now())
+        lid = new_id("lst", self.clock.now())
         await self.store.append(f"list-{lid}", [ce.ListCreated(list_id=lid, name=data.name)], 0, workspace_id=ws)
         return views.list_view(await self._list_row(ws, lid), 0)
 
     async def _list_row(self, ws: str, lid: str) -> Any:
         c = t.lists.c
-        return await self._one(select(t.lists).where(c.id == lid, c.workspace_id == ws), "list", lid)
+        return await self.reads.one(select(t.lists).where(c.id == lid, c.workspace_id == ws), "list", lid)
 
     async def list_lists(self, ws: str, page: int = 1, per_page: int = 50) -> dict[str, Any]:
         c = t.lists.c
-        result = await self._paged(select(t.lists).where(c.workspace_id == ws).order_by(c.created_at, c.id),
-                                   Page.of(page, per_page), views.list_view)
+        result = await self.reads.paged(select(t.lists).where(c.workspace_id == ws).order_by(c.created_at, c.id),
+                                        Page.of(page, per_page), views.list_view)
         for item in result["data"]:
-            rows = await self._all(select(func.count().label("n")).select_from(t.list_members)
-                                   .where(t.list_members.c.list_id == item["id"]))
+            rows = await self.reads.all(select(func.count().label("n")).select_from(t.list_members)
+                                        .where(t.list_members.c.list_id == item["id"]))
             item["contact_count"] = int(rows[0]["n"])
         return result
 
     async def _own_contacts(self, ws: str, ids: list[str]) -> list[str]:
         c = t.contacts.c
-        found = {r["id"] for r in await self._all(select(c.id).where(c.workspace_id == ws, c.erased.is_(False),
-                                                                     c.id.in_(ids)))}
+        found = {r["id"] for r in await self.reads.all(select(c.id).where(c.workspace_id == ws, c.erased.is_(False),
+                                                                          c.id.in_(ids)))}
         missing = [i for i in ids if i not in found]
         if missing:
             raise NotFound("contact", missing[0])
@@ -488,41 +500,24 @@ class ManagementService(WorkspaceService):
     async def list_suppressions(self, ws: str, page: int = 1, per_page: int = 50) -> dict[str, Any]:
         s = t.suppressions.c
         q = select(t.suppressions).where(s.workspace_id == ws).order_by(s.created_at, s.value_hash)
-        return await self._paged(q, Page.of(page, per_page), views.suppression_view)
+        return await self.reads.paged(q, Page.of(page, per_page), views.suppression_view)
 
     async def add_suppression(self, ws: str, body: dict[str, Any], reason: str = "manual") -> dict[str, Any]:
         data: m.SuppressionIn = m.parse(m.SuppressionIn, body)
         kind, value = ("email", data.email) if data.email else ("domain", data.domain)
         assert value is not None
-        events = [self._suppression_event(ws, kind, value, reason)]
+        events = [self.suppressions.event(kind, value, reason)]
         await self.store.append(f"suppressions-{ws}", events, None, workspace_id=ws)
         return {"kind": kind, "value": value, "reason": reason}
-
-    def _suppression_event(self, ws: str, kind: str, value: str, reason: str,
-                           contact_id: str | None = None) -> Event:
-        h = self.vault.lookup_hash(value)
-        subject = contact_id or _suppression_subject(h)
-        return ce.SuppressionAdded(subject_id=subject, kind=kind, value=value, value_hash=h, reason=reason)
 
     async def delete_suppression(self, ws: str, value: str) -> dict[str, Any]:
         h = self.vault.lookup_hash(value)
         s = t.suppressions.c
-        row = await self._one(select(t.suppressions).where(s.workspace_id == ws, s.value_hash == h),
-                              "suppression", value)
+        row = await self.reads.one(select(t.suppressions).where(s.workspace_id == ws, s.value_hash == h),
+                                   "suppression", value)
         await self.store.append(f"suppressions-{ws}", [ce.SuppressionRemoved(kind=row["kind"], value_hash=h)], None,
                                 workspace_id=ws)
         return {"value": value, "deleted": True}
-
-    async def _suppressed(self, ws: str, emails_and_domains: list[str], conn: Any = None) -> set[str]:
-        """The hashes among those given that are suppressed."""
-        s = t.suppressions.c
-        hashes = list({self.vault.lookup_hash(v) for v in emails_and_domains})
-        found: set[str] = set()
-        for i in range(0, len(hashes), 400):
-            rows = await self._all(select(s.value_hash).where(s.workspace_id == ws,
-                                                              s.value_hash.in_(hashes[i:i + 400])), conn)
-            found.update(r["value_hash"] for r in rows)
-        return found
 
     # -- webhooks -------------------------------------------------------------------------------
     async def create_webhook(self, ws: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -537,7 +532,7 @@ class ManagementService(WorkspaceService):
             errors.append({"field": "url", "message": problem})
         if errors:
             raise ValidationFailed(errors)
-        wid = new_id("whk", self.now())
+        wid = new_id("whk", self.clock.now())
         secret = data.secret or secrets.token_urlsafe(24)
         await self.store.append(f"webhook-{wid}", [we.WebhookCreated(
             webhook_id=wid, url=data.url, event_types=tuple(data.events),
@@ -548,12 +543,12 @@ class ManagementService(WorkspaceService):
 
     async def _webhook_row(self, ws: str, wid: str) -> Any:
         c = t.webhooks.c
-        return await self._one(select(t.webhooks).where(c.id == wid, c.workspace_id == ws), "webhook", wid)
+        return await self.reads.one(select(t.webhooks).where(c.id == wid, c.workspace_id == ws), "webhook", wid)
 
     async def list_webhooks(self, ws: str, page: int = 1, per_page: int = 50) -> dict[str, Any]:
         c = t.webhooks.c
-        return await self._paged(select(t.webhooks).where(c.workspace_id == ws).order_by(c.created_at, c.id),
-                                 Page.of(page, per_page), views.webhook_view)
+        return await self.reads.paged(select(t.webhooks).where(c.workspace_id == ws).order_by(c.created_at, c.id),
+                                      Page.of(page, per_page), views.webhook_view)
 
     async def delete_webhook(self, ws: str, wid: str) -> dict[str, Any]:
         await self._webhook_row(ws, wid)
@@ -646,11 +641,6 @@ def _dkim_request(body: Any) -> tuple[str | None, dkim.Algorithm | None, str | N
     if errors:
         raise ValidationFailed(errors)
     return selector, algorithm, pem
-
-
-def _suppression_subject(value_hash: str) -> str:
-    """The vault subject of an email suppression: erasing the contact erases it too."""
-    return f"sup_{value_hash[:24]}"
 
 
 def _redact(data: Any) -> Any:

@@ -12,27 +12,45 @@ from typing import Any
 
 from sqlalchemy import select
 
+from engine.clock import Clock
 from engine.delivery.content import mime
 from engine.delivery.content.compose import TEST_CONTACT_ID, compose_email, render_step
 from engine.delivery.outbound import dkim
+from engine.delivery.outbound.smtp import SmtpMailer
 from engine.domain.models import check_email
 from engine.domain.variants import choose_variant, variant_ids
 from engine.errors import CampaignInvalid, NotFound, PlanLimitReached, ValidationFailed
-from engine.service.base import ServiceBase
+from engine.service.base import Reads, SenderConnections
+from engine.service.usage import UsageCounts
 from events.catalog.email import TestEmailSent
+from events.store import EventStore
+from events.vault import Vault
 from projections import tables as t
 
 SAMPLE = {"first_name": "Alex", "last_name": "Sample", "email": "alex@example.com", "company": "Example Inc",
           "custom_fields": {}}
 
 
-class PreviewService(ServiceBase):
+class PreviewService:
+    """Previews of a campaign's steps and test sends, through the compose path the tick uses."""
+
+    def __init__(self, store: EventStore, clock: Clock, vault: Vault, options: dict[str, Any], public_url: str, *,
+                 mailer: SmtpMailer, usage: UsageCounts) -> None:
+        self.store = store
+        self.clock = clock
+        self.vault = vault
+        self.public_url = public_url
+        self.mailer = mailer
+        self.usage = usage
+        self.reads = Reads(store)
+        self.connections = SenderConnections(vault, options)
+
     async def _merge_data(self, ws: str, contact_id: str | None) -> dict[str, Any]:
         if contact_id is None:
             return dict(SAMPLE)
         c = t.contacts.c
-        row = await self._one(select(t.contacts).where(c.id == contact_id, c.workspace_id == ws,
-                                                       c.erased.is_(False)), "contact", contact_id)
+        row = await self.reads.one(select(t.contacts).where(c.id == contact_id, c.workspace_id == ws,
+                                                            c.erased.is_(False)), "contact", contact_id)
         return {"first_name": row["first_name"], "last_name": row["last_name"], "email": row["email"],
                 "company": row["company"],
                 "custom_fields": json.loads(row["custom_fields"]) if row["custom_fields"] else {}}
@@ -45,7 +63,7 @@ class PreviewService(ServiceBase):
         if contact_id is None:
             return None
         e = t.enrollments.c
-        rows = await self._all(select(e.id).where(e.campaign_id == cid, e.contact_id == contact_id))
+        rows = await self.reads.all(select(e.id).where(e.campaign_id == cid, e.contact_id == contact_id))
         return str(rows[0]["id"]) if rows else None
 
     async def preview(self, ws: str, cid: str, contact_id: str | None = None, step: int | None = None
@@ -55,7 +73,7 @@ class PreviewService(ServiceBase):
         ``{{unsubscribe_url}}`` shows the contact's one-click page, signed as its email would be
         (for a contact not enrolled, with a ``preview`` email id); with the sample contact it is empty.
         """
-        state, _ = await self._campaign(ws, cid)
+        state, _ = await self.reads.campaign(ws, cid)
         data = await self._merge_data(ws, contact_id)
         steps = state.definition.get("steps") or []
         if step is not None and not 1 <= step <= len(steps):
@@ -119,28 +137,28 @@ class PreviewService(ServiceBase):
                     errors.append({"field": f"emails.{i}", "message": str(exc)})
         if errors:
             raise ValidationFailed(errors)
-        state, _ = await self._campaign(ws, cid)
-        w = (await self._all(select(t.workspaces).where(t.workspaces.c.id == ws)))[0]
+        state, _ = await self.reads.campaign(ws, cid)
+        w = (await self.reads.all(select(t.workspaces).where(t.workspaces.c.id == ws)))[0]
         definition = state.definition
         steps = definition.get("steps") or []
         if w["monthly_limit"] is not None and \
-                await self.sent_this_month(ws) + len(steps) * len(emails) > w["monthly_limit"]:  # type: ignore[attr-defined]
+                await self.usage.sent_this_month(ws) + len(steps) * len(emails) > w["monthly_limit"]:
             raise PlanLimitReached("the workspace's monthly limit is reached")
         sender_ids = definition.get("sender_ids") or []
         if not steps or not sender_ids:
             raise CampaignInvalid(["the campaign needs steps and a sender for a test send"])
         s = t.senders.c
-        rows = await self._all(select(t.senders).where(s.id == sender_ids[0], s.workspace_id == ws,
-                                                       s.removed.is_(False)))
+        rows = await self.reads.all(select(t.senders).where(s.id == sender_ids[0], s.workspace_id == ws,
+                                                            s.removed.is_(False)))
         if not rows:
             raise NotFound("sender", sender_ids[0])
         sender = rows[0]
-        settings = self._smtp_settings(sender)
+        settings = self.connections.smtp(sender)
         data = await self._merge_data(ws, (body or {}).get("contact_id"))
         options = definition.get("settings") or {}
         domain = sender["email"].rsplit("@", 1)[1]
         signing = dkim.signing_for(sender, self.vault.decrypt_secret)  # signed like the real sends
-        now = self.now()
+        now = self.clock.now()
         results: dict[str, Any] = {}
         for address in emails:
             enrollment_id = f"test-{secrets.token_hex(8)}"
@@ -154,7 +172,7 @@ class PreviewService(ServiceBase):
                 composed = compose_email(definition, number, data, sender, enrollment_id=enrollment_id,
                                          email_id=email_id, message_id=message_id, now=now, tracking=tracking,
                                          test=True, to_email=address, dkim=signing)
-                r = await self.mailer.send(sender["id"], settings, sender["email"],  # type: ignore[attr-defined]
+                r = await self.mailer.send(sender["id"], settings, sender["email"],
                                            [composed.recipient], composed.raw)
                 outcomes.append({"step": number, "outcome": r.outcome, "code": r.code, "message_id": message_id})
             results[address] = outcomes

@@ -19,17 +19,19 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import String, and_, case, func, literal, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from engine.clock import Clock
 from engine.delivery.content.compose import subject_template
 from engine.domain.enrollment import SKIP_REASONS
 from engine.domain.variants import variant_ids
 from engine.errors import NotFound, ValidationFailed
 from engine.schedule.tzutil import hour_start, local_day_start, resolve_wall, zone
-from engine.service.base import ServiceBase
+from engine.service.base import Reads
 from engine.service.variants import by_step_and_variant, variant_counts_query, winners_of
 from events import catalog as _catalog  # noqa: F401  (registers the event types listed below)
 from events import schema
+from events.catalog.email import EmailReplied
 from events.registry import all_types, format_time, to_data
-from events.store import StoredEvent
+from events.store import EventStore, StoredEvent
 from projections import tables as t
 from projections.engagement import link_clicks
 from projections.sending import emails
@@ -142,12 +144,19 @@ def _too_many() -> ValidationFailed:
 
 
 # -- the service ---------------------------------------------------------------------------------
-class ReportService(ServiceBase):
+class ReportService:
+    """Per-step and per-link stats, timelines, activity, skips and replies of a campaign."""
+
+    def __init__(self, store: EventStore, clock: Clock) -> None:
+        self.store = store
+        self.clock = clock
+        self.reads = Reads(store)
+
     async def _report_campaign(self, ws: str, cid: str) -> tuple[dict[str, Any], ZoneInfo]:
         """The campaign's definition and time zone; NotFound for an unknown, deleted or foreign id."""
         c = t.campaigns.c
-        rows = await self._all(select(c.definition).where(c.id == cid, c.workspace_id == ws,
-                                                          c.deleted.is_(False)))
+        rows = await self.reads.all(select(c.definition).where(c.id == cid, c.workspace_id == ws,
+                                                               c.deleted.is_(False)))
         if not rows:
             raise NotFound("campaign", cid)
         definition = json.loads(rows[0]["definition"])
@@ -164,8 +173,8 @@ class ReportService(ServiceBase):
         out: dict[str, str | None] = {}
         unique = sorted(set(ids))
         for i in range(0, len(unique), 400):
-            for r in await self._all(select(c.id, c.email).where(c.workspace_id == ws, c.id.in_(unique[i:i + 400])),
-                                     conn):
+            for r in await self.reads.all(
+                    select(c.id, c.email).where(c.workspace_id == ws, c.id.in_(unique[i:i + 400])), conn):
                 out[r["id"]] = r["email"]
         return out
 
@@ -186,7 +195,7 @@ class ReportService(ServiceBase):
                     count(E.replied_at.is_not(None)).label("replied"), count(E.status == "bounced").label("bounced"),
                     count((E.status == "bounced") & (E.bounce_source == "smtp")).label("refused"))
              .where(E.campaign_id == cid, E.workspace_id == ws).group_by(E.step))
-        counted = {int(r["step"]): {k: int(v) for k, v in dict(r).items()} for r in await self._all(q)}
+        counted = {int(r["step"]): {k: int(v) for k, v in dict(r).items()} for r in await self.reads.all(q)}
         by_variant = await self._variant_stats(ws, cid, definition)
         steps = definition.get("steps") or []
         out = []
@@ -208,7 +217,7 @@ class ReportService(ServiceBase):
     async def _variant_stats(self, ws: str, cid: str, definition: dict[str, Any]) -> dict[int, list[dict[str, Any]]]:
         """Per step, one entry per A/B variant (the definition's, in order, then any variant sent and
         since removed), with ``winner`` true for the one recorded by ``campaign.variant_won``."""
-        counted = by_step_and_variant(await self._all(variant_counts_query(cid).where(E.workspace_id == ws)))
+        counted = by_step_and_variant(await self.reads.all(variant_counts_query(cid).where(E.workspace_id == ws)))
         winners = winners_of(definition)
         steps = definition.get("steps") or []
         out: dict[int, list[dict[str, Any]]] = {}
@@ -239,7 +248,7 @@ class ReportService(ServiceBase):
         """
         await self._report_campaign(ws, cid)
         lc = link_clicks.c
-        rows = await self._all(
+        rows = await self.reads.all(
             select(lc.url, func.sum(lc.clicks).label("clicks"), func.count(func.distinct(lc.email_id)).label("unique"))
             .where(lc.campaign_id == cid, lc.workspace_id == ws).group_by(lc.url))
         out = [{"url": r["url"], "clicks": int(r["clicks"]), "unique_clicks": int(r["unique"])} for r in rows]
@@ -261,10 +270,10 @@ class ReportService(ServiceBase):
         if start is not None and end is not None and start > end:
             p.fail("from", "from must not be later than to")
         p.check()
-        end = end or self.now()
+        end = end or self.clock.now()
         if start is None:
-            first = await self._all(select(func.min(E.sent_at).label("first"))
-                                    .where(E.campaign_id == cid, E.workspace_id == ws))
+            first = await self.reads.all(select(func.min(E.sent_at).label("first"))
+                                         .where(E.campaign_id == cid, E.workspace_id == ws))
             if first[0]["first"] is None:
                 return []
             start = datetime.fromisoformat(first[0]["first"].replace("Z", "+00:00"))
@@ -281,7 +290,7 @@ class ReportService(ServiceBase):
                                 func.count().label("n"))
                          .where(E.campaign_id == cid, E.workspace_id == ws, col >= lo, col < hi)
                          .group_by(minute))
-        rows = await self._all(union_all(*parts))
+        rows = await self.reads.all(union_all(*parts))
         starts = fences[:-1]
         counts = [dict.fromkeys(metrics, 0) for _ in starts]
         for r in rows:  # per-minute sub-totals: every zone offset in use is a whole number of minutes
@@ -334,7 +343,7 @@ class ReportService(ServiceBase):
             evs = await self.store.query(q, conn)
             page, more = evs[:n], len(evs) > n
             addresses = await self._contact_emails(ws, [_field(e, "contact_id") for e in page], conn)
-        state, _ = await self._campaign(ws, cid)
+        state, _ = await self.reads.campaign(ws, cid)
         node_ids = [step.get("node_id") for step in state.definition.get("steps") or []]
         items = [_activity_item(e, addresses) for e in page]
         for item in items:  # a workflow's email node, where the step came from one
@@ -367,7 +376,7 @@ class ReportService(ServiceBase):
             logged = logged.where(sk.reason == kind)
             other = other.where(en.stop_reason == kind)
         u = union_all(logged, other).subquery()
-        rows = await self._all(select(u).order_by(u.c.at.desc(), u.c.position.desc(), u.c.contact_id).limit(n))
+        rows = await self.reads.all(select(u).order_by(u.c.at.desc(), u.c.position.desc(), u.c.contact_id).limit(n))
         addresses = await self._contact_emails(ws, [r["contact_id"] for r in rows])
         return [{"contact_id": r["contact_id"], "email": addresses.get(r["contact_id"]), "kind": r["kind"],
                  "at": r["at"]} for r in rows]
@@ -387,11 +396,13 @@ class ReportService(ServiceBase):
         async with self.store.reading() as conn:
             first: dict[tuple[str, bool], StoredEvent] = {}
             for e in await self.store.query(q, conn):
-                first.setdefault((e.event.email_id, bool(e.event.out_of_office)), e)  # type: ignore[attr-defined]
+                if isinstance(e.event, EmailReplied):  # the query reads only email.replied
+                    first.setdefault((e.event.email_id, bool(e.event.out_of_office)), e)
             ids = sorted({eid for eid, _ in first})
             sent: dict[str, str | None] = {}
             for i in range(0, len(ids), 400):
-                for r in await self._all(select(E.email_id, E.sent_at).where(E.email_id.in_(ids[i:i + 400])), conn):
+                for r in await self.reads.all(
+                        select(E.email_id, E.sent_at).where(E.email_id.in_(ids[i:i + 400])), conn):
                     sent[r["email_id"]] = r["sent_at"]
             addresses = await self._contact_emails(ws, [_field(e, "contact_id") for e in first.values()], conn)
         out = []

@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 from sqlalchemy import exists, func, select
@@ -27,6 +27,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, InternalError, Operationa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from engine import metrics
+from engine.clock import Clock
 from engine.delivery.content import mime
 from engine.delivery.content.compose import ComposedEmail, compose_email
 from engine.delivery.outbound.smtp import SendResult, SmtpMailer, SmtpSettings
@@ -36,7 +37,8 @@ from engine.domain.enrollment import Attempt, ClaimedEmail, NextStep
 from engine.domain.variants import choose_variant
 from engine.schedule import Assignment, CampaignPlan, PlanRound, QueueItem, follow_up
 from engine.service import liveness
-from engine.service.base import ServiceBase, new_id
+from engine.service.base import Reads, SenderConnections, new_id
+from engine.service.guards import DeliveryGuards
 from engine.service.planner_inputs import (
     PlannerInputs,
     is_placeholder,
@@ -44,13 +46,16 @@ from engine.service.planner_inputs import (
     load_usage,
     parsed_campaign,
 )
+from engine.service.signals import StopNotes
+from engine.service.suppressions import Suppressions
 from engine.service.variants import record_variant_winners, winners_of
 from events.catalog import email as email_events
 from events.catalog import enrollment as enrollment_events
 from events.catalog import sender as sender_events
 from events.context import acting
 from events.registry import Event, format_time, parse_time
-from events.store import AppendBatch, StoredEvent
+from events.store import AppendBatch, EventStore
+from events.vault import Vault
 from projections import tables
 from projections.sending import emails
 
@@ -68,6 +73,9 @@ ResultT = TypeVar("ResultT")
 OUTCOME_OF = {"email.sent": "sent", "email.uncertain": "uncertain", "email.bounced": "bounced",
               "email.failed": "failed", "email.deferred": "deferred", "email.released": "released"}
 log = structlog.get_logger("campaign_engine.sending")
+
+if TYPE_CHECKING:  # the resolver's module pulls in dnspython: imported where the checker is built
+    from engine.delivery.lookups.mx import MxChecker
 
 
 def connection_lost(exc: BaseException) -> bool:
@@ -138,12 +146,6 @@ class Release:
     enrollment_open: bool
 
 
-# Events after which a claim not yet sent may have to go back (see SendingService.note_stops).
-STOP_TYPES = frozenset({"campaign.paused", "campaign.cancelled", "campaign.deleted", "campaign.archived",
-                        "contact.unsubscribed", "contact.erased", "suppression.added", "sender.disabled",
-                        "sender.removed", "enrollment.stopped", "enrollment.removed"})
-
-
 def _next_step(assignment: Assignment, plan: CampaignPlan) -> QueueItem | None:
     item = assignment.item
     return follow_up(assignment, plan, email_id=f"{item.enrollment_id}.{item.step + 1}")
@@ -156,21 +158,30 @@ def _as_next(item: QueueItem | None) -> NextStep | None:
                     seq=item.seq)
 
 
-class SendingService(ServiceBase):
-    mailer: SmtpMailer
-    _stop_generation: int = 0  # bumped by every committed stop (and by a shutdown)
-    _draining: bool = False  # shutting down: no new SMTP transaction starts
+class SendingService:
+    """``tick()`` and ``next_due()``: the planner's round, claims, SMTP and outcomes (see the module text).
 
-    async def note_stops(self, events: Sequence[StoredEvent]) -> None:
-        """After-commit hook: a pause, cancel, unsubscribe, erasure, suppression or sender stop was
-        committed, so the claims of a tick in flight are checked again before their SMTP begins."""
-        if any(event.type in STOP_TYPES for event in events):
-            self._stop_generation += 1
+    The claims of a tick in flight are checked again when ``stop_notes`` counts a committed stop,
+    and released when it drains for a shutdown.
+    """
 
-    def drain_sends(self) -> None:
-        """Shutdown: SMTP transactions already started finish; claims not yet sent are released."""
-        self._draining = True
-        self._stop_generation += 1
+    def __init__(self, store: EventStore, clock: Clock, vault: Vault, options: dict[str, Any], public_url: str, *,
+                 mailer: SmtpMailer, mx: MxChecker, suppressions: Suppressions, guards: DeliveryGuards,
+                 stop_notes: StopNotes) -> None:
+        self.store = store
+        self.clock = clock
+        self.vault = vault
+        self.options = options
+        self.public_url = public_url
+        self.mailer = mailer
+        self.mx = mx
+        self.suppressions = suppressions
+        self.guards = guards
+        self.stop_notes = stop_notes
+        self.reads = Reads(store)
+        self.connections = SenderConnections(vault, options)
+        self._worker: str | None = None  # this process's id in engine_workers, made at its first claim
+        self._sender_failures: dict[str, int] = {}  # connection or login failures in a row, per sender
 
     async def tick(self) -> TickReport:
         """Do everything due at ``clock.now()``. Idempotent: a second call at the same time sends nothing."""
@@ -182,8 +193,8 @@ class SendingService(ServiceBase):
             metrics.observe_tick(time.perf_counter() - started)
 
     async def _tick(self) -> TickReport:
-        self._draining = False  # a shutdown drains the tick in flight, not the engine's later use
-        now = self.now()
+        self.stop_notes.resume()  # a shutdown drains the tick in flight, not the engine's later use
+        now = self.clock.now()
         report = TickReport()
         hold, report.skipped, mx_retry_at = await self._verify_mx(now)
         budget = self._claim_budget()
@@ -224,10 +235,9 @@ class SendingService(ServiceBase):
 
     def _worker_id(self) -> str:
         """This process's name in ``engine_workers`` (see ``engine/service/liveness.py``)."""
-        found: str | None = getattr(self, "_worker", None)
-        if found is None:
-            found = self._worker = new_id("wrk", self.now())
-        return found
+        if self._worker is None:
+            self._worker = new_id("wrk", self.clock.now())
+        return self._worker
 
     def _dead_after(self) -> float:
         return float(self.options.get("dead_after_seconds", liveness.DEAD_AFTER_SECONDS))
@@ -239,7 +249,7 @@ class SendingService(ServiceBase):
             await asyncio.sleep(every)
             try:
                 async with self.store.transaction() as conn:
-                    await liveness.beat(conn, self._worker_id(), self.now())
+                    await liveness.beat(conn, self._worker_id(), self.clock.now())
             except Exception as exc:  # noqa: BLE001 - a missed beat is retried at the next one
                 log.warning("heartbeat_failed", error=str(exc).splitlines()[0][:200] if str(exc) else repr(exc))
 
@@ -281,7 +291,7 @@ class SendingService(ServiceBase):
             (c.launch_at.is_(None)) | (c.launch_at <= format_time(now))))).all()
         count = 0
         for campaign_id, workspace_id in rows:
-            state, version = await self._fold_campaign(conn, campaign_id)
+            state, version = await self.reads.fold_campaign(conn, campaign_id)
             events = campaign_domain.decide_activate(state, now)
             if events:
                 await self.store.append(f"campaign-{campaign_id}", events, version, workspace_id=workspace_id,
@@ -356,7 +366,7 @@ class SendingService(ServiceBase):
         by_workspace: dict[str, list[AppendBatch]] = {}
         # Off the claim path: every domain at most once, concurrently, answered from the cache
         # while its TTL lasts; no transaction is open meanwhile.
-        results = await self.mx.check_many({r["email_domain"] for r in due})  # type: ignore[attr-defined]
+        results = await self.mx.check_many({r["email_domain"] for r in due})
         for r in due:
             result = results[r["email_domain"]]
             if result.status == "unknown":
@@ -448,7 +458,7 @@ class SendingService(ServiceBase):
                 values_by_workspace.setdefault(inputs.campaigns[assignment.item.campaign_id].workspace_id, []).extend(
                     [contact["email"], contact["email_domain"]])
         for workspace_id, values in values_by_workspace.items():
-            found = await self._suppressed(workspace_id, values, conn)  # type: ignore[attr-defined]
+            found = await self.suppressions.suppressed(workspace_id, values, conn)
             if not found:
                 continue
             for assignment in assignments:
@@ -476,16 +486,16 @@ class SendingService(ServiceBase):
         done: asyncio.Queue[_Outcome] = asyncio.Queue()
         settings: dict[str, SmtpSettings] = {}
         stops: dict[str, Release] = {}
-        checked = [self._stop_generation]  # the generation `stops` was last read at
+        checked = [self.stop_notes.generation]  # the generation `stops` was last read at
         refreshing = asyncio.Lock()
 
         async def released(claim: Claim) -> Release | None:
-            if self._draining:
+            if self.stop_notes.draining:
                 return Release("shutdown", terminal=False, enrollment_open=True)
-            if self._stop_generation != checked[0]:
+            if self.stop_notes.generation != checked[0]:
                 async with refreshing:  # concurrent sends share one read per stop
-                    if self._stop_generation != checked[0]:
-                        target = self._stop_generation
+                    if self.stop_notes.generation != checked[0]:
+                        target = self.stop_notes.generation
                         stops.update(await with_db_retries("check stops", lambda _try: self._stops_among(claims)))
                         checked[0] = target
             return stops.get(claim.email.email_id)
@@ -500,7 +510,7 @@ class SendingService(ServiceBase):
                     composed = self._compose(inputs.definitions[claim.email.campaign_id], claim, now)
                     sender = claim.sender
                     if sender["id"] not in settings:
-                        settings[sender["id"]] = self._smtp_settings(sender)
+                        settings[sender["id"]] = self.connections.smtp(sender)
                     result = await self.mailer.send(sender["id"], settings[sender["id"]], sender["email"],
                                                     [composed.recipient], composed.raw,
                                                     max_connections=sender["max_connections"])
@@ -588,9 +598,9 @@ class SendingService(ServiceBase):
                     if appends:
                         await self.store.append_many(appends, workspace_id=workspace_id, conn=conn)
                 for workspace_id, sender_id in sorted(rejected):
-                    await self.check_bounce_rate(conn, workspace_id, sender_id)  # type: ignore[attr-defined]
+                    await self.guards.check_bounce_rate(conn, workspace_id, sender_id)
                 # Campaign guards, soft-bounce runs, hard bounces stopping the address workspace-wide.
-                await self.after_attempts(conn, batches)  # type: ignore[attr-defined]
+                await self.guards.after_attempts(conn, batches)
                 await record_variant_winners(self.store, conn, batches)  # A/B steps whose winner rule is met
                 for (workspace_id, sender_id), message in sorted(disconnecting.items()):
                     await self._disconnect(conn, workspace_id, sender_id,
@@ -612,7 +622,7 @@ class SendingService(ServiceBase):
         starts the count again. The count lives in this process: a restart gives the sender a
         fresh start, which at worst costs a few more attempts.
         """
-        failures: dict[str, int] = self.__dict__.setdefault("_sender_failures", {})
+        failures = self._sender_failures
         if result.outcome not in ("connect_failed", "auth_failed"):
             failures.pop(sender_id, None)
             return False
@@ -659,7 +669,7 @@ class SendingService(ServiceBase):
             for row in contacts.values():
                 by_workspace.setdefault(row["workspace_id"], []).extend([row["email"], row["email_domain"]])
             for workspace_id, values in by_workspace.items():
-                suppressed |= await self._suppressed(workspace_id, values, conn)  # type: ignore[attr-defined]
+                suppressed |= await self.suppressions.suppressed(workspace_id, values, conn)
         found: dict[str, Release] = {}
         for claim in claims:
             email = claim.email
@@ -755,7 +765,7 @@ class SendingService(ServiceBase):
         rows = [r for r in rows if not (parsed_campaign(r)[0].get("settings") or {}).get("evergreen")]
         for row in rows:
             campaign_id, workspace_id = row["id"], row["workspace_id"]
-            state, version = await self._fold_campaign(conn, campaign_id)
+            state, version = await self.reads.fold_campaign(conn, campaign_id)
             await self.store.append(f"campaign-{campaign_id}", campaign_domain.decide_transition(state, "complete"),
                                     version, workspace_id=workspace_id, conn=conn)
         return len(rows)

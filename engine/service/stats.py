@@ -1,15 +1,18 @@
-"""Email counts behind stats, the account and sender health, all from ``rm_emails``."""
+"""Email counts behind campaign stats, from ``rm_emails`` (the account's and senders' counts are
+``engine/service/usage.py``)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import case, func, select
 
-from engine.service.base import ServiceBase
+from engine.clock import Clock
+from engine.service.base import Reads
 from events.registry import format_time
+from events.store import EventStore
 from projections import tables as t
 from projections.engagement import opens
 from projections.sending import emails
@@ -21,26 +24,24 @@ def _pct(part: int, whole: int) -> float:
     return round(100.0 * part / whole, 2) if whole else 0.0
 
 
-def _month_start(now: datetime) -> str:
-    return format_time(now.replace(day=1, hour=0, minute=0, second=0, microsecond=0))
-
-
-def _day_start(now: datetime) -> str:
-    return format_time(now.replace(hour=0, minute=0, second=0, microsecond=0))
-
-
 def _count(cond: Any) -> Any:
     return func.coalesce(func.sum(case((cond, 1), else_=0)), 0)
 
 
-class StatsService(ServiceBase):
-    async def _email_stats_many(self, ws: str, cids: Sequence[str]) -> dict[str, dict[str, Any]]:
+class StatsService:
+    """The email part of campaign stats (counts, rates, engagement, throughput, per sender)."""
+
+    def __init__(self, store: EventStore, clock: Clock) -> None:
+        self.clock = clock
+        self.reads = Reads(store)
+
+    async def email_stats_many(self, ws: str, cids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """The email part of ``GET .../stats`` for several campaigns at once: a fixed number of
         grouped queries (emails, opens, senders' statuses), whatever the number of campaigns,
         so that a page of the campaign list costs what one campaign's stats cost."""
         if not cids:
             return {}
-        now = self.now()
+        now = self.clock.now()
         hour_ago, day_ago = format_time(now - timedelta(hours=1)), format_time(now - timedelta(days=1))
         until = format_time(now)
         sent_col = E.sent_at.is_not(None)
@@ -67,9 +68,9 @@ class StatsService(ServiceBase):
             last_hour, last_day,
         ).where(E.campaign_id.in_(list(cids)), E.workspace_id == ws).group_by(E.campaign_id)
         counted = {r["campaign_id"]: {k: int(v) for k, v in dict(r).items() if k != "campaign_id"}
-                   for r in await self._all(q)}
+                   for r in await self.reads.all(q)}
         o = opens.c
-        opens_total = {r["campaign_id"]: int(r["n"]) for r in await self._all(
+        opens_total = {r["campaign_id"]: int(r["n"]) for r in await self.reads.all(
             select(o.campaign_id, func.sum(o.opens).label("n")).where(o.campaign_id.in_(list(cids)))
             .group_by(o.campaign_id))}
         senders = await self._sender_stats_many(ws, cids, hour_ago, day_ago, until)
@@ -108,7 +109,7 @@ class StatsService(ServiceBase):
         denominator (contract section 3): sent plus the emails refused during SMTP, which were
         attempted but never counted as sent; its complaint_rate is over sent."""
         sent_col = E.sent_at.is_not(None)
-        rows = await self._all(
+        rows = await self.reads.all(
             select(E.campaign_id, E.sender_id, _count(sent_col).label("sent"),
                    _count(E.status == "bounced").label("bounced"),
                    _count((E.status == "bounced") & (E.bounce_source == "smtp")).label("refused"),
@@ -119,7 +120,7 @@ class StatsService(ServiceBase):
             .group_by(E.campaign_id, E.sender_id).order_by(E.campaign_id, E.sender_id))
         sc = t.senders.c
         ids = sorted({r["sender_id"] for r in rows})
-        statuses = {r["id"]: r["status"] for r in await self._all(
+        statuses = {r["id"]: r["status"] for r in await self.reads.all(
             select(sc.id, sc.status).where(sc.id.in_(ids), sc.workspace_id == ws))} if ids else {}
         out: dict[str, list[dict[str, Any]]] = {}
         for row in rows:
@@ -132,24 +133,3 @@ class StatsService(ServiceBase):
                 "throughput": {"last_hour": float(int(row["last_hour"])),
                                "last_day": round(int(row["last_day"]) / 24, 2)}})
         return out
-
-    async def _count_sent_this_month(self, ws: str) -> int:
-        rows = await self._all(select(func.count().label("n")).select_from(emails).where(
-            E.workspace_id == ws, E.sent_at >= _month_start(self.now())))
-        return int(rows[0]["n"])
-
-    async def sent_today(self, ws: str) -> int:
-        rows = await self._all(select(func.count().label("n")).select_from(emails).where(
-            E.workspace_id == ws, E.sent_at >= _day_start(self.now())))
-        return int(rows[0]["n"])
-
-    async def _sender_usage(self, ws: str, sid: str) -> tuple[int, float]:
-        """(sent today, bounce rate %): bounced (blocks included) over sent, all campaigns."""
-        today = await self._all(select(func.count().label("n")).select_from(emails).where(
-            E.sender_id == sid, E.workspace_id == ws, E.sent_at >= _day_start(self.now())))
-        totals = await self._all(select(
-            func.coalesce(func.sum(case((E.sent_at.is_not(None), 1), else_=0)), 0).label("sent"),
-            func.coalesce(func.sum(case((E.status == "bounced", 1), else_=0)), 0).label("bounced"),
-        ).where(E.sender_id == sid, E.workspace_id == ws))
-        sent, bounced = int(totals[0]["sent"]), int(totals[0]["bounced"])
-        return int(today[0]["n"]), _pct(bounced, sent + (bounced if sent == 0 else 0))

@@ -55,13 +55,15 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from engine.delivery.content.tokens import read_click, read_open, read_unsubscribe
+from engine.clock import Clock
+from engine.delivery.content.tokens import read_click, read_open
 from engine.errors import NotFound
-from engine.service.base import ServiceBase
-from events.catalog import contact as ce
+from engine.service.base import retry
+from engine.service.unsubscribes import Unsubscribes
 from events.catalog import email as em
 from events.registry import Event, parse_time
-from events.store import AppendBatch
+from events.store import EventStore
+from events.vault import Vault
 from projections import tables as t
 from projections.sending import emails
 
@@ -168,8 +170,16 @@ def redirect_target(url: Any) -> str | None:
     return url
 
 
-class TrackingService(ServiceBase):
+class TrackingService:
     """Commands behind ``/t/o``, ``/t/c`` and ``/u``: each starts from a token, never an API key."""
+
+    def __init__(self, store: EventStore, clock: Clock, vault: Vault, options: dict[str, Any], *,
+                 unsubscribes: Unsubscribes) -> None:
+        self.store = store
+        self.clock = clock
+        self.vault = vault
+        self.options = options
+        self.unsubscribes = unsubscribes
 
     def _prefetch_patterns(self) -> tuple[str, ...]:
         configured = self.options.get("prefetch_user_agents")
@@ -219,7 +229,7 @@ class TrackingService(ServiceBase):
                     metadata={"actor": "system:tracking"}, conn=conn)
                 return True
 
-        return await self._retry(attempt)
+        return await retry(attempt)
 
     # -- clicks ----------------------------------------------------------------------------------
     def _scanned_on_delivery(self, sent_at: Any) -> bool:
@@ -227,7 +237,7 @@ class TrackingService(ServiceBase):
         node's clock may run a little behind the one that recorded the send)."""
         if not sent_at:
             return False
-        return self.now() - parse_time(str(sent_at)) < SCANNER_WINDOW
+        return self.clock.now() - parse_time(str(sent_at)) < SCANNER_WINDOW
 
     async def track_click(self, token: str, user_agent: str | None = None, *, head: bool = False) -> str:
         """Record a click and return the original link to redirect to.
@@ -264,25 +274,15 @@ class TrackingService(ServiceBase):
                                         conn=conn)
                 return url
 
-        return await self._retry(attempt)
+        return await retry(attempt)
 
     # -- unsubscribe -----------------------------------------------------------------------------
-    async def _token_contact(self, conn: AsyncConnection | None, token: str) -> tuple[Any, Any]:
-        found = read_unsubscribe(self.vault.token_key, token)
-        if found is None:
-            raise NotFound("link", token)
-        c = t.contacts.c
-        row = await self._one(select(t.contacts).where(c.id == found.contact_id,
-                                                       c.workspace_id == found.workspace_id),
-                              "contact", found.contact_id, conn)
-        return found, row
-
     async def unsubscribe_status(self, token: str) -> str:
         """``"subscribed"`` or ``"unsubscribed"`` (erased counts as out); NotFound for a bad token.
 
         Reading only: mail scanners follow ``GET`` links, so showing the page must change nothing.
         """
-        _found, row = await self._token_contact(None, token)
+        _found, row = await self.unsubscribes.token_contact(None, token)
         return UNSUBSCRIBED if row["unsubscribed"] or row["erased"] else SUBSCRIBED
 
     async def unsubscribe_one_click(self, token: str) -> bool:
@@ -296,41 +296,6 @@ class TrackingService(ServiceBase):
         """
         async def attempt() -> bool:
             async with self.store.transaction() as conn:
-                return await self.unsubscribe_by_token(conn, token)
+                return await self.unsubscribes.unsubscribe_by_token(conn, token)
 
-        return await self._retry(attempt)
-
-    async def unsubscribe_by_token(self, conn: AsyncConnection, token: str, *, reason: str = "one_click",
-                                   actor: str = "system:tracking", workspace_id: str | None = None) -> bool:
-        """The one unsubscribe routine behind every channel that carries our unsubscribe token.
-
-        The one-click POST and a ``mailto:`` request read by the inbound poller must do exactly the
-        same thing, so both come here, inside the caller's transaction (the poller records the
-        message as seen in the same one). ``reason`` and ``actor`` say which channel it was.
-        ``workspace_id``, when given, must be the token's: a mailbox of one workspace never acts
-        on another's contact (NotFound, as for a forged token). Returns ``True`` when anything
-        was appended; NotFound for a bad token or an unknown contact.
-        """
-        found, contact = await self._token_contact(conn, token)
-        if workspace_id is not None and found.workspace_id != workspace_id:
-            raise NotFound("link", token)
-        if contact["erased"]:
-            return False
-        ws, cid = found.workspace_id, found.contact_id
-        email_row = (await conn.execute(select(E.campaign_id).where(
-            E.email_id == found.email_id, E.contact_id == cid))).first()
-        batches: list[AppendBatch] = []
-        if not contact["unsubscribed"]:
-            batches.append(AppendBatch(f"contact-{cid}", [ce.ContactUnsubscribed(
-                contact_id=cid, reason=reason, campaign_id=email_row[0] if email_row else None,
-                email_id=found.email_id)]))
-        address = contact["email"]
-        if address and not await self._suppressed(ws, [address], conn):  # type: ignore[attr-defined]
-            batches.append(AppendBatch(f"suppressions-{ws}", [self._suppression_event(  # type: ignore[attr-defined]
-                ws, "email", address, "unsubscribed", contact_id=cid)]))
-        await self.store.append_many(batches, workspace_id=ws, metadata={"actor": actor}, conn=conn)
-        e = t.enrollments.c
-        rows = await self._all(select(t.enrollments).where(
-            e.contact_id == cid, e.workspace_id == ws, e.status.in_(["pending", "in_progress"])), conn)
-        await self._stop_rows(conn, ws, rows, "unsubscribed", status="unsubscribed")  # type: ignore[attr-defined]
-        return bool(batches or rows)
+        return await retry(attempt)

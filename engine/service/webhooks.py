@@ -51,10 +51,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from engine import metrics
+from engine.clock import Clock
 from engine.delivery.lookups.destinations import DestinationRefused, allows_private, resolve
-from engine.service.base import ServiceBase
+from engine.service.base import Reads
 from events.registry import format_time, parse_time, to_data
-from events.store import StoredEvent
+from events.store import EventStore, StoredEvent
+from events.vault import Vault
 from projections import tables as t
 from projections import webhooks_outbox as wo
 
@@ -171,7 +173,7 @@ class _Pass:
     async def _retry_open(self) -> None:
         """Rows left by earlier passes, in log order; a lane stops at its first row not yet due."""
         blocked: set[str] = set()
-        now = format_time(self.svc.now())
+        now = format_time(self.svc.clock.now())
         for pos in sorted(self.open):
             row = self.open[pos]
             if self.stopped:
@@ -275,20 +277,20 @@ class _Pass:
                       last_status=status, last_error=error)
         else:
             self.report.failed += 1
-            due = self.svc.now() + backoff(attempts, self.cfg.schedule)
+            due = self.svc.clock.now() + backoff(attempts, self.cfg.schedule)
             self._set(ev.position, **base, status=wo.RETRYING, attempts=attempts,
                       next_attempt_at=format_time(due), last_status=status, last_error=error)
         return False
 
     def _set(self, pos: int, **values: Any) -> None:
         """Change a row in memory (``status=None`` deletes it at the next flush)."""
-        self.open[pos] = {**self.open.get(pos, {}), **values, "updated_at": format_time(self.svc.now())}
+        self.open[pos] = {**self.open.get(pos, {}), **values, "updated_at": format_time(self.svc.clock.now())}
         self.dirty.add(pos)
 
     # -- the database ------------------------------------------------------------------------------
     async def _claim(self) -> bool:
         """Take the lease (creating the checkpoint at the webhook's creation) and load open rows."""
-        now = self.svc.now()
+        now = self.svc.clock.now()
         until = format_time(now + self.cfg.lease)
         try:
             async with self.svc.store.write_engine.begin() as c:
@@ -327,7 +329,7 @@ class _Pass:
         """Commit the outcomes and the cursors together; stop the pass if the webhook was deleted."""
         unsettled = [p for p, r in self.open.items() if r["status"] in wo.UNSETTLED]
         self.position = max(self.position, min(unsettled) - 1 if unsettled else self.scanned)
-        now = self.svc.now()
+        now = self.svc.clock.now()
         rows = [{k: self.open[p][k] for k in _dl.c.keys()} for p in sorted(self.dirty)
                 if self.open[p]["status"] is not None]
         async with self.svc.store.write_engine.begin() as c:
@@ -369,8 +371,15 @@ async def forget_webhook(conn: AsyncConnection, webhook_id: str) -> None:
     await conn.execute(delete(_cp).where(_cp.c.webhook_id == webhook_id))
 
 
-class WebhookService(ServiceBase):
+class WebhookService:
     """Delivers the log to the workspaces' webhooks (see the module docstring for the guarantees)."""
+
+    def __init__(self, store: EventStore, clock: Clock, vault: Vault, options: dict[str, Any]) -> None:
+        self.store = store
+        self.clock = clock
+        self.vault = vault
+        self.options = options
+        self.reads = Reads(store)
 
     def _webhook_settings(self) -> _Settings:
         o = self.options
@@ -385,7 +394,7 @@ class WebhookService(ServiceBase):
         """One pass over every webhook: at most ``max_events`` events read and calls made per webhook."""
         cfg = self._webhook_settings()
         report = WebhookReport()
-        hooks = await self._all(select(t.webhooks).order_by(t.webhooks.c.created_at, t.webhooks.c.id))
+        hooks = await self.reads.all(select(t.webhooks).order_by(t.webhooks.c.created_at, t.webhooks.c.id))
         report.webhooks = len(hooks)
         await self._sweep_orphans()
         if not hooks:
@@ -421,10 +430,10 @@ class WebhookService(ServiceBase):
 
     async def webhook_deliveries(self, ws: str, wid: str) -> dict[str, Any]:
         """A webhook's cursors and its recorded deliveries (retrying, held, dead, delivered after retries)."""
-        await self._one(select(t.webhooks.c.id).where(t.webhooks.c.id == wid, t.webhooks.c.workspace_id == ws),
-                        "webhook", wid)
-        cp = await self._all(select(_cp.c.position, _cp.c.scanned).where(_cp.c.webhook_id == wid))
-        rows = await self._all(select(_dl).where(_dl.c.webhook_id == wid).order_by(_dl.c.position))
+        await self.reads.one(select(t.webhooks.c.id).where(t.webhooks.c.id == wid, t.webhooks.c.workspace_id == ws),
+                             "webhook", wid)
+        cp = await self.reads.all(select(_cp.c.position, _cp.c.scanned).where(_cp.c.webhook_id == wid))
+        rows = await self.reads.all(select(_dl).where(_dl.c.webhook_id == wid).order_by(_dl.c.position))
         return {"checkpoint": cp[0]["position"] if cp else None, "scanned": cp[0]["scanned"] if cp else None,
                 "deliveries": [{"position": r["position"], "type": r["event_type"], "campaign_id": r["lane"] or None,
                                 "status": r["status"], "attempts": r["attempts"],

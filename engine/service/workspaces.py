@@ -29,10 +29,12 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 
+from engine.clock import Clock
 from engine.errors import Conflict, NotFound, ValidationFailed
-from engine.service.base import ServiceBase, new_id
+from engine.service.base import Reads, new_id
 from events.catalog import workspace as we
 from events.registry import format_time
+from events.store import EventStore
 from projections import tables as t
 
 log = structlog.get_logger("campaign_engine.keys")
@@ -77,8 +79,14 @@ def _name(value: Any, field: str = "name") -> str:
     return value.strip()
 
 
-class WorkspaceService(ServiceBase):
-    """Workspaces and API keys; :class:`engine.service.management.ManagementService` inherits it."""
+class WorkspaceService:
+    """Workspaces and API keys."""
+
+    def __init__(self, store: EventStore, clock: Clock) -> None:
+        self.store = store
+        self.clock = clock
+        self.reads = Reads(store)
+        self._key_noted: dict[str, datetime] = {}  # key id -> when its use was last written
 
     # -- workspaces -----------------------------------------------------------------------------
     async def create_workspace(self, name: str, monthly_limit: int | None = None,
@@ -86,10 +94,10 @@ class WorkspaceService(ServiceBase):
         name = _name(name)
         if monthly_limit is not None and monthly_limit < 0:
             raise ValidationFailed([{"field": "monthly_limit", "message": "must be >= 0"}])
-        ws_id = new_id("ws", self.now())
+        ws_id = new_id("ws", self.clock.now())
         key = new_api_key()
         async with self.store.transaction() as conn:  # the log's write lock: no twin can slip in
-            existing = await self._all(select(t.workspaces.c.id, t.workspaces.c.name).where(
+            existing = await self.reads.all(select(t.workspaces.c.id, t.workspaces.c.name).where(
                 func.lower(t.workspaces.c.name) == func.lower(name)).limit(1), conn)
             if existing:
                 twin = existing[0]
@@ -111,9 +119,10 @@ class WorkspaceService(ServiceBase):
         w, k = t.workspaces.c, t.api_keys.c
         live = (select(k.workspace_id, func.count().label("keys")).where(k.revoked.is_(False))
                 .group_by(k.workspace_id).subquery())
-        rows = await self._all(select(w.id, w.name, w.monthly_limit, w.require_approval, w.created_at, live.c["keys"])
-                               .select_from(t.workspaces.outerjoin(live, live.c.workspace_id == w.id))
-                               .order_by(w.created_at, w.id))
+        rows = await self.reads.all(
+            select(w.id, w.name, w.monthly_limit, w.require_approval, w.created_at, live.c["keys"])
+            .select_from(t.workspaces.outerjoin(live, live.c.workspace_id == w.id))
+            .order_by(w.created_at, w.id))
         return [{"id": r["id"], "name": r["name"], "monthly_limit": r["monthly_limit"],
                  "require_approval": r["require_approval"], "created_at": r["created_at"],
                  "api_keys": int(r["keys"] or 0)} for r in rows]
@@ -121,8 +130,8 @@ class WorkspaceService(ServiceBase):
     async def find_workspace(self, ref: str) -> str:
         """The id of the workspace ``ref`` names: its id, or its name (case-insensitive)."""
         w = t.workspaces.c
-        rows = await self._all(select(w.id).where((w.id == ref) | (func.lower(w.name) == func.lower(ref.strip())))
-                               .order_by(w.created_at).limit(1))
+        rows = await self.reads.all(select(w.id).where((w.id == ref) | (func.lower(w.name) == func.lower(ref.strip())))
+                                    .order_by(w.created_at).limit(1))
         if not rows:
             raise NotFound("workspace", ref)
         return str(rows[0]["id"])
@@ -147,8 +156,8 @@ class WorkspaceService(ServiceBase):
 
     async def _note_key_use(self, key_id: str) -> None:
         """Record the key's use in ``api_key_usage``, at most once per LAST_USED_RESOLUTION."""
-        now = self.now()
-        noted: dict[str, datetime] = self.__dict__.setdefault("_api_key_noted", {})
+        now = self.clock.now()
+        noted = self._key_noted
         last = noted.get(key_id)
         if last is not None and timedelta(0) <= now - last < LAST_USED_RESOLUTION:
             return
@@ -168,15 +177,15 @@ class WorkspaceService(ServiceBase):
 
     # -- keys -----------------------------------------------------------------------------------
     def _key_created(self, ws: str, key: str, name: str) -> we.ApiKeyCreated:
-        return we.ApiKeyCreated(workspace_id=ws, key_id=new_id("key", self.now()), key_hash=hash_api_key(key),
+        return we.ApiKeyCreated(workspace_id=ws, key_id=new_id("key", self.clock.now()), key_hash=hash_api_key(key),
                                 prefix=key[:KEY_PREFIX_LENGTH], name=name)
 
     async def list_api_keys(self, ws: str) -> list[dict[str, Any]]:
         """The workspace's live keys, oldest first: ``[{id, name, prefix, created_at, last_used_at}]``."""
         k, u = t.api_keys.c, t.api_key_usage.c
-        rows = await self._all(select(k.key_id, k.name, k.prefix, k.created_at, u.last_used_at)
-                               .select_from(t.api_keys.outerjoin(t.api_key_usage, u.key_id == k.key_id))
-                               .where(k.workspace_id == ws, k.revoked.is_(False)).order_by(k.created_at, k.key_id))
+        rows = await self.reads.all(select(k.key_id, k.name, k.prefix, k.created_at, u.last_used_at)
+                                    .select_from(t.api_keys.outerjoin(t.api_key_usage, u.key_id == k.key_id))
+                                    .where(k.workspace_id == ws, k.revoked.is_(False)).order_by(k.created_at, k.key_id))
         return [{"id": r["key_id"], "name": r["name"], "prefix": r["prefix"], "created_at": r["created_at"],
                  "last_used_at": r["last_used_at"]} for r in rows]
 
@@ -188,7 +197,7 @@ class WorkspaceService(ServiceBase):
         if unknown:
             raise ValidationFailed([{"field": f, "message": "unknown field"} for f in unknown])
         name = _name(body.get("name"))
-        await self._one(select(t.workspaces.c.id).where(t.workspaces.c.id == ws), "workspace", ws)
+        await self.reads.one(select(t.workspaces.c.id).where(t.workspaces.c.id == ws), "workspace", ws)
         key = new_api_key()
         event = self._key_created(ws, key, name)
         stored = await self.store.append(f"workspace-{ws}", [event], None, workspace_id=ws,
@@ -200,7 +209,7 @@ class WorkspaceService(ServiceBase):
         """Revoke a live key: it answers 401 from the commit on. The last live key is 409 last_api_key."""
         k = t.api_keys.c
         async with self.store.transaction() as conn:  # the log's write lock: the count cannot change under us
-            live = [r["key_id"] for r in await self._all(
+            live = [r["key_id"] for r in await self.reads.all(
                 select(k.key_id).where(k.workspace_id == ws, k.revoked.is_(False)), conn)]
             if key_id not in live:
                 raise NotFound("api_key", key_id)
@@ -214,7 +223,7 @@ class WorkspaceService(ServiceBase):
     async def workspace_of_api_key(self, key_id: str) -> str:
         """The workspace of a live key id (so the command line can revoke by id alone)."""
         k = t.api_keys.c
-        rows = await self._all(select(k.workspace_id).where(k.key_id == key_id, k.revoked.is_(False)))
+        rows = await self.reads.all(select(k.workspace_id).where(k.key_id == key_id, k.revoked.is_(False)))
         if not rows:
             raise NotFound("api_key", key_id)
         return str(rows[0]["workspace_id"])

@@ -8,7 +8,6 @@ from datetime import timedelta
 import pytest
 
 from engine import CampaignEngine, ManualClock
-from engine.runtime import Runtime
 from tests.delivery.smtp_server import SmtpSink
 from tests.scenarios.test_sending import setup
 
@@ -27,7 +26,7 @@ async def test_runtime_ticks_and_is_woken_by_new_work(eng: CampaignEngine, clock
         ws, cid, _ = await setup(eng, sink, contacts=2, steps=1,
                                  schedule={"timezone": "UTC", "start_time": "00:00", "end_time": "24:00",
                                            "every_minutes": 10})
-        runtime = Runtime(eng, safety_seconds=3600, poll_seconds=3600, webhook_seconds=3600)
+        runtime = eng.make_runtime(safety_seconds=3600, poll_seconds=3600, webhook_seconds=3600)
         stop = asyncio.Event()
         task = asyncio.create_task(runtime.run(stop))
         await wait_for(lambda: len(sink.messages) == 1)
@@ -50,7 +49,7 @@ async def test_other_node_learns_of_new_work_by_notify(pg_url: str, clock: Manua
     with SmtpSink() as sink:
         async with CampaignEngine(pg_url, clock=clock, secret_key=SECRET) as worker, \
                 CampaignEngine(pg_url, clock=clock, secret_key=SECRET) as api_node:
-            runtime = Runtime(worker, safety_seconds=3600, poll_seconds=3600, webhook_seconds=3600)
+            runtime = worker.make_runtime(safety_seconds=3600, poll_seconds=3600, webhook_seconds=3600)
             stop = asyncio.Event()
             task = asyncio.create_task(runtime.run(stop))
             await wait_for(lambda: runtime.ticks >= 1)  # idle: nothing to do yet
