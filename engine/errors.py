@@ -1,4 +1,9 @@
-"""Domain errors. Only ``engine/api`` maps them to HTTP statuses; each carries its contract code."""
+"""Domain errors: each carries its contract code and a message, and knows nothing of HTTP.
+
+``engine/api/support.py`` alone maps them to HTTP statuses, in one table (``HTTP_STATUS``); the CLI
+maps them to its exit codes (``engine/cli_audit.py``). Errors that exist only over HTTP (a missing
+API key, a rate limit, a body too large) live in ``engine/api`` too.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,6 @@ class EngineError(Exception):
     """Root of every error the engine raises on purpose. ``code`` is the contract's error code."""
 
     code = "bad_request"
-    status = 400
 
     def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
         super().__init__(message)
@@ -18,23 +22,19 @@ class EngineError(Exception):
 
 
 class BadRequest(EngineError):
-    code, status = "bad_request", 400
-
-
-class Unauthorized(EngineError):
-    code, status = "unauthorized", 401
+    code = "bad_request"
 
 
 class PlanLimitReached(EngineError):
     """The workspace's monthly limit is used up."""
 
-    code, status = "plan_limit_reached", 402
+    code = "plan_limit_reached"
 
 
 class NotFound(EngineError, LookupError):
     """An unknown id, or one of another workspace: the two are indistinguishable on purpose."""
 
-    code, status = "not_found", 404
+    code = "not_found"
 
     def __init__(self, kind: str, ident: str) -> None:
         super().__init__(f"{kind} {ident} not found", {"id": ident})
@@ -44,28 +44,24 @@ class NotFound(EngineError, LookupError):
 class InvalidState(EngineError):
     """A lifecycle action not allowed from the current status."""
 
-    code, status = "invalid_state", 409
+    code = "invalid_state"
 
     def __init__(self, status: str, action: str) -> None:
         super().__init__(f"cannot {action} a campaign that is {status}", {"status": status, "action": action})
 
 
 class Conflict(EngineError):
-    status = 409
+    """A command that contradicts what exists (a duplicate, a resource in use); the code says which."""
 
     def __init__(self, code: str, message: str, details: dict[str, Any] | None = None) -> None:
         super().__init__(message, details)
         self.code = code
 
 
-class PayloadTooLarge(EngineError):
-    code, status = "payload_too_large", 413
-
-
 class ValidationFailed(EngineError):
     """``errors``: [{field, message}]."""
 
-    code, status = "validation_failed", 422
+    code = "validation_failed"
 
     def __init__(self, errors: list[dict[str, str]]) -> None:
         super().__init__("validation failed", {"errors": errors})
@@ -73,7 +69,7 @@ class ValidationFailed(EngineError):
 
 
 class CampaignInvalid(EngineError):
-    code, status = "campaign_invalid", 422
+    code = "campaign_invalid"
 
     def __init__(self, problems: list[str]) -> None:
         super().__init__("the campaign cannot be launched", {"problems": problems})
@@ -81,11 +77,7 @@ class CampaignInvalid(EngineError):
 
 
 class NoPendingEnrollments(EngineError):
-    code, status = "no_pending_enrollments", 422
-
-
-class RateLimited(EngineError):
-    code, status = "rate_limited", 429
+    code = "no_pending_enrollments"
 
 
 class SecretKeyMismatch(EngineError):
@@ -96,7 +88,7 @@ class SecretKeyMismatch(EngineError):
     every personal field. The CLI exits 2 (an unusable configuration; nothing changed).
     """
 
-    code, status = "secret_key_mismatch", 500
+    code = "secret_key_mismatch"
 
     def __init__(self, database_url: str, source: str) -> None:
         super().__init__(

@@ -16,11 +16,14 @@ from fastapi.responses import JSONResponse
 
 from engine.errors import (
     BadRequest,
+    CampaignInvalid,
     Conflict,
     EngineError,
-    PayloadTooLarge,
-    RateLimited,
-    Unauthorized,
+    InvalidState,
+    NoPendingEnrollments,
+    NotFound,
+    PlanLimitReached,
+    SecretKeyMismatch,
     ValidationFailed,
 )
 from events import context
@@ -37,12 +40,57 @@ MAX_PAGE = MAX_INT // 200
 _INTEGER = re.compile(r"[+-]?\d+")
 
 
+class Unauthorized(EngineError):
+    """No API key, or one that is unknown or revoked: an error of the HTTP edge only."""
+
+    code = "unauthorized"
+
+
+class RateLimited(EngineError):
+    """Too many requests (per key, or failed keys per client); ``details.retry_after`` in seconds."""
+
+    code = "rate_limited"
+
+
+class PayloadTooLarge(EngineError):
+    """A request body over the configured limit."""
+
+    code = "payload_too_large"
+
+
+#: The one mapping of errors to HTTP statuses, by class (the closest class in an error's MRO wins).
+#: Domain errors (``engine/errors.py``) know nothing of HTTP; this table is where they get a status.
+HTTP_STATUS: dict[type[EngineError], int] = {
+    EngineError: 400,
+    BadRequest: 400,
+    Unauthorized: 401,
+    PlanLimitReached: 402,
+    NotFound: 404,
+    InvalidState: 409,
+    Conflict: 409,
+    PayloadTooLarge: 413,
+    ValidationFailed: 422,
+    CampaignInvalid: 422,
+    NoPendingEnrollments: 422,
+    RateLimited: 429,
+    SecretKeyMismatch: 500,
+}
+
+
+def http_status(exc: EngineError) -> int:
+    """The status of ``exc`` from :data:`HTTP_STATUS` (an error class not listed takes its parent's)."""
+    for cls in type(exc).__mro__:
+        if issubclass(cls, EngineError) and cls in HTTP_STATUS:
+            return HTTP_STATUS[cls]
+    return HTTP_STATUS[EngineError]
+
+
 def error_response(exc: EngineError) -> JSONResponse:
     headers = {}
     if isinstance(exc, RateLimited) and "retry_after" in exc.details:
         headers["Retry-After"] = str(exc.details["retry_after"])  # RFC 9110: whole seconds
     return JSONResponse({"error": {"code": exc.code, "message": exc.message, "details": exc.details}},
-                        status_code=exc.status, headers=headers)
+                        status_code=http_status(exc), headers=headers)
 
 
 async def read_body(request: Request) -> bytes:
@@ -251,7 +299,8 @@ async def idempotent(request: Request, ws: str, body: Any, run: Callable[[], Awa
     try:
         status, payload = await run()
     except EngineError as exc:
-        status, payload = exc.status, {"error": {"code": exc.code, "message": exc.message, "details": exc.details}}
+        status = http_status(exc)
+        payload = {"error": {"code": exc.code, "message": exc.message, "details": exc.details}}
     except BaseException:
         # Shielded: a cancelled request must still free its key, else retries wait out the stale age.
         await asyncio.shield(store.release_idempotency_key(ws, key, digest))
