@@ -21,6 +21,7 @@ from engine.domain.models import check_email
 from engine.domain.variants import choose_variant, variant_ids
 from engine.errors import CampaignInvalid, NotFound, PlanLimitReached, ValidationFailed
 from engine.service.base import Reads, SenderConnections
+from engine.service.suppressions import Suppressions
 from engine.service.usage import UsageCounts
 from events.catalog.email import TestEmailSent
 from events.store import EventStore
@@ -44,6 +45,9 @@ class PreviewService:
         self.usage = usage
         self.reads = Reads(store)
         self.connections = SenderConnections(vault, options)
+        # Stateless (the store and the vault's keyed hash): the same check sending, enrollment and
+        # unsubscribes use, so a test send honours exactly the list a real send does.
+        self.suppressions = Suppressions(store, vault)
 
     async def _merge_data(self, ws: str, contact_id: str | None) -> dict[str, Any]:
         if contact_id is None:
@@ -112,6 +116,25 @@ class PreviewService:
             out.append(entry)
         return {"steps": out}
 
+    async def _refuse_suppressed(self, ws: str, emails: list[str]) -> None:
+        """Refuse the test addresses the workspace suppressed, by address or by domain.
+
+        The contract says a suppressed address is never sent to; a test send is no exception, or it
+        would be a way to mail someone who complained. Each refused address is named by its index.
+        """
+        values = [value for address in emails for value in (address, address.rsplit("@", 1)[1])]
+        found = await self.suppressions.suppressed(ws, values)
+        if not found:
+            return
+        errors = []
+        for index, address in enumerate(emails):
+            domain = address.rsplit("@", 1)[1]
+            if self.vault.lookup_hash(address) in found:
+                errors.append({"field": f"emails.{index}", "message": "the address is suppressed"})
+            elif self.vault.lookup_hash(domain) in found:
+                errors.append({"field": f"emails.{index}", "message": f"the domain {domain} is suppressed"})
+        raise ValidationFailed(errors)
+
     async def test_send(self, ws: str, cid: str, body: dict[str, Any]) -> dict[str, Any]:
         """Every step, now, to the given addresses through the campaign's first sender; not in stats.
 
@@ -127,17 +150,19 @@ class PreviewService:
         emails_in = (body or {}).get("emails")
         errors = [{"field": k, "message": "unknown field"} for k in sorted(extra)]
         emails: list[Any] = emails_in if isinstance(emails_in, list) else []
+        normalized: list[str] = []
         if not emails or len(emails) > 20:
             errors.append({"field": "emails", "message": "give 1 to 20 email addresses"})
         else:
             for i, e in enumerate(emails):
                 try:
-                    check_email(e if isinstance(e, str) else "")
+                    normalized.append(check_email(e if isinstance(e, str) else ""))
                 except ValueError as exc:
                     errors.append({"field": f"emails.{i}", "message": str(exc)})
         if errors:
             raise ValidationFailed(errors)
         state, _ = await self.reads.campaign(ws, cid)
+        await self._refuse_suppressed(ws, normalized)
         w = (await self.reads.all(select(t.workspaces).where(t.workspaces.c.id == ws)))[0]
         definition = state.definition
         steps = definition.get("steps") or []

@@ -100,3 +100,23 @@ async def test_a_key_over_its_rate_cannot_keep_test_sending(engine: CampaignEngi
     assert answers[3].json()["error"]["code"] == "rate_limited" and int(answers[3].headers["Retry-After"]) >= 1
     assert len(sink.messages) == 3 * len(TWO_STEPS)
 
+
+
+async def test_a_test_send_never_reaches_a_suppressed_address(engine: CampaignEngine, api: Api, sink: SmtpSink) -> None:
+    """Given an address and a domain on the suppression list; when a test send names either (in any
+    case); then 422 ``validation_failed`` naming ``emails.N``, nothing sent and nothing appended."""
+    campaign = await sending_campaign(api, sink, contacts=1)
+    await created(api, "/v1/suppressions", {"email": "complained@corp-flows.io"})
+    await created(api, "/v1/suppressions", {"domain": "blocked-domain.io"})
+    before = await last_position(engine)
+    for address in ("complained@corp-flows.io", "anyone@blocked-domain.io", "Complained@CORP-flows.io"):
+        answer = await api.post(f"/v1/campaigns/{campaign}/test_send", json={"emails": ["ok@qa-flows.io", address]})
+        assert answer.status_code == 422, answer.text
+        error = answer.json()["error"]
+        assert error["code"] == "validation_failed"
+        assert [detail["field"] for detail in error["details"]["errors"]] == ["emails.1"], error
+    assert sink.messages == [] and await last_position(engine) == before
+    # an address not suppressed still gets its test
+    answer = await api.post(f"/v1/campaigns/{campaign}/test_send", json={"emails": ["ok@qa-flows.io"]})
+    assert answer.status_code == 200, answer.text
+    assert len(sink.messages) == 2
