@@ -4,7 +4,8 @@ Each sender with IMAP settings is polled from its checkpoint (UIDVALIDITY, last 
 is classified (``classify_message``), matched to our email by the Message-IDs it refers to (else by
 the failed recipient), and recorded once: the message's key is stored with the events in the same
 transaction, so polling twice, or a UIDVALIDITY resync, never counts a message twice. A mailbox
-that fails marks its sender ``disconnected`` and never stops the others.
+whose login or folder is refused marks its sender ``disconnected`` at once; one that cannot be
+reached only after ``disconnect_after_failures`` polls in a row; neither stops the others.
 """
 
 from __future__ import annotations
@@ -56,6 +57,10 @@ _SUBADDRESS = re.compile(r"\+unsubscribe-(eyJ[A-Za-z0-9_-]{0,1000}\.[A-Za-z0-9_-
 _RECIPIENT_HEADERS = ("To", "Cc", "Delivered-To", "X-Original-To", "Envelope-To")
 MAX_TOKEN_CANDIDATES = 16  # each costs one HMAC: a message stuffed with look-alikes stays cheap
 MAX_BODY_CHARS = 64_000  # a request to leave is short; a huge body is not read to its end
+# A mailbox failing this many polls in a row (option ``disconnect_after_failures``, as for SMTP)
+# disconnects its sender; these kinds of failure need an operator, so they disconnect at once.
+DISCONNECT_AFTER_FAILURES = 5
+OPERATOR_MAILBOX_ERRORS = frozenset({"auth", "folder"})
 
 
 @dataclass
@@ -83,7 +88,9 @@ class InboundService:
         self.guards = guards
         self.stops = stops
         self.unsubscribes = unsubscribes
+        self.options = options
         self.connections = SenderConnections(vault, options)
+        self._mailbox_failures: dict[str, int] = {}  # sender id -> failed polls in a row (this process)
 
     async def poll_mailboxes(self) -> PollReport:
         with acting(actor="system:inbound"):
@@ -101,14 +108,40 @@ class InboundService:
                 async with self._mailbox_lock(sender["id"]) as mine:
                     if mine:  # on PostgreSQL, one node polls a mailbox at a time
                         await self._poll_one(reader, sender, report)
+                        self._mailbox_failures.pop(sender["id"], None)  # it worked: the count starts again
             except MailboxError as exc:
                 report.errors[sender["id"]] = str(exc)
-                if sender["status"] == "active":
+                reason = self._count_failure(sender["id"], exc)
+                if reason is not None and sender["status"] == "active":
                     async with self.store.transaction() as conn:
                         await self.store.append(f"sender-{sender['id']}", [se.SenderDisabled(
-                            sender_id=sender["id"], status="disconnected", reason=f"IMAP: {exc}")], None,
+                            sender_id=sender["id"], status="disconnected", reason=reason[:500])], None,
                             workspace_id=sender["workspace_id"], conn=conn)
         return report
+
+    def _failures_before_disconnect(self) -> int:
+        return max(1, int(self.options.get("disconnect_after_failures", DISCONNECT_AFTER_FAILURES)))
+
+    def _count_failure(self, sender_id: str, error: MailboxError) -> str | None:
+        """Count a failed poll of a sender's mailbox; the ``disconnected`` reason when it must stop.
+
+        The sender's mailbox only feeds replies and bounces in; its outgoing mail goes through
+        SMTP. So one dropped connection (a restarted IMAP server, a timeout) must not stop the
+        sender sending: only a refused login or a missing folder, which an operator has to fix,
+        disconnects it at once; connection, TLS, timeout and protocol failures disconnect it after
+        ``disconnect_after_failures`` (default 5) polls in a row, as the SMTP side does. The count
+        lives in this process, like the SMTP one: a restart gives the mailbox a fresh start.
+        """
+        if error.kind in OPERATOR_MAILBOX_ERRORS:
+            self._mailbox_failures.pop(sender_id, None)
+            return f"IMAP: {error}"
+        failures = self._mailbox_failures.get(sender_id, 0) + 1
+        limit = self._failures_before_disconnect()
+        if failures < limit:
+            self._mailbox_failures[sender_id] = failures
+            return None
+        self._mailbox_failures.pop(sender_id, None)
+        return f"IMAP: {limit} failed polls in a row; the last: {error}"
 
     @asynccontextmanager
     async def _mailbox_lock(self, sender_id: str) -> AsyncIterator[bool]:

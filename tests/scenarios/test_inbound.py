@@ -178,3 +178,44 @@ async def test_uidvalidity_change_resyncs_without_double_counting(eng: CampaignE
     again = await eng.poll_mailboxes()
     assert again.messages == 1 and again.replies == 0  # re-read after the resync, counted once
     assert (await eng.campaign_stats(ws, cmp["id"]))["engagement"]["replied"] == 1
+
+
+async def test_an_unreachable_mailbox_disconnects_its_sender_only_after_five_polls_in_a_row(
+        eng: CampaignEngine, sink: SmtpSink, imap: Dovecot) -> None:
+    """Given a sender whose IMAP server went away, when polls fail then one works, then it stays active."""
+    ws = (await eng.create_workspace("w")).id
+    sid = (await eng.create_sender(ws, {"email": "rep@sales.io", "smtp": {"host": sink.host, "port": sink.port,
+                                                                          "security": "none"},
+                                        "imap": {"host": "127.0.0.1", "port": imap.port, "username": "rep",
+                                                 "password": "imap-pass", "security": "none"}}))["id"]
+    imap.stop()  # the IMAP server is killed: connections are refused
+    for _ in range(4):
+        report = await eng.poll_mailboxes()
+        assert report.errors[sid].startswith("connection")
+    assert (await eng.get_sender(ws, sid))["status"] == "active"  # four failures: it still sends
+    imap.start()  # back, on a new port
+    imap.add_user("rep", "imap-pass")
+    await eng.update_sender(ws, sid, {"imap": {"host": "127.0.0.1", "port": imap.port, "username": "rep",
+                                               "password": "imap-pass", "security": "none"}})
+    assert (await eng.poll_mailboxes()).errors == {}  # a poll that works starts the count again
+    imap.stop()
+    for _ in range(4):
+        await eng.poll_mailboxes()
+    assert (await eng.get_sender(ws, sid))["status"] == "active"
+    assert not (await eng.list_events(ws, type="sender.disabled"))["data"]
+    await eng.poll_mailboxes()  # the fifth in a row
+    sender = await eng.get_sender(ws, sid)
+    assert sender["status"] == "disconnected"
+    assert sender["disabled_reason"].startswith("IMAP: 5 failed polls in a row; the last: connection")
+
+
+async def test_a_refused_imap_login_disconnects_at_once(eng: CampaignEngine, sink: SmtpSink, imap: Dovecot) -> None:
+    """Given a sender with a wrong IMAP password, when polled once, then it is disconnected (an operator must act)."""
+    ws = (await eng.create_workspace("w")).id
+    sid = (await eng.create_sender(ws, {"email": "rep@sales.io", "smtp": {"host": sink.host, "port": sink.port,
+                                                                          "security": "none"},
+                                        "imap": {"host": "127.0.0.1", "port": imap.port, "username": "rep",
+                                                 "password": "wrong", "security": "none"}}))["id"]
+    await eng.poll_mailboxes()
+    sender = await eng.get_sender(ws, sid)
+    assert sender["status"] == "disconnected" and sender["disabled_reason"].startswith("IMAP: auth")
