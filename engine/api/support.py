@@ -145,11 +145,45 @@ def _depth_exceeds(value: Any, limit: int) -> bool:
     return False
 
 
+NUL = "\x00"
+MAX_NUL_FIELDS = 20
+"""At most this many fields are named in one refusal: a body of many NULs gets a bounded answer."""
+_NUL_MESSAGE = "contains a NUL character (U+0000), which text fields cannot hold"
+
+
+def _field_name(path: tuple[str, ...]) -> str:
+    """A dotted field path as validation errors name fields, a NUL shown escaped (``\\u0000``)."""
+    return ".".join(path).replace(NUL, "\\u0000") or "body"
+
+
+def _nul_fields(value: Any) -> list[str]:
+    """The fields (dotted paths) of a parsed body whose key or string value holds a NUL, walked
+    without recursion; a key holding one is named by its own path."""
+    found: list[str] = []
+    pending: list[tuple[Any, tuple[str, ...]]] = [(value, ())]
+    while pending and len(found) < MAX_NUL_FIELDS:
+        item, path = pending.pop()
+        if isinstance(item, str):
+            if NUL in item:
+                found.append(_field_name(path))
+        elif isinstance(item, dict):
+            for key, child in reversed(item.items()):
+                if NUL in key:
+                    found.append(_field_name((*path, key)))
+                else:
+                    pending.append((child, (*path, key)))
+        elif isinstance(item, list):
+            pending.extend((child, (*path, str(index))) for index, child in reversed(list(enumerate(item))))
+    return sorted(found[:MAX_NUL_FIELDS])
+
+
 def parse_json(raw: bytes) -> Any:
     """Parse a request body: invalid JSON is 400; valid JSON the engine cannot hold is 422.
 
     422 ``validation_failed`` (before anything is written) for ``NaN``/``Infinity``, numbers
-    beyond 64 bits or infinite floats, and nesting deeper than :data:`MAX_JSON_DEPTH`.
+    beyond 64 bits or infinite floats, nesting deeper than :data:`MAX_JSON_DEPTH`, and a NUL
+    character (``\u0000``) in any key or string at any depth: PostgreSQL's text cannot hold one
+    (it answered 500) while SQLite stored it, so both backends now refuse it alike, naming the field.
     """
     try:
         body = json.loads(raw, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_parse_constant)
@@ -159,7 +193,24 @@ def parse_json(raw: bytes) -> Any:
         raise BadRequest(f"body is not valid JSON: {exc}") from None
     if _depth_exceeds(body, MAX_JSON_DEPTH):
         raise _out_of_range("body", f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    fields = _nul_fields(body)
+    if fields:
+        raise ValidationFailed([{"field": field, "message": f"{field} {_NUL_MESSAGE}"} for field in fields])
     return body
+
+
+def _nul_parameter_errors(request: Request) -> list[dict[str, str]]:
+    """A NUL character in a query parameter (name or value) or a path parameter, as errors.
+
+    PostgreSQL's text cannot hold U+0000 (a filter or id carrying one answered 500) while SQLite
+    compares it; refusing it at the edge gives both backends one answer and covers routes added later.
+    """
+    errors = []
+    for name, value in [*request.query_params.multi_items(), *request.path_params.items()]:
+        if NUL in name or NUL in str(value):
+            field = _field_name((name,))
+            errors.append({"field": field, "message": f"{field} {_NUL_MESSAGE}"})
+    return errors[:MAX_NUL_FIELDS]
 
 
 def check_query_numbers(request: Request) -> None:
@@ -167,9 +218,10 @@ def check_query_numbers(request: Request) -> None:
 
     The engine checks each parameter's own range (page >= 1, days 1..90, ...) but hands the
     value to SQL, where a 20-digit number raised ``OverflowError`` (a 500). Checking every
-    integer-looking parameter here covers routes added later too.
+    integer-looking parameter here covers routes added later too. A NUL character in any query or
+    path parameter is refused here as well (:func:`_nul_parameter_errors`), before the route runs.
     """
-    errors = []
+    errors = _nul_parameter_errors(request)
     for name, value in request.query_params.multi_items():
         text = value.strip()
         if not _INTEGER.fullmatch(text):
