@@ -4,7 +4,8 @@ an address everywhere.
 Both the tick (after each batch of SMTP outcomes) and the inbound poller (after each DSN or
 complaint) apply them, so they live here once:
 
-- a sender whose bounce rate passes its threshold after 20 sends is disabled;
+- a sender whose bounce rate passes its threshold after 20 sends is disabled, and so is one whose
+  complaint rate (ARF reports over sent) passes 0.3%, Gmail's line for bulk senders;
 - a campaign whose bounce or complaint rate passes its own threshold is paused;
 - a hard bounce stops the address in every campaign of the workspace;
 - a run of soft bounces (``soft_bounce_limit`` in a row) suppresses the address.
@@ -31,6 +32,9 @@ from projections.sending import emails
 MIN_SENDS_FOR_BOUNCE_RATE = 20
 DEFAULT_CAMPAIGN_BOUNCE_RATE_THRESHOLD = 8.0  # percent, as SettingsIn says, for campaigns stored before
 DEFAULT_COMPLAINT_RATE_THRESHOLD = 0.3  # percent: Gmail's line for bulk senders
+# A sender has no complaint threshold of its own in the contract (only ``bounce_rate_threshold``):
+# every sender is held to Gmail's line, which is what the receiving side judges it by anyway.
+SENDER_COMPLAINT_RATE_THRESHOLD = DEFAULT_COMPLAINT_RATE_THRESHOLD
 DEFAULT_SOFT_BOUNCE_LIMIT = 3
 SOFT_BOUNCE_REASON = "soft_bounces"
 
@@ -64,6 +68,36 @@ class DeliveryGuards:
             sender_id=sender_id, status="disabled",
             reason=f"bounce rate {rate:.1f}% over the {sender['bounce_rate_threshold']}% threshold "
                    f"({bounced} of {attempted})")], None, workspace_id=ws, conn=conn)
+        return True
+
+    async def check_complaint_rate(self, conn: AsyncConnection, ws: str, sender_id: str) -> bool:
+        """Disable a sender whose complaint rate passed 0.3% once it made 20 sends.
+
+        Gmail and Yahoo judge the sending address by the share of its mail marked as spam, across
+        every campaign, so a sender that crosses the line stops before its reputation is gone,
+        just as its own bounce rate stops it (:meth:`check_bounce_rate`). The rate is the
+        sender's complaints (ARF reports matched to its emails) over its emails sent, in percent;
+        it is judged from the 20th send so that the first complaint of a new sender does not stop
+        it. An operator brings it back with ``reenable``. Returns whether it disabled the sender.
+        """
+        sender = (await conn.execute(select(tables.senders.c.status).where(
+            tables.senders.c.id == sender_id, tables.senders.c.workspace_id == ws))).first()
+        if sender is None or sender[0] != "active":
+            return False
+        e = emails.c
+        counts = (await conn.execute(select(
+            func.count(e.sent_at).label("sent"), func.count(e.complained_at).label("complained"),
+        ).where(e.sender_id == sender_id, e.workspace_id == ws))).mappings().one()
+        sent, complained = int(counts["sent"]), int(counts["complained"])
+        if sent < MIN_SENDS_FOR_BOUNCE_RATE:
+            return False
+        rate = 100.0 * complained / sent
+        if rate <= SENDER_COMPLAINT_RATE_THRESHOLD:
+            return False
+        await self.store.append(f"sender-{sender_id}", [sender_events.SenderDisabled(
+            sender_id=sender_id, status="disabled",
+            reason=f"complaint rate {rate:.2f}% over the {SENDER_COMPLAINT_RATE_THRESHOLD:g}% threshold "
+                   f"({complained} complaints of {sent} sent)")], None, workspace_id=ws, conn=conn)
         return True
 
     async def check_campaign_health(self, conn: AsyncConnection, ws: str, campaign_id: str) -> bool:
@@ -199,4 +233,5 @@ class DeliveryGuards:
         return True
 
 
-__all__ = ["DEFAULT_SOFT_BOUNCE_LIMIT", "MIN_SENDS_FOR_BOUNCE_RATE", "DeliveryGuards"]
+__all__ = ["DEFAULT_SOFT_BOUNCE_LIMIT", "MIN_SENDS_FOR_BOUNCE_RATE", "SENDER_COMPLAINT_RATE_THRESHOLD",
+           "DeliveryGuards"]

@@ -279,6 +279,8 @@ class InboundService:
             **self._base(row), feedback_type=c.feedback_type or "abuse")], None, workspace_id=ws, conn=conn)
         await self.unsubscribes.unsubscribe_contact(conn, ws, row["contact_id"], reason="complaint",
                                                     campaign_id=row["campaign_id"], email_id=row["email_id"])
+        if row["sender_id"]:
+            await self.guards.check_complaint_rate(conn, ws, row["sender_id"])
         await self.guards.check_campaign_health(conn, ws, row["campaign_id"])
 
     async def _mailto_unsubscribe(self, conn: AsyncConnection, ws: str, raw: bytes, report: PollReport) -> bool:

@@ -119,6 +119,28 @@ async def test_complaint_report_pauses_the_campaign(eng: CampaignEngine, clock: 
     assert paused["paused_reason"].startswith("complaint rate 5.00% over the campaign's 0.3% threshold")
 
 
+async def test_a_senders_own_complaint_rate_disables_it_from_its_twentieth_send(
+        eng: CampaignEngine, clock: ManualClock, sink: SmtpSink, imap: Dovecot) -> None:
+    """Given a sender's 19 sends, a complaint leaves it active; given 20, the next one disables it."""
+    ws, sid = await workspace(eng, sink, imap)
+    people = await contacts(eng, ws, [f"p{i}@corp{i}.io" for i in range(20)])
+    # the campaign's own guard is set out of the way: this is the sender's
+    await campaign(eng, ws, sid, list(people.values()), steps=2, settings={"complaint_rate_threshold": 100})
+    await ticks(eng, clock, 19)
+    assert len(sink.messages) == 19
+    imap.append("rep", arf(str(sink.messages[0].message_id), sink.messages[0].rcpt_tos[0]))
+    assert (await eng.poll_mailboxes()).complaints == 1
+    assert (await eng.get_sender(ws, sid))["status"] == "active"  # 19 sends: too young to judge
+    await ticks(eng, clock, 1)
+    assert len(sink.messages) == 20
+    imap.append("rep", arf(str(sink.messages[1].message_id), sink.messages[1].rcpt_tos[0]))
+    assert (await eng.poll_mailboxes()).complaints == 1
+    sender = await eng.get_sender(ws, sid)
+    assert sender["status"] == "disabled"
+    assert sender["disabled_reason"] == "complaint rate 10.00% over the 0.3% threshold (2 complaints of 20 sent)"
+    assert [event["data"]["status"] for event in await event_types(eng, ws, "sender.disabled")] == ["disabled"]
+
+
 async def test_soft_refusals_in_a_row_suppress_the_address(eng: CampaignEngine, clock: ManualClock,
                                                            sink: SmtpSink) -> None:
     """A full mailbox refused by three campaigns in a row: the third refusal suppresses it (default 3)."""
