@@ -86,9 +86,16 @@ def http_status(exc: EngineError) -> int:
 
 
 def error_response(exc: EngineError) -> JSONResponse:
+    """The error envelope with the status of :data:`HTTP_STATUS` and the headers HTTP asks for.
+
+    ``Retry-After`` on 429; ``WWW-Authenticate: Bearer`` on 401, which RFC 9110 (section 15.5.2)
+    requires of every 401 and RFC 6750 names for bearer tokens: it tells a client which scheme to use.
+    """
     headers = {}
     if isinstance(exc, RateLimited) and "retry_after" in exc.details:
         headers["Retry-After"] = str(exc.details["retry_after"])  # RFC 9110: whole seconds
+    if isinstance(exc, Unauthorized):
+        headers["WWW-Authenticate"] = "Bearer"
     return JSONResponse({"error": {"code": exc.code, "message": exc.message, "details": exc.details}},
                         status_code=http_status(exc), headers=headers)
 

@@ -3,7 +3,8 @@
 Given a workspace with objects; when any /v1 route (every method the app serves, aimed at real ids)
 is called with no key, another scheme, an empty or malformed bearer, a key one character off, the
 key in another case, or a revoked key; then each answer is 401 with the error envelope
-(``unauthorized``), decided before the body is read or the id looked up, and nothing is appended.
+(``unauthorized``) and ``WWW-Authenticate: Bearer`` (RFC 9110 requires the challenge on a 401, RFC
+6750 names the scheme), decided before the body is read or the id looked up, and nothing is appended.
 And given keys created through the API (with and without ``Idempotency-Key``); then no byte of any
 plaintext key is in the database files: only hashes and the 8-character display prefix are stored.
 """
@@ -75,7 +76,8 @@ async def test_every_keyed_route_refuses_missing_malformed_and_revoked_keys(
                                                content=b"{not json")
             error = answer.json().get("error", {}) if answer.headers.get("content-type", "").startswith(
                 "application/json") else {}
-            if answer.status_code != 401 or error.get("code") != "unauthorized" or not error.get("message"):
+            if answer.status_code != 401 or error.get("code") != "unauthorized" or not error.get("message") \
+                    or answer.headers.get("www-authenticate") != "Bearer":
                 failures.append(f"{method} {template} with {name}: {answer.status_code} {answer.text[:120]}")
             assert victim.markers[0] not in answer.text
     assert not failures, "\n".join(failures)
