@@ -389,6 +389,10 @@ class CampaignEngine:
     async def poll_mailboxes(self) -> PollReport:
         return await self._services.inbound.poll_mailboxes()
 
+    async def receive_message(self, raw: bytes, *, workspace_id: str | None = None,
+                              sender_id: str | None = None) -> PollReport:
+        return await self._services.inbound.receive_message(raw, workspace_id=workspace_id, sender_id=sender_id)
+
     async def handle_inbound(self, conn: AsyncConnection, ws: str, raw: bytes, report: PollReport) -> None:
         return await self._services.inbound.handle_inbound(conn, ws, raw, report)
 

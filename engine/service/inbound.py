@@ -1,4 +1,5 @@
-"""``poll_mailboxes()``: read replies, bounces and complaints over IMAP and turn them into events.
+"""``poll_mailboxes()``: read replies, bounces and complaints over IMAP and turn them into events;
+``receive_message()``: the same for one message that arrived some other way.
 
 Each sender with IMAP settings is polled from its checkpoint (UIDVALIDITY, last UID). Every message
 is classified (``classify_message``), matched to our email by the Message-IDs it refers to (else by
@@ -32,7 +33,7 @@ from engine.delivery.bounces import Classification, classify_message
 from engine.delivery.content.mime import parse_message_id
 from engine.delivery.inbound.imap import Checkpoint, MailboxError, MailboxReader
 from engine.domain.enrollment import FREE_EMAIL_DOMAINS
-from engine.errors import NotFound
+from engine.errors import BadRequest, NotFound
 from engine.service.base import SenderConnections
 from engine.service.guards import DeliveryGuards
 from engine.service.stops import EnrollmentStops
@@ -169,14 +170,62 @@ class InboundService:
             result = await reader.fetch_new(settings, checkpoint)
             async with self.store.transaction() as conn:
                 for message in result.messages:
-                    report.messages += 1
-                    await self.handle_inbound(conn, sender["workspace_id"], message.raw, report)
+                    await self._receive(conn, sender["workspace_id"], message.raw, report)
                 await conn.execute(mailbox_checkpoints.delete().where(m.sender_id == sender["id"]))
                 await conn.execute(mailbox_checkpoints.insert().values(
                     sender_id=sender["id"], uidvalidity=result.checkpoint.uidvalidity,
                     last_uid=result.checkpoint.last_uid))
             if not result.more:
                 return
+
+    async def receive_message(self, raw: bytes, *, workspace_id: str | None = None,
+                              sender_id: str | None = None) -> PollReport:
+        """Run one raw inbound message through the path of a polled one, for mail that arrives otherwise.
+
+        An application that receives its senders' mail some other way (a provider's inbound
+        webhook, its own MTA) hands each message here: it is classified, matched to our email by
+        the Message-IDs it refers to, and its reply, bounce, delay, complaint or unsubscribe is
+        recorded with the same events and stops as :meth:`poll_mailboxes` records, by the same
+        code. The message's key (its Message-ID, else a hash of its bytes) is stored with those
+        events, so the same message given twice, or given here and also polled, counts once.
+        ``sender_id`` names the sender whose mailbox received it (its workspace is the one
+        searched); ``workspace_id`` alone is enough, and when both are given they must agree.
+        Returns what the message meant, as a poll's report does.
+        """
+        if not isinstance(raw, bytes | bytearray):
+            raise BadRequest(f"receive_message takes the raw message as bytes, not {type(raw).__name__}")
+        if not bytes(raw).strip():
+            raise BadRequest("receive_message was given an empty message")
+        if workspace_id is None and sender_id is None:
+            raise BadRequest("receive_message needs the workspace_id or the sender_id the message was sent to")
+        report = PollReport()
+        with acting(actor="system:inbound"):
+            async with self.store.transaction() as conn:
+                ws = await self._receiving_workspace(conn, workspace_id, sender_id)
+                await self._receive(conn, ws, bytes(raw), report)
+        return report
+
+    async def _receiving_workspace(self, conn: AsyncConnection, workspace_id: str | None,
+                                   sender_id: str | None) -> str:
+        """The workspace whose emails a received message is matched against; NotFound when unknown."""
+        if sender_id is not None:
+            s = t.senders.c
+            query = select(s.workspace_id).where(s.id == sender_id, s.removed.is_(False))
+            if workspace_id is not None:
+                query = query.where(s.workspace_id == workspace_id)
+            found = (await conn.execute(query)).scalar()
+            if found is None:
+                raise NotFound("sender", sender_id)
+            return str(found)
+        assert workspace_id is not None
+        if (await conn.execute(select(t.workspaces.c.id).where(t.workspaces.c.id == workspace_id))).first() is None:
+            raise NotFound("workspace", workspace_id)
+        return workspace_id
+
+    async def _receive(self, conn: AsyncConnection, ws: str, raw: bytes, report: PollReport) -> None:
+        """One message in, however it came (a poll, :meth:`receive_message`): the one shared path."""
+        report.messages += 1
+        await self.handle_inbound(conn, ws, raw, report)
 
     async def handle_inbound(self, conn: AsyncConnection, ws: str, raw: bytes, report: PollReport) -> None:
         """Classify one message and append what it means, once."""
