@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from engine.clock import Clock, SystemClock
 from engine.delivery.outbound.smtp import SmtpMailer
 from engine.errors import SecretKeyMismatch
+from engine.logging_setup import quiet_library_logging
 from engine.secret_key import ENV_VARIABLE, key_file_for, load_or_create_secret, secret_bytes
 from engine.service.inbound import PollReport
 from engine.service.sending import TickReport
@@ -35,6 +36,7 @@ from projections.usage import usage
 if TYPE_CHECKING:
     from engine.runtime import Runtime
 
+quiet_library_logging()  # an embedding program that configured no logging sees nothing printed
 log = structlog.get_logger("campaign_engine")
 
 NOTIFY_CHANNEL = "campaign_engine_work"

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "engine.cli"]
@@ -186,8 +185,6 @@ def embed(tmp_path: Path, mode: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=60, env=environment())
 
 
-@pytest.mark.xfail(strict=True, reason="needs engine/facade.py to call engine.logging_setup.quiet_library_logging() "
-                                        "at import; remove this mark with that change")
 def test_an_embedding_program_sees_no_output_unless_it_configures_logging(tmp_path: Path) -> None:
     """Given a program that embeds the engine on a fresh database (which logs ``projections_rebuilt``),
     when it configures nothing, then nothing is printed; when it calls ``logging.basicConfig``, the
