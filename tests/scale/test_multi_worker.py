@@ -70,8 +70,9 @@ async def test_three_workers_share_the_work_without_double_sends_or_overshoot(tm
                 finally:
                     stop_all(workers)
 
-                # every worker took part (the lock serialised their claims, not their work)
-                claimed_by = [sum(int(n) for n in re.findall(r"claimed=(\d+)", w.output())) for w in workers]
+                # every worker took part (the lock serialised their claims, not their work); a worker's
+                # output is not a terminal, so its log lines are JSON
+                claimed_by = [sum(int(n) for n in re.findall(r'"claimed": ?(\d+)', w.output())) for w in workers]
                 assert all(claimed_by) and sum(claimed_by) == allowed, claimed_by
 
                 # the sink got every email exactly once, and each sender only up to its limit
