@@ -357,6 +357,11 @@ class SettingsIn(Strict):
     # An evergreen campaign stays active with nothing open, to take enrollments at any time;
     # POST /v1/campaigns/{id}/complete ends it.
     evergreen: bool = False
+    auto_enroll: AutoEnrollIn | None = Field(default=None, description=(
+        "Enroll contacts as they enter this selection: members of one of `list_ids` (when given) that "
+        "match `filter` (when given), checked when a contact is created, updated, imported or added to a "
+        "list, with the skip rules and events of a manual enroll. Only while the campaign is `active`; "
+        "launching does not enroll the contacts already selected. null turns it off."))
 
 
 class WorkflowNode(Strict):
@@ -415,6 +420,20 @@ class RuleIn(Strict):
 class FilterIn(Strict):
     operator: Literal["and", "or"] = "and"
     rules: list[RuleIn | FilterIn] = Field(default_factory=list)
+
+
+class AutoEnrollIn(Strict):
+    """``settings.auto_enroll``: which contacts a campaign takes by itself, as they come.
+
+    The same selection as an enroll request's ``list_ids`` and ``filter`` (with both: the list
+    members that match the filter). A contact is enrolled when a command moves it into the
+    selection (created matching, updated into the filter, added to one of the lists), so that
+    one already in it is not enrolled again by every later edit. With neither lists nor a
+    filter nothing is selected. List ids must name lists of the campaign's workspace.
+    """
+
+    list_ids: list[str] = Field(default_factory=list, max_length=100)
+    filter: FilterIn | None = None
 
 
 class EnrollIn(Strict):

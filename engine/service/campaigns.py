@@ -39,7 +39,7 @@ def _definition(body: m.CampaignIn) -> dict[str, Any]:
     return data
 
 
-def _matches(tree: dict[str, Any], row: Any) -> bool:
+def matches_row(tree: dict[str, Any], row: Any) -> bool:
     """Whether a contact row matches a filter rule tree (custom fields read from their JSON)."""
     contact = dict(row)
     contact["custom_fields"] = json.loads(row["custom_fields"]) if row["custom_fields"] else {}
@@ -82,6 +82,7 @@ class CampaignService:
         data: m.CampaignIn = m.parse(m.CampaignIn, body)
         definition = _definition(data)
         await self._check_senders(ws, definition.get("sender_ids") or [])
+        await self._check_auto_enroll(ws, data.settings)
         cid = new_id("cmp", self.clock.now())
         await self.store.append(f"campaign-{cid}", cd.decide_create(cid, definition), 0, workspace_id=ws)
         return await self.get_campaign(ws, cid)
@@ -95,6 +96,21 @@ class CampaignService:
         missing = [s for s in sender_ids if s not in found]
         if missing:
             raise ValidationFailed([{"field": "sender_ids", "message": f"unknown sender {s}"} for s in missing])
+
+    async def _check_auto_enroll(self, ws: str, settings: m.SettingsIn | None) -> None:
+        """``settings.auto_enroll.list_ids`` must name lists of this workspace (its filter was
+        checked by the model, the same one as an enroll request's), so that a typo is a 422 now
+        rather than a campaign that silently never takes anyone."""
+        if settings is None or settings.auto_enroll is None or not settings.auto_enroll.list_ids:
+            return
+        wanted = settings.auto_enroll.list_ids
+        lc = t.lists.c
+        found = {r["id"] for r in await self.reads.all(select(lc.id).where(lc.workspace_id == ws,
+                                                                           lc.id.in_(list(set(wanted)))))}
+        missing = [lid for lid in dict.fromkeys(wanted) if lid not in found]
+        if missing:
+            raise ValidationFailed([{"field": "settings.auto_enroll.list_ids", "message": f"unknown list {lid}"}
+                                    for lid in missing])
 
     async def _campaign_row(self, ws: str, cid: str) -> Any:
         c = t.campaigns.c
@@ -157,6 +173,7 @@ class CampaignService:
             if key == "schedule":
                 changes[key] = m.dump_schedule(value) if value is not None else m.dump_schedule(m.ScheduleIn())
             elif key == "settings":
+                await self._check_auto_enroll(ws, value)
                 changes[key] = (value or m.SettingsIn()).model_dump()
             elif key == "steps":
                 changes[key] = [s.model_dump() for s in value or []]
@@ -317,17 +334,8 @@ class CampaignService:
 
             async def attempt(chunk: list[str] = chunk) -> ed.EnrollDecision:
                 async with self.store.transaction() as conn:
-                    state, version = await self.reads.campaign(ws, cid, conn)
-                    facts = await self._contact_facts(conn, ws, state, chunk)
-                    seq = await self._next_seq(conn, cid)
-                    now = self.clock.now()
-                    decision = ed.decide_enroll(state, facts, new_ids=[new_id("enr", now) for _ in facts], now=now,
-                                                batch_number=data.batch_number, priority=data.priority,
-                                                first_seq=seq)
-                    batches = [AppendBatch(s, evs, 0 if s.startswith("enrollment-") else version)
-                               for s, evs in decision.batches]
-                    await self.store.append_many(batches, workspace_id=ws, conn=conn)
-                    return decision
+                    return await self.enroll_contacts(conn, ws, cid, chunk, batch_number=data.batch_number,
+                                                      priority=data.priority)
 
             decision = await retry(attempt)
             added += decision.added
@@ -336,6 +344,23 @@ class CampaignService:
         if added:
             self.work.notify()
         return {"added": added, "skipped": skipped, "errors": errors, "selection": _selection(data)}
+
+    async def enroll_contacts(self, conn: AsyncConnection, ws: str, cid: str, contact_ids: list[str], *,
+                              batch_number: int | None = None, priority: int = 0) -> ed.EnrollDecision:
+        """Enroll existing contacts of the workspace inside the caller's transaction: the one
+        enroll path, with its skip rules and events, for a request (``enroll``) and for a
+        campaign's ``auto_enroll`` (run in the transaction of the contact command that selected
+        them). The caller wakes the runtime after committing when ``added`` is not zero."""
+        state, version = await self.reads.campaign(ws, cid, conn)
+        facts = await self._contact_facts(conn, ws, state, contact_ids)
+        seq = await self._next_seq(conn, cid)
+        now = self.clock.now()
+        decision = ed.decide_enroll(state, facts, new_ids=[new_id("enr", now) for _ in facts], now=now,
+                                    batch_number=batch_number, priority=priority, first_seq=seq)
+        batches = [AppendBatch(s, evs, 0 if s.startswith("enrollment-") else version)
+                   for s, evs in decision.batches]
+        await self.store.append_many(batches, workspace_id=ws, conn=conn)
+        return decision
 
     async def _resolve_targets(self, ws: str, data: m.EnrollIn, errors: list[dict[str, Any]]) -> list[str]:
         """The contacts a request names, in request order, duplicates kept (the decider skips
@@ -371,11 +396,11 @@ class CampaignService:
             if tree is None:
                 ids.extend(r["contact_id"] for r in rows)
             else:
-                ids.extend(r["id"] for r in rows if _matches(tree, r))
+                ids.extend(r["id"] for r in rows if matches_row(tree, r))
         if tree is not None and not data.list_ids:
             rows = await self.reads.all(select(t.contacts).where(c.workspace_id == ws, c.erased.is_(False))
                                         .order_by(c.created_at, c.id))
-            ids.extend(r["id"] for r in rows if _matches(tree, r))
+            ids.extend(r["id"] for r in rows if matches_row(tree, r))
         return ids
 
     async def _next_seq(self, conn: AsyncConnection, cid: str) -> int:
@@ -516,4 +541,4 @@ class CampaignService:
         return out
 
 
-__all__ = ["CampaignService", "and_"]
+__all__ = ["CampaignService", "and_", "matches_row"]

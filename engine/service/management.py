@@ -20,6 +20,7 @@ from engine.domain import models as m
 from engine.errors import Conflict, NotFound, ValidationFailed
 from engine.schedule import SenderPlan, Warmup, effective_daily_limit
 from engine.service import contact_csv, views
+from engine.service.auto_enroll import AutoEnroll
 from engine.service.base import Page, Reads, SenderConnections, new_id, retry
 from engine.service.signals import WorkSignal
 from engine.service.stops import EnrollmentStops
@@ -48,7 +49,7 @@ class ManagementService:
 
     def __init__(self, store: EventStore, clock: Clock, vault: Vault, options: dict[str, Any], public_url: str, *,
                  mailer: SmtpMailer, suppressions: Suppressions, stops: EnrollmentStops, usage: UsageCounts,
-                 work: WorkSignal) -> None:
+                 work: WorkSignal, auto_enroll: AutoEnroll) -> None:
         self.store = store
         self.clock = clock
         self.vault = vault
@@ -59,6 +60,7 @@ class ManagementService:
         self.stops = stops
         self.usage = usage
         self.work = work
+        self.auto_enroll = auto_enroll
         self.reads = Reads(store)
         self.connections = SenderConnections(vault, options)
 
@@ -272,24 +274,32 @@ class ManagementService:
     async def create_contact(self, ws: str, body: dict[str, Any]) -> dict[str, Any]:
         data: m.ContactIn = m.parse(m.ContactIn, body)
 
-        async def attempt() -> str:
+        async def attempt() -> tuple[str, int]:
             async with self.store.transaction() as conn:
                 existing = await self._existing_contact(ws, self._email_hash(data.email), conn)
                 if existing:
                     raise Conflict("contact_exists", "a contact with this email exists", {"id": existing})
                 cid = new_id("con", self.clock.now())
+                before = await self.auto_enroll.before(conn, ws, [cid])
                 await self.store.append(f"contact-{cid}", [self._contact_created(cid, data)], 0, workspace_id=ws,
                                         conn=conn)
-                return cid
+                outcome = await self.auto_enroll.enroll_entrants(conn, ws, before)
+            return cid, outcome.added
 
-        return await self.get_contact(ws, await retry(attempt))
+        cid, enrolled = await retry(attempt)
+        if enrolled:
+            self.work.notify()
+        return await self.get_contact(ws, cid)
 
     async def import_contacts(self, ws: str, rows: list[Any], *, list_id: str | None = None) -> dict[str, Any]:
         """Create or update contacts by email; one bad row never drops the others.
 
         With ``list_id`` every valid row's contact (created, updated or already up to date: the
         file is the list the user means) joins that list, in the same transaction as its chunk.
-        The list is checked first, so an unknown or foreign one writes nothing (404).
+        The list is checked first, so an unknown or foreign one writes nothing (404). Each chunk's
+        contacts that enter an active campaign's ``auto_enroll`` selection (created matching,
+        updated into its filter, added to one of its lists) are enrolled in the chunk's
+        transaction, in one pass per chunk.
         """
         if list_id is not None:
             await self._list_row(ws, list_id)
@@ -309,7 +319,7 @@ class ManagementService:
                 invalid.append({"row": i, "error": "; ".join(f"{e['field']}: {e['message']}" for e in exc.errors)})
                 continue
             parsed[self._email_hash(item.email)] = (i, item)
-        created = updated = added = 0
+        created = updated = added = enrolled = 0
         items = list(parsed.items())
         for start in range(0, len(items), 500):
             chunk = items[start:start + 500]
@@ -319,6 +329,9 @@ class ManagementService:
                     c.workspace_id == ws, c.erased.is_(False), c.email_hash.in_([h for h, _ in chunk])), conn)}
                 batches: list[AppendBatch] = []
                 members: list[str] = []
+                new_ids = {h: new_id("con", self.clock.now()) for h, _ in chunk if h not in existing}
+                before = await self.auto_enroll.before(conn, ws, [existing[h]["id"] if h in existing else new_ids[h]
+                                                                  for h, _ in chunk])
                 for h, (_row, item) in chunk:
                     if h in existing:
                         old = existing[h]
@@ -330,7 +343,7 @@ class ManagementService:
                                 contact_id=old["id"], changes=changes)]))
                             updated += 1
                     else:
-                        cid = new_id("con", self.clock.now())
+                        cid = new_ids[h]
                         members.append(cid)
                         batches.append(AppendBatch(f"contact-{cid}", [self._contact_created(cid, item)], 0))
                         created += 1
@@ -339,6 +352,9 @@ class ManagementService:
                         list_id=list_id, contact_ids=tuple(members))]))
                     added += len(members)
                 await self.store.append_many(batches, workspace_id=ws, conn=conn)
+                enrolled += (await self.auto_enroll.enroll_entrants(conn, ws, before)).added
+        if enrolled:
+            self.work.notify()
         result: dict[str, Any] = {"created": created, "updated": updated, "invalid": invalid}
         if list_id is not None:
             result["list_id"], result["added_to_list"] = list_id, added
@@ -380,7 +396,7 @@ class ManagementService:
     async def update_contact(self, ws: str, cid: str, body: dict[str, Any]) -> dict[str, Any]:
         p: m.ContactPatch = m.parse(m.ContactPatch, body)
 
-        async def attempt() -> None:
+        async def attempt() -> int:
             async with self.store.transaction() as conn:
                 row = await self._contact_row(ws, cid, conn)
                 changes = {k: v for k, v in p.model_dump(exclude_unset=True).items() if _differs(row, k, v)}
@@ -392,11 +408,15 @@ class ManagementService:
                         raise Conflict("contact_exists", "a contact with this email exists", {"id": other})
                     changes["email_hash"] = self._email_hash(changes["email"])
                     changes["email_domain"] = changes["email"].rsplit("@", 1)[1].lower()
-                if changes:
-                    await self.store.append(f"contact-{cid}", [ce.ContactUpdated(contact_id=cid, changes=changes)],
-                                            None, workspace_id=ws, conn=conn)
+                if not changes:
+                    return 0
+                before = await self.auto_enroll.before(conn, ws, [cid])
+                await self.store.append(f"contact-{cid}", [ce.ContactUpdated(contact_id=cid, changes=changes)],
+                                        None, workspace_id=ws, conn=conn)
+                return (await self.auto_enroll.enroll_entrants(conn, ws, before)).added
 
-        await retry(attempt)
+        if await retry(attempt):
+            self.work.notify()
         return await self.get_contact(ws, cid)
 
     async def erase_contact(self, ws: str, cid: str) -> dict[str, Any]:
@@ -484,8 +504,14 @@ class ManagementService:
         data: m.ContactIdsIn = m.parse(m.ContactIdsIn, body)
         await self._list_row(ws, lid)
         ids = await self._own_contacts(ws, data.contact_ids)
-        await self.store.append(f"list-{lid}", [ce.ListContactsAdded(list_id=lid, contact_ids=tuple(ids))], None,
-                                workspace_id=ws)
+        async with self.store.transaction() as conn:
+            # Joining a list is how a contact enters the auto-enrol selection of a campaign on that list.
+            before = await self.auto_enroll.before(conn, ws, ids)
+            await self.store.append(f"list-{lid}", [ce.ListContactsAdded(list_id=lid, contact_ids=tuple(ids))], None,
+                                    workspace_id=ws, conn=conn)
+            outcome = await self.auto_enroll.enroll_entrants(conn, ws, before)
+        if outcome.added:
+            self.work.notify()
         return {"list_id": lid, "added": len(ids)}
 
     async def remove_list_contacts(self, ws: str, lid: str, body: dict[str, Any]) -> dict[str, Any]:

@@ -9,7 +9,9 @@ the MX checker, the options, the public URL) and which small shared services it 
 - :class:`~engine.service.guards.DeliveryGuards`: sender bounce rates, campaign health, hard and soft bounces;
 - :class:`~engine.service.unsubscribes.Unsubscribes`: the one unsubscribe routine (link, mailto, complaint);
 - :class:`~engine.service.signals.WorkSignal`: commands wake the runtime loop;
-- :class:`~engine.service.signals.StopNotes`: committed stops reach the claims of a tick in flight.
+- :class:`~engine.service.signals.StopNotes`: committed stops reach the claims of a tick in flight;
+- :class:`~engine.service.auto_enroll.AutoEnroll`: contact commands enroll the contacts they bring into an
+  active campaign's ``settings.auto_enroll``, through the campaign service's one enroll path.
 
 Nothing inherits from anything to share code, and no service reaches into another's insides:
 what two services share is one of the objects above, handed to both here.
@@ -24,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.clock import Clock
 from engine.delivery.outbound.smtp import SmtpMailer
+from engine.service.auto_enroll import AutoEnroll
 from engine.service.campaigns import CampaignService
 from engine.service.forecast import ForecastService
 from engine.service.guards import DeliveryGuards
@@ -70,6 +73,7 @@ class Services:
     unsubscribes: Unsubscribes
     work: WorkSignal
     stop_notes: StopNotes
+    auto_enroll: AutoEnroll
 
 
 def build_services(*, store: EventStore, clock: Clock, vault: Vault, options: dict[str, Any], public_url: str,
@@ -83,12 +87,15 @@ def build_services(*, store: EventStore, clock: Clock, vault: Vault, options: di
     guards = DeliveryGuards(store, stops, suppressions)
     unsubscribes = Unsubscribes(store, vault, stops, suppressions)
     stats = StatsService(store, clock)
+    campaigns = CampaignService(store, clock, vault, stats=stats, suppressions=suppressions, stops=stops,
+                                usage=usage, work=work)
+    auto_enroll = AutoEnroll(store, enroll=campaigns.enroll_contacts)
     return Services(
         workspaces=WorkspaceService(store, clock),
         management=ManagementService(store, clock, vault, options, public_url, mailer=mailer,
-                                     suppressions=suppressions, stops=stops, usage=usage, work=work),
-        campaigns=CampaignService(store, clock, vault, stats=stats, suppressions=suppressions, stops=stops,
-                                  usage=usage, work=work),
+                                     suppressions=suppressions, stops=stops, usage=usage, work=work,
+                                     auto_enroll=auto_enroll),
+        campaigns=campaigns,
         stats=stats,
         forecasts=ForecastService(store, clock),
         previews=PreviewService(store, clock, vault, options, public_url, mailer=mailer, usage=usage),
@@ -105,6 +112,7 @@ def build_services(*, store: EventStore, clock: Clock, vault: Vault, options: di
         unsubscribes=unsubscribes,
         work=work,
         stop_notes=stop_notes,
+        auto_enroll=auto_enroll,
     )
 
 
