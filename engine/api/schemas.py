@@ -335,7 +335,9 @@ class Campaign(Described):
         description="Lifecycle status.")
     sender_ids: list[str] = Field(description="Senders rotated through.")
     schedule: dict[str, Any] = Field(description="The send window and pacing (see CampaignIn.schedule).")
-    settings: dict[str, Any] = Field(description="Stop rules, skip rules and tracking (see CampaignIn.settings).")
+    settings: dict[str, Any] = Field(description=(
+        "Stop rules, skip rules, tracking, `evergreen` and `auto_enroll` (`{list_ids, filter}` or null: while "
+        "active, contacts entering that selection are enrolled; see CampaignIn.settings)."))
     steps: list[dict[str, Any]] = Field(description="The emails, in order.")
     created_at: str = Field(description=TIME)
     updated_at: str = Field(description=TIME)
