@@ -116,10 +116,62 @@ def _default(value: Any) -> Any:
 
 _STDLIB_ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=False, default=_default)
 _ORJSON_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
+_CHECK_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS
+SMALLEST_INT, LARGEST_INT = -(2**63), 2**64 - 1
+"""The integers :func:`loads` (orjson) reads back exactly; beyond them it would answer a float."""
+
+
+class IntegerOutOfRange(ValueError):
+    """A value to be written to the log holds an integer the log could not read back exactly.
+
+    orjson, which reads the log, turns an integer outside ``-2^63 .. 2^64 - 1`` into a float
+    (``-2^63 - 1`` came back as ``-9.223372036854776e18``). The contract's integers are 64-bit, so
+    such a value is refused when it is written, naming where it is, instead of changing on read.
+    """
+
+
+def _wide_integer(value: Any, path: str) -> tuple[str, int] | None:
+    """Where (a dotted path) the first integer outside the log's range is in ``value``, if anywhere."""
+    pending: list[tuple[Any, str]] = [(value, path)]
+    while pending:
+        item, where = pending.pop()
+        if isinstance(item, int) and not isinstance(item, bool):
+            if not SMALLEST_INT <= item <= LARGEST_INT:
+                return where, item
+        elif isinstance(item, dict):
+            pending.extend((child, f"{where}.{key}") for key, child in item.items())
+        elif isinstance(item, list | tuple):
+            pending.extend((child, f"{where}.{index}") for index, child in enumerate(item))
+    return None
+
+
+def _refuse_wide_integers(value: Any, what: str) -> None:
+    """Raise :class:`IntegerOutOfRange` if ``value`` holds an integer beyond the log's range.
+
+    orjson's encoder refuses exactly the integers its decoder cannot read back, so it is the check
+    (about a microsecond); the walk that names the field runs only when it refuses. Anything else
+    orjson refuses (a type only ``_default`` or the standard library takes) is left to the encoder.
+    """
+    try:
+        orjson.dumps(value, default=_default, option=_CHECK_OPTIONS)
+    except orjson.JSONEncodeError:
+        _raise_if_wide(value, what)
+
+
+def _raise_if_wide(value: Any, what: str) -> None:
+    found = _wide_integer(value, what)
+    if found is not None:
+        where, number = found
+        raise IntegerOutOfRange(f"{where} is {number}, outside the 64-bit integers the event log holds "
+                                f"({SMALLEST_INT} to {LARGEST_INT})")
 
 
 def dumps(value: Any) -> str:
-    """The log's JSON: compact, keys sorted at every level, UTF-8 kept, datetimes in :func:`format_time`."""
+    """The log's JSON: compact, keys sorted at every level, UTF-8 kept, datetimes in :func:`format_time`.
+
+    An integer :func:`loads` could not read back exactly is refused (:class:`IntegerOutOfRange`).
+    """
+    _refuse_wide_integers(value, "value")
     return _STDLIB_ENCODER.encode(value)
 
 
@@ -139,14 +191,20 @@ def encode_data(event: Event) -> str:
     hot ones: scheduling, enrolling) go through orjson, several times faster and, for exactly those
     types, byte-for-byte the standard library's text. Others (floats, free-form dicts) keep the
     standard library, whose spelling of floats and non-finite values orjson does not share.
+
+    An integer :func:`loads` could not read back exactly (outside ``-2^63 .. 2^64 - 1``) is
+    refused with :class:`IntegerOutOfRange` naming the event type and field: written, it would
+    come back from the log as a float.
     """
     cls = type(event)
     payload = {name: getattr(event, name) for name in _FIELD_NAMES[cls]}
     if cls in _PLAIN:
         try:
             return orjson.dumps(payload, default=_default, option=_ORJSON_OPTIONS).decode()
-        except orjson.JSONEncodeError:  # an integer beyond 64 bits: the standard library writes it
-            pass
+        except orjson.JSONEncodeError:  # the only value a plain event's orjson refuses: a wide integer
+            _raise_if_wide(payload, cls.TYPE)
+    else:
+        _refuse_wide_integers(payload, cls.TYPE)
     return _STDLIB_ENCODER.encode(payload)
 
 

@@ -9,7 +9,8 @@ import typing
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-from hypothesis import given
+import pytest
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from engine.service.base import new_id
@@ -18,6 +19,7 @@ from events.catalog.contact import ContactCreated, ListCreated
 from events.catalog.email import EmailScheduled
 from events.chain import GENESIS, ChainHasher, event_hash
 from events.registry import (
+    IntegerOutOfRange,
     all_types,
     dumps,
     encode_data,
@@ -91,13 +93,36 @@ def test_new_ids_are_prefixed_ordered_by_engine_time_and_unique() -> None:
 
 
 @given(st.text(), st.integers(), st.one_of(st.none(), st.text()))
+@example(name="", seq=-(2**63) - 1, sender=None)  # once read back as the float -9.223372036854776e18
+@example(name="", seq=2**64, sender=None)
+@example(name="", seq=-(2**63), sender=None)
+@example(name="", seq=2**64 - 1, sender=None)
 def test_plain_events_encode_like_the_standard_library(name: str, seq: int, sender: str | None) -> None:
-    """Plain events go through orjson: any text, any integer (beyond 64 bits too), the same text."""
-    for ev in (ListCreated(list_id="lst_1", name=name),
-               EmailScheduled(enrollment_id="enr_1", campaign_id="cmp_1", contact_id="con_1", email_id=name, step=1,
-                              due_at=datetime(2026, 1, 5, tzinfo=UTC), sender_id=sender, priority=0, seq=seq)):
+    """Plain events go through orjson: any text, the same text; any integer the log reads back
+    exactly (-2^63 .. 2^64 - 1) round-trips, and one beyond is refused at encoding, naming the field."""
+    events = [ListCreated(list_id="lst_1", name=name),
+              EmailScheduled(enrollment_id="enr_1", campaign_id="cmp_1", contact_id="con_1", email_id=name, step=1,
+                             due_at=datetime(2026, 1, 5, tzinfo=UTC), sender_id=sender, priority=0, seq=seq)]
+    if not -(2**63) <= seq <= 2**64 - 1:
+        with pytest.raises(IntegerOutOfRange, match=rf"email\.scheduled\.seq is {seq}, outside"):
+            encode_data(events.pop())
+    for ev in events:
         assert encode_data(ev) == _plain(ev)
         assert from_data(ev.TYPE, ev.VERSION, loads(encode_data(ev))) == ev
+
+
+@pytest.mark.parametrize("number", [-(2**63) - 1, 2**64, 10**30])
+def test_an_integer_the_log_cannot_read_back_is_refused_in_any_payload(number: int) -> None:
+    """Given a free-form payload (custom fields, metadata) holding an integer beyond 64 bits; when it
+    is encoded for the log; then IntegerOutOfRange names where it is, instead of a float on read."""
+    contact = ContactCreated(contact_id="con_1", email="a@example.com", email_hash="h", email_domain="example.com",
+                             first_name=None, last_name=None, company=None, timezone=None,
+                             custom_fields={"plan": "gold", "seats": [1, number]})
+    with pytest.raises(IntegerOutOfRange, match=r"contact\.created\.custom_fields\.seats\.1 is"):
+        encode_data(contact)
+    with pytest.raises(IntegerOutOfRange, match=r"value\.trace\.depth is"):
+        dumps({"trace": {"depth": number}})
+    assert loads(dumps({"n": 2**64 - 1, "m": -(2**63)})) == {"n": 2**64 - 1, "m": -(2**63)}
 
 
 def test_non_finite_floats_survive_the_log_json() -> None:
