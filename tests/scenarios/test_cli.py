@@ -20,12 +20,30 @@ from engine.cli import app
 runner = CliRunner()
 
 
-def test_demo_runs_a_week_and_matches_its_forecast() -> None:
+def test_demo_runs_three_steps_with_variants_a_holiday_and_inbound_mail() -> None:
+    """Given nothing, when ``demo`` runs, then its three steps went out (none on the holiday), its
+    forecast matched, and its results table counts the simulated opens, replies and bounce per variant."""
     result = runner.invoke(app, ["demo"])
     assert result.exit_code == 0, result.output
-    assert "forecast matched every day: True" in result.output
-    sent = int(re.search(r"captured (\d+) emails", result.output).group(1))  # type: ignore[union-attr]
+    out = result.output
+    assert "forecast matched every day: True" in out
+    sent = int(re.search(r"captured (\d+) emails", out).group(1))  # type: ignore[union-attr]
     assert sent >= 100
+    holiday = re.search(r"2026-05-01 Fri \(holiday\)\s*│\s*(\d+)\s*│\s*(\d+)", out)
+    assert holiday is not None and holiday.groups() == ("0", "0")  # forecast 0, sent 0 on 1 May
+    assert "Results per step and variant" in out
+    row = r"│\s*{step}\s*│\s*{variant}\s*│\s*(\d+)\s*│\s*(\d+)\s*│\s*(\d+)\s*│\s*(\d+)\s*│"
+    steps = {n: [int(v) for v in re.search(row.format(step=f"step {n}", variant="all"), out).groups()]  # type: ignore[union-attr]
+             for n in (1, 2, 3)}
+    variants = {v: [int(c) for c in re.search(row.format(step="", variant=v), out).groups()]  # type: ignore[union-attr]
+                for v in ("A", "B")}
+    assert all(counts[0] > 0 for counts in steps.values())  # sent: every step went out
+    assert sum(steps[n][0] for n in steps) == sent
+    assert [variants["A"][i] + variants["B"][i] for i in range(4)] == steps[1]  # the variants add up to step 1
+    assert variants["A"][0] > 0 and variants["B"][0] > 0
+    _, opened, replied, bounced = steps[1]
+    assert opened > 0 and replied == 2 and bounced == 1
+    assert steps[2][0] == steps[1][0] - replied - bounced  # the replies and the bounce stopped their sequences
 
 
 def test_serve_refuses_public_host_without_secret(monkeypatch: object) -> None:
