@@ -321,6 +321,10 @@ class ReportService:
         ``after`` for the next page. ``next_after`` is the last position returned (``after``
         itself on an empty page), so a client can also poll for new activity; ``has_more`` says
         whether a further page exists now. ``type`` takes one type or a comma-separated list.
+        ``variant`` is the A/B variant of the item's email (null for a step without variants and
+        for enrollment events): the event's own when it names one (``email.sent``, a refusal's
+        ``email.bounced``), else the one ``rm_emails`` recorded for that email, so an open, click,
+        reply or later bounce shows the variant that was sent.
         """
         _, tz = await self._report_campaign(ws, cid)
         p = _Params(tz)
@@ -343,14 +347,27 @@ class ReportService:
             evs = await self.store.query(q, conn)
             page, more = evs[:n], len(evs) > n
             addresses = await self._contact_emails(ws, [_field(e, "contact_id") for e in page], conn)
+            variants = await self._email_variants(ws, [e for e in page if _field(e, "variant") is None], conn)
         state, _ = await self.reads.campaign(ws, cid)
         node_ids = [step.get("node_id") for step in state.definition.get("steps") or []]
-        items = [_activity_item(e, addresses) for e in page]
+        items = [_activity_item(e, addresses, variants) for e in page]
         for item in items:  # a workflow's email node, where the step came from one
             step = item.get("step")
             item["node_id"] = node_ids[step - 1] if isinstance(step, int) and 0 < step <= len(node_ids) else None
         return {"data": items,
                 "next_after": page[-1].position if page else pos, "has_more": more}
+
+    async def _email_variants(self, ws: str, events: Sequence[StoredEvent], conn: AsyncConnection
+                              ) -> dict[str, str]:
+        """email_id -> the variant ``rm_emails`` recorded, for the email events in ``events``
+        (one indexed read per 400 ids; emails without a variant are left out)."""
+        ids = sorted({eid for eid in (_field(e, "email_id") for e in events) if isinstance(eid, str)})
+        out: dict[str, str] = {}
+        for i in range(0, len(ids), 400):
+            for r in await self.reads.all(select(E.email_id, E.variant).where(
+                    E.workspace_id == ws, E.email_id.in_(ids[i:i + 400]), E.variant.is_not(None)), conn):
+                out[r["email_id"]] = r["variant"]
+        return out
 
     # -- skips ---------------------------------------------------------------------------------
     async def campaign_skips(self, ws: str, cid: str, *, kind: Any = None, limit: Any = None
@@ -426,9 +443,12 @@ def _field(e: StoredEvent, name: str) -> Any:
     return getattr(e.event, name, None)
 
 
-def _activity_item(e: StoredEvent, addresses: dict[str, str | None]) -> dict[str, Any]:
+def _activity_item(e: StoredEvent, addresses: dict[str, str | None], variants: dict[str, str]) -> dict[str, Any]:
     data = to_data(e.event)
     contact_id = data.get("contact_id")
+    email_id = data.get("email_id")
+    variant = data.get("variant") or (variants.get(email_id) if isinstance(email_id, str) else None)
     return {"id": e.position, "type": e.type, "contact_id": contact_id, "email": addresses.get(contact_id or ""),
             "step": data.get("step"), "at": format_time(e.recorded_at), "enrollment_id": data.get("enrollment_id"),
+            "variant": variant,
             "metadata": {k: v for k, v in data.items() if k not in _COMMON and not k.endswith("_enc")}}

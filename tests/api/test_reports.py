@@ -289,6 +289,7 @@ async def test_activity_filters_and_metadata(world: World) -> None:
     assert sent[0]["enrollment_id"] == world.enrollments[a] and sent[0]["email"] == "p0@corp0.io"
     mine = (await world.get("/activity", contact_id=a, limit=500))["data"]
     assert {m["contact_id"] for m in mine} == {a}
+    assert {m["variant"] for m in mine} == {None}  # no A/B variants in these steps
     assert [m["type"] for m in mine if m["type"].startswith("enrollment.")] == [
         "enrollment.created", "enrollment.skipped"]  # the re-enrollment refused on the 30th
     skipped = (await world.get("/activity", type="enrollment.skipped"))["data"]
