@@ -436,12 +436,16 @@ class ForecastDay(Described):
     count: int = Field(description="Emails that day.")
     by_step: dict[str, int] = Field(description="Per step number.")
     by_sender: dict[str, int] = Field(description="Per sender id.")
+    by_variant: dict[str, dict[str, int]] | None = Field(
+        default=None, description="Per step number with A/B variants, per variant id: the variant each email "
+        "will use (the seeded draw, or the step's winner once decided, as the tick does). Campaign forecasts only.")
 
 
 class Forecast(Described):
-    model_config = _example({"timezone": "UTC", "days": [{"date": "2026-01-05", "count": 1, "by_step": {"1": 1},
-                                                          "by_sender": {"snd_019b8d2b8c00beb3bb1e607fb7b9": 1}}],
-                             "total": 1})
+    model_config = _example({"timezone": "UTC", "days": [{"date": "2026-01-05", "count": 3, "by_step": {"1": 3},
+                                                          "by_sender": {"snd_019b8d2b8c00beb3bb1e607fb7b9": 3},
+                                                          "by_variant": {"1": {"A": 1, "B": 2}}}],
+                             "total": 3})
     timezone: str = Field(description="Time zone of the days.")
     days: list[ForecastDay]
     total: int = Field(description="Emails over the horizon.")
@@ -487,13 +491,20 @@ class ActivityItem(Described):
     email: str | None = Field(default=None, description="The contact's address (null once erased).")
     step: int | None = Field(default=None, description="1-based step, if any.")
     at: str = Field(description=TIME)
+    enrollment_id: str | None = Field(default=None, description="The enrollment, if any.")
+    node_id: str | None = Field(default=None, description="The workflow's email node the step came from, if any.")
+    variant: str | None = Field(
+        default=None, description="The A/B variant of the event's email (for opens, clicks and replies too: the "
+        "one sent); null for a step without variants and for enrollment events.")
     metadata: dict[str, Any] = Field(default_factory=dict, description="Type-specific fields.")
 
 
 class ActivityPage(Described):
     model_config = _example({"data": [{"id": 15, "type": "email.scheduled",
                                        "contact_id": "con_019b8d2b8c00beb3bc6f55db1878", "email": "bob@example.com",
-                                       "step": 1, "at": "2026-01-05T08:00:00.000000Z", "metadata": {}}],
+                                       "step": 1, "at": "2026-01-05T08:00:00.000000Z",
+                                       "enrollment_id": "enr_019b8d2b8c00beb3c17ccec08661", "node_id": None,
+                                       "variant": "A", "metadata": {}}],
                              "next_after": 15, "has_more": False})
     data: list[ActivityItem]
     next_after: int = Field(description="Pass as `after` for the next page.")

@@ -23,7 +23,12 @@ __all__ = ["SimulatedSend", "default_email_id", "forecast_by_day", "forecast_ran
 
 @dataclass(frozen=True, slots=True)
 class SimulatedSend:
-    """One predicted send. For steps not yet scheduled, `email_id` is invented (`email_id_for`)."""
+    """One predicted send. For steps not yet scheduled, `email_id` is invented (`email_id_for`).
+
+    ``at`` is the instant of the planner round that sends it (one tick), so sends with the same
+    ``at`` are one round. ``variant`` is the step's A/B variant, filled in by the caller that knows
+    the steps' content (the planner does not: a variant never changes when an email goes).
+    """
 
     email_id: str
     enrollment_id: str
@@ -31,6 +36,7 @@ class SimulatedSend:
     step: int
     sender_id: str
     at: datetime
+    variant: str | None = None
 
 
 def default_email_id(enrollment_id: str, step: int) -> str:
@@ -92,11 +98,15 @@ def forecast_range(now: datetime, tz: str, days: int) -> tuple[date, datetime]:
     return start, end - timedelta(microseconds=1)
 
 
-def forecast_by_day(sends: Iterable[SimulatedSend], tz: str, start_date: date, days: int) -> list[dict[str, Any]]:
+def forecast_by_day(sends: Iterable[SimulatedSend], tz: str, start_date: date, days: int, *,
+                    with_variants: bool = False) -> list[dict[str, Any]]:
     """Sends grouped by local calendar day in `tz`: one entry per day, empty days included.
 
     Each entry is ``{date: "YYYY-MM-DD", count, by_step: {"1": n}, by_sender: {id: n}}`` with
-    steps in numeric order and senders sorted; sends outside the range are ignored.
+    steps in numeric order and senders sorted; sends outside the range are ignored. With
+    ``with_variants`` (one campaign's sends, whose ``variant`` the caller filled in) each entry
+    also has ``by_variant: {"1": {"A": n, "B": m}}``: per step with variants, per variant id
+    (sorted), summing to that step's ``by_step`` count.
     """
     zone_info = zone(tz)
     buckets: dict[date, list[SimulatedSend]] = {start_date + timedelta(days=i): [] for i in range(days)}
@@ -108,15 +118,20 @@ def forecast_by_day(sends: Iterable[SimulatedSend], tz: str, start_date: date, d
     for day, day_sends in buckets.items():
         steps: dict[int, int] = {}
         by_sender: dict[str, int] = {}
+        by_variant: dict[int, dict[str, int]] = {}
         for send in day_sends:
             steps[send.step] = steps.get(send.step, 0) + 1
             by_sender[send.sender_id] = by_sender.get(send.sender_id, 0) + 1
-        result.append(
-            {
-                "date": day.isoformat(),
-                "count": len(day_sends),
-                "by_step": {str(k): steps[k] for k in sorted(steps)},
-                "by_sender": {k: by_sender[k] for k in sorted(by_sender)},
-            }
-        )
+            if send.variant is not None:
+                per_step = by_variant.setdefault(send.step, {})
+                per_step[send.variant] = per_step.get(send.variant, 0) + 1
+        entry: dict[str, Any] = {
+            "date": day.isoformat(),
+            "count": len(day_sends),
+            "by_step": {str(k): steps[k] for k in sorted(steps)},
+            "by_sender": {k: by_sender[k] for k in sorted(by_sender)},
+        }
+        if with_variants:
+            entry["by_variant"] = {str(step): dict(sorted(by_variant[step].items())) for step in sorted(by_variant)}
+        result.append(entry)
     return result

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 from datetime import datetime
+from itertools import groupby
 from typing import Any
 
 from engine.clock import Clock
+from engine.domain.variants import VariantCounts, choose_variant, pick_winner
 from engine.errors import ValidationFailed
 from engine.schedule import CampaignPlan, QueueItem, SenderPlan, forecast_by_day, forecast_range, simulate
+from engine.schedule.simulate import SimulatedSend
 from engine.schedule.tzutil import local_date, zone
 from engine.service.base import Reads
 from engine.service.planner_inputs import campaign_plan, load_inputs, senders_and_limits
+from engine.service.variants import by_step_and_variant, variant_counts_query, winners_of
 from events.registry import parse_time
 from events.store import EventStore
 
@@ -59,6 +64,40 @@ def _what_if(values: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
+def with_variants(sends: Sequence[SimulatedSend], steps: Sequence[Mapping[str, Any]], winners: Mapping[int, str],
+                  counts: Mapping[int, Mapping[str, Mapping[str, int]]]) -> list[SimulatedSend]:
+    """One campaign's predicted sends (in order) with the A/B variant each will be sent with.
+
+    The tick's own rule, played forward: each email gets :func:`choose_variant` of its step, with
+    the step's recorded winner if any. A tick composes every email with the winners known when it
+    starts, and decides a step's winner after recording its sends; so here each round of sends
+    (one ``at``, one tick) uses the winners known before it, and after it the steps with a
+    ``winner`` rule and none yet are judged by :func:`pick_winner` on ``counts`` (step -> variant
+    -> sent/opened/clicked/replied so far, as ``rm_emails`` has them) plus the round's sends, each
+    counted as sent and not (yet) engaged, as the forecast assumes.
+    """
+    decided = dict(winners)
+    tally = {step: {variant: dict(found) for variant, found in per_step.items()} for step, per_step in counts.items()}
+    out: list[SimulatedSend] = []
+    for _, round_sends in groupby(sends, key=lambda send: send.at):
+        judged: set[int] = set()
+        for send in round_sends:
+            step = steps[send.step - 1] if 1 <= send.step <= len(steps) else {}
+            variant = choose_variant(step, send.enrollment_id, send.step, decided.get(send.step))
+            out.append(dataclasses.replace(send, variant=variant))
+            if variant is not None and step.get("winner") and send.step not in decided:
+                found = tally.setdefault(send.step, {}).setdefault(variant, {})
+                found["sent"] = found.get("sent", 0) + 1
+                judged.add(send.step)
+        for number in sorted(judged):
+            won = pick_winner(steps[number - 1], [
+                VariantCounts(variant, found.get("sent", 0), found.get("opened", 0), found.get("clicked", 0),
+                              found.get("replied", 0)) for variant, found in tally[number].items()])
+            if won is not None:
+                decided[number] = won[0]
+    return out
+
+
 class ForecastService:
     """Forecasts of a campaign or a workspace: the planner run forward in simulated time."""
 
@@ -75,7 +114,8 @@ class ForecastService:
         ``every_minutes`` replace the campaign schedule's; ``senders_add`` adds that many senders
         like the campaign's first; ``as_if=launched`` forecasts a draft or paused campaign as if
         launched or resumed now. ``estimated_completion`` is the local day of the campaign's last
-        email if every queued one goes within the horizon, else null.
+        email if every queued one goes within the horizon, else null. Each day's ``by_variant``
+        says which A/B variant each email of a step with variants will use (:func:`with_variants`).
         """
         n = _days(days)
         changes = _what_if(what_if)
@@ -84,6 +124,14 @@ class ForecastService:
         now = self.clock.now()
         async with self.store.reading() as conn:
             inputs = await load_inputs(conn, now, workspace_id=ws)
+            # the definition the tick composes with (winners included), else a draft's own
+            definition = inputs.definitions.get(cid) or state.definition
+            winners = {**dict(state.variant_winners), **winners_of(definition)}
+            steps = list(definition.get("steps") or [])
+            counts: dict[int, dict[str, dict[str, int]]] = {}
+            if any(step.get("winner") and step.get("variants") and number not in winners
+                   for number, step in enumerate(steps, start=1)):
+                counts = by_step_and_variant((await conn.execute(variant_counts_query(cid))).mappings())
             items = list(inputs.items)
             campaigns = dict(inputs.campaigns)
             senders = dict(inputs.senders)
@@ -98,10 +146,9 @@ class ForecastService:
             campaigns[cid] = self._changed_plan(campaigns[cid], senders, changes)
         start, until = forecast_range(now, tz, n)
         sends = simulate(now, until, items, campaigns, senders, inputs.usage, inputs.monthly_limits)
-        mine = [s for s in sends if s.campaign_id == cid]
-        by_day = forecast_by_day(mine, tz, start, n)
-        steps = len(state.definition.get("steps") or [])
-        remaining = sum(steps - item.step + 1 for item in items if item.campaign_id == cid)
+        mine = with_variants([s for s in sends if s.campaign_id == cid], steps, winners, counts)
+        by_day = forecast_by_day(mine, tz, start, n, with_variants=True)
+        remaining = sum(len(steps) - item.step + 1 for item in items if item.campaign_id == cid)
         completion = None
         if remaining and len(mine) >= remaining:
             completion = local_date(max(s.at for s in mine), zone(tz)).isoformat()

@@ -17,7 +17,8 @@ START = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)  # Monday
 
 async def setup(engine: CampaignEngine, sink: SmtpSink, *, contacts: int = 10, senders: int = 1,
                 schedule: dict[str, Any] | None = None, steps: int = 3, names: list[str] | None = None,
-                settings: dict[str, Any] | None = None) -> tuple[str, str, list[str]]:
+                settings: dict[str, Any] | None = None,
+                variants: list[dict[str, Any]] | None = None) -> tuple[str, str, list[str]]:
     ws = (await engine.create_workspace("acme", monthly_limit=100_000)).id
     sids = [(await engine.create_sender(ws, {"email": f"rep{i}@sales.io", "from_name": f"Rep {i}", "daily_limit": 500,
                                              "smtp": {"host": sink.host, "port": sink.port, "security": "none"}}))["id"]
@@ -27,7 +28,7 @@ async def setup(engine: CampaignEngine, sink: SmtpSink, *, contacts: int = 10, s
         name = names[i] if names else f"P{i}"
         ids.append((await engine.create_contact(ws, {"email": f"p{i}@corp{i % 3}.io", "first_name": name}))["id"])
     step_defs = [{"subject": "Hello {{first_name|there}}", "body_html": "<p>Hi {{first_name}}, step 1</p>",
-                  "delay": {"days": 0}}]
+                  "delay": {"days": 0}, **({"variants": variants} if variants else {})}]
     for n in range(2, steps + 1):
         step_defs.append({"subject": f"Step {n}", "body_html": f"<p>Follow-up {n}</p>", "delay": {"days": n - 1},
                           "same_thread": True})
@@ -51,7 +52,10 @@ async def run_until(engine: CampaignEngine, clock: ManualClock, end: datetime) -
 
 
 async def test_tick_sends_exactly_the_forecast(eng: CampaignEngine, clock: ManualClock, sink: SmtpSink) -> None:
-    ws, cid, _ = await setup(eng, sink, contacts=12, senders=2)
+    """Day by day, step by step, sender by sender and A/B variant by variant (step 1 has two,
+    weighted 1:2), the engine sends what the forecast said."""
+    ws, cid, _ = await setup(eng, sink, contacts=12, senders=2,
+                             variants=[{"subject": "Alpha"}, {"subject": "Beta", "weight": 2}])
     forecast = await eng.forecast(ws, cid, days=7)
     assert forecast["total"] == 36
     await run_until(eng, clock, START + timedelta(days=8))
@@ -61,6 +65,7 @@ async def test_tick_sends_exactly_the_forecast(eng: CampaignEngine, clock: Manua
     actual: Counter[str] = Counter()
     by_step: Counter[tuple[str, str]] = Counter()
     by_sender: Counter[tuple[str, str]] = Counter()
+    by_variant: Counter[tuple[str, str, str]] = Counter()
     events = (await eng.list_events(ws, limit=1000, type="email.sent"))["data"]
     for e in events:
         day = datetime.fromisoformat(e["recorded_at"].replace("Z", "+00:00")).astimezone(tz)
@@ -68,7 +73,16 @@ async def test_tick_sends_exactly_the_forecast(eng: CampaignEngine, clock: Manua
         actual[day.date().isoformat()] += 1
         by_step[(day.date().isoformat(), str(e["data"]["step"]))] += 1
         by_sender[(day.date().isoformat(), e["data"]["sender_id"])] += 1
+        if e["data"]["variant"] is not None:
+            by_variant[(day.date().isoformat(), str(e["data"]["step"]), e["data"]["variant"])] += 1
+    predicted_variants = Counter({(d["date"], step, variant): n for d in forecast["days"]
+                                  for step, counts in d["by_variant"].items() for variant, n in counts.items()})
+    assert predicted_variants == by_variant  # which variant each email uses, per day
+    # every step-1 email has one of its variants (ids drawn at random, so which mix is not fixed)
+    assert {(step, variant) for _, step, variant in by_variant} <= {("1", "A"), ("1", "B")}
+    assert sum(by_variant.values()) == 12
     for d in forecast["days"]:
+        assert sum(d["by_variant"].get("1", {}).values()) == d["by_step"].get("1", 0)
         assert actual.get(d["date"], 0) == d["count"], d
         for step, n in d["by_step"].items():
             assert by_step[(d["date"], step)] == n
