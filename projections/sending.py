@@ -182,6 +182,17 @@ async def _failed(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
                            for e in evs])
 
 
+# A poison message set aside: never sent, never claimed again (the planner reads only "scheduled").
+_QUARANTINE = _update(["p_msg", "p_at"], status=lit("quarantined"), last_message=bindparam("p_msg"),
+                      lease_until=lit(None), updated_at=bindparam("p_at"))
+
+
+@send_queue.on("email.quarantined")
+async def _quarantined(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
+    texts = TimeTexts()
+    await _QUARANTINE.run(conn, [(_ev(e).reason, texts[e.recorded_at], _ev(e).email_id) for e in evs])
+
+
 _CANCEL = _update(["p_at"], status=lit("cancelled"), lease_until=lit(None), updated_at=bindparam("p_at"))
 
 

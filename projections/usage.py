@@ -161,7 +161,7 @@ async def _claimed(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
     await conn.execute(_ROTATION, [{"campaign_id": c, "sender_id": s} for c, s in latest_sender.items()])
 
 
-@usage.on("email.deferred", "email.released")
+@usage.on("email.deferred", "email.released", "email.quarantined")
 async def _deferred(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
     deltas: dict[Bucket, int] = {}
     for stored in evs:

@@ -314,3 +314,36 @@ def decide_expired(claim: ClaimedEmail, next_step: NextStep | None, *, still_ope
                                   contact_id=claim.contact_id, email_id=claim.email_id, step=claim.step,
                                   sender_id=claim.sender_id, message="claim expired without an SMTP outcome")
     return [uncertain, *(_continue(claim, next_step) if still_open else [])]
+
+
+def decide_quarantined(claim: ClaimedEmail, deaths: int, *, still_open: bool) -> list[Event]:
+    """A claim whose worker died ``deaths`` times while building it: set aside as a poison message.
+
+    It was never handed to SMTP (the worker records when it starts sending), so nothing may have
+    gone out; retrying it would only kill the next worker. The enrollment stops (reason
+    ``quarantined``) rather than moving on: its later steps would follow an email never sent.
+    """
+    quarantined = em.EmailQuarantined(
+        enrollment_id=claim.enrollment_id, campaign_id=claim.campaign_id, contact_id=claim.contact_id,
+        email_id=claim.email_id, step=claim.step, sender_id=claim.sender_id, deaths=deaths,
+        reason=f"the worker process died {deaths} times while building this email",
+        claimed_at=claim.claimed_at, timezone=claim.timezone, recipient_domain=claim.domain)
+    if not still_open:
+        return [quarantined]
+    return [quarantined, en.EnrollmentStopped(enrollment_id=claim.enrollment_id, campaign_id=claim.campaign_id,
+                                              contact_id=claim.contact_id, reason="quarantined")]
+
+
+def decide_worker_died(claim: ClaimedEmail, deaths: int, *, quarantine_after: int, still_open: bool) -> list[Event]:
+    """A claim whose worker died before speaking SMTP for it: back to the queue, or quarantined.
+
+    ``deaths`` counts the deaths while this very email was being built (0 when the worker died
+    before reaching it). Below ``quarantine_after`` the email goes back (``email.released``, reason
+    ``worker_died``: not sent, not uncertain, its claim uncounted); at it, it is a poison message.
+    """
+    if deaths >= quarantine_after:
+        return decide_quarantined(claim, deaths, still_open=still_open)
+    return [em.EmailReleased(enrollment_id=claim.enrollment_id, campaign_id=claim.campaign_id,
+                             contact_id=claim.contact_id, email_id=claim.email_id, step=claim.step,
+                             sender_id=claim.sender_id, reason="worker_died", claimed_at=claim.claimed_at,
+                             timezone=claim.timezone, recipient_domain=claim.domain)]

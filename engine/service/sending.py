@@ -1,13 +1,17 @@
 """``tick()``: plan under the log's lock, claim in one batch, send concurrently, record outcomes in batches.
 
 A claim (``email.claimed`` with the sender, a deterministic Message-ID and a lease) is committed
-before SMTP is spoken; a claim whose outcome never came (a crash) becomes ``email.uncertain`` when
-its lease runs out and is never sent again. So nothing is sent twice and nothing is silently lost.
+before SMTP is spoken, and the process records how far it got (``engine/service/liveness.py``):
+after a crash, a claim SMTP may have begun for becomes ``email.uncertain`` and is never sent again;
+one not yet reached goes back to the queue; one whose building killed three processes is
+quarantined (``email.quarantined``). So nothing is sent twice, nothing is silently lost, and one
+poison message cannot stop the queue.
 
 The shape of one tick::
 
     load_due (bounded reads + usage counters)  ->  PlanRound.take(budget)  ->  claim batch, commit
-    -> compose + SMTP, concurrently (per-sender pools, a global cap)  ->  outcomes, batched commits
+    -> build every message, record "sending"  ->  SMTP, concurrently (per-sender pools, a global cap)
+    -> outcomes, batched commits  ->  (suspects of earlier crashes: built and sent one by one)
     -> PlanRound.requeue(follow-ups, retries)  ->  next_due_at (no second load of the queue)
 """
 
@@ -206,15 +210,21 @@ class SendingService:
                                 inputs.monthly_limits)
             assignments = planned.take(budget)
             claims, skipped = await self._claim(conn, now, assignments, inputs)
+            deaths: dict[str, int] = {}
             if claims:
-                await liveness.hold(conn, self._worker_id(), [claim.email.email_id for claim in claims], now)
+                claimed_ids = [claim.email.email_id for claim in claims]
+                deaths = await liveness.deaths_of(conn, claimed_ids)
+                await liveness.hold(conn, self._worker_id(), claimed_ids, now,
+                                    [email_id for email_id in claimed_ids if email_id not in deaths])
         report.skipped += skipped
         report.claimed = len(claims)
-        await self._deliver_all(claims, inputs, now, report, planned)
+        await self._deliver_all(claims, inputs, now, report, planned, deaths)
+
         async def complete(_try: int) -> int:
             async with self.store.transaction() as conn:
                 if claims:
                     await liveness.let_go(conn, self._worker_id())
+                    await liveness.clear_suspects(conn, list(deaths))  # they all have outcomes now
                 return await self._complete_campaigns(conn)
 
         # After the sends, a lost connection must not fail the tick: its outcomes are recorded.
@@ -300,45 +310,81 @@ class SendingService:
         return count
 
     async def _expire_leases(self, conn: AsyncConnection, now: datetime) -> int:
-        """Claims whose lease ran out without an outcome (their worker died) become uncertain."""
+        """Claims whose worker died or whose lease ran out without an outcome.
+
+        What the worker recorded decides (see ``engine/service/liveness.py``): a claim SMTP may have
+        begun for becomes uncertain and is never re-sent; one it had not reached goes back to the
+        queue; one it was building when it died counts a death against that email, and is
+        quarantined at ``quarantine_after_deaths``. Returns the number recorded uncertain.
+        """
         e = emails.c
-        dead, held = await liveness.orphaned(conn, now, self._dead_after())
+        orphans = await liveness.orphaned(conn, now, self._dead_after())
+        not_started = [*orphans.suspects, *orphans.untouched]
         lost = e.lease_until < format_time(now)
-        if held:  # their worker stopped beating: no need to wait for the lease
-            lost = lost | e.email_id.in_(held)
+        if orphans.maybe_sent:  # their worker stopped beating: no need to wait for the lease
+            lost = lost | e.email_id.in_(orphans.maybe_sent)
+        if not_started:
+            lost = lost | e.email_id.in_(not_started)
         rows = (await conn.execute(select(emails).where(e.status == "claimed", lost))).mappings().all()
-        await liveness.forget(conn, dead)
+        await liveness.forget(conn, orphans.dead_workers)
         if not rows:
             return 0
-        c, enrolled = tables.campaigns.c, tables.enrollments.c
+        c, enrolled, people = tables.campaigns.c, tables.enrollments.c, tables.contacts.c
         plans = {row["id"]: parsed_campaign(row)[1] for row in (await conn.execute(
             select(c.id, c.workspace_id, c.definition).where(c.id.in_(list({r["campaign_id"] for r in rows}))))
         ).mappings()}
         still_open = {r[0] for r in (await conn.execute(select(enrolled.id).where(
             enrolled.id.in_([r["enrollment_id"] for r in rows]),
             enrolled.status.in_(["pending", "in_progress"])))).all()}
+        recovering = set(not_started)
+        domains: dict[str, str] = {}
+        if recovering:  # a release uncounts the claim in its recipient's per-domain buckets
+            domains = dict((await conn.execute(select(people.id, people.email_domain).where(
+                people.id.in_([r["contact_id"] for r in rows if r["email_id"] in recovering])))).all())
+        deaths = await liveness.deaths_of(conn, orphans.suspects)
+        quarantine_after = max(1, int(self.options.get("quarantine_after_deaths", liveness.QUARANTINE_AFTER_DEATHS)))
+        counted: dict[str, int] = {}
+        quarantined: list[str] = []
         by_workspace: dict[str, list[AppendBatch]] = {}
+        uncertain = 0
         for r in rows:
             claimed_at = parse_time(r["claimed_at"])
+            plan = plans.get(r["campaign_id"])
+            open_ = r["enrollment_id"] in still_open and plan is not None
             claim = ClaimedEmail(enrollment_id=r["enrollment_id"], campaign_id=r["campaign_id"],
                                  contact_id=r["contact_id"], email_id=r["email_id"], step=r["step"],
                                  sender_id=r["sender_id"], message_id=r["message_id"] or "", attempt=r["attempt"],
-                                 claimed_at=claimed_at, timezone="UTC")
-            next_item = None
-            plan = plans.get(r["campaign_id"])
-            if plan is not None:
-                item = QueueItem(email_id=r["email_id"], enrollment_id=r["enrollment_id"],
-                                 campaign_id=r["campaign_id"], contact_id=r["contact_id"], step=r["step"],
-                                 due_at=parse_time(r["due_at"]), priority=r["priority"], sender_id=r["sender_id"],
-                                 seq=r["seq"])
-                next_item = _next_step(Assignment(item, r["sender_id"], claimed_at), plan)
-            events = enrollment_domain.decide_expired(
-                claim, _as_next(next_item), still_open=r["enrollment_id"] in still_open and plan is not None)
+                                 claimed_at=claimed_at, timezone=plan.schedule.timezone if plan else "UTC",
+                                 domain=domains.get(r["contact_id"]))
+            if r["email_id"] in recovering:
+                died = deaths.get(r["email_id"], 0) + 1 if r["email_id"] in orphans.suspects else 0
+                events = enrollment_domain.decide_worker_died(claim, died, quarantine_after=quarantine_after,
+                                                              still_open=open_)
+                if died:
+                    log.warning("worker_died_building_email", email_id=r["email_id"], deaths=died,
+                                campaign_id=r["campaign_id"], workspace_id=r["workspace_id"],
+                                quarantined=died >= quarantine_after)
+                    if died >= quarantine_after:
+                        quarantined.append(r["email_id"])
+                    else:
+                        counted[r["email_id"]] = died
+            else:
+                next_item = None
+                if plan is not None:
+                    item = QueueItem(email_id=r["email_id"], enrollment_id=r["enrollment_id"],
+                                     campaign_id=r["campaign_id"], contact_id=r["contact_id"], step=r["step"],
+                                     due_at=parse_time(r["due_at"]), priority=r["priority"],
+                                     sender_id=r["sender_id"], seq=r["seq"])
+                    next_item = _next_step(Assignment(item, r["sender_id"], claimed_at), plan)
+                events = enrollment_domain.decide_expired(claim, _as_next(next_item), still_open=open_)
+                uncertain += 1
             by_workspace.setdefault(r["workspace_id"], []).append(
                 AppendBatch(f"enrollment-{r['enrollment_id']}", events))
         for workspace_id, batches in by_workspace.items():
             await self.store.append_many(batches, workspace_id=workspace_id, conn=conn)
-        return len(rows)
+        await liveness.count_deaths(conn, counted)
+        await liveness.clear_suspects(conn, quarantined)
+        return uncertain
 
     async def _verify_mx(self, now: datetime) -> tuple[set[str], int, datetime | None]:
         """With ``verify_mx``, check each due first step's domain before it is claimed.
@@ -472,21 +518,62 @@ class SendingService:
 
     # -- delivery -------------------------------------------------------------------------------
     async def _deliver_all(self, claims: Sequence[Claim], inputs: PlannerInputs, now: datetime, report: TickReport,
-                           planned: PlanRound) -> None:
-        """Send every claim concurrently and record the outcomes in batches as they come in.
+                           planned: PlanRound, deaths: dict[str, int]) -> None:
+        """Build every claim's message, then send them concurrently, recording outcomes in batches.
+
+        What the process is doing is recorded before it does it (see ``engine/service/liveness.py``):
+        the batch is built before any of its SMTP begins, then announced as sending. Claims under
+        suspicion (a worker died building them before) come last, fewest deaths first, each built
+        and sent alone after being announced, so that a poison message kills at most the process
+        building it and is named exactly; the rest of the batch has gone out by then.
+        """
+        if not claims:
+            return
+        worker, claimed_ids = self._worker_id(), [claim.email.email_id for claim in claims]
+        since = self.stop_notes.generation  # stops committed from here on are checked before each SMTP
+        sending: list[str] = []
+
+        async def announce(current: Sequence[str]) -> None:
+            async def write(_try: int) -> None:
+                async with self.store.transaction() as conn:
+                    await liveness.progress(conn, worker, claimed_ids, sending, current)
+            await with_db_retries("record progress", write)
+
+        clean = [claim for claim in claims if claim.email.email_id not in deaths]
+        if clean:
+            built = {claim.email.email_id: self._build(claim, inputs, now) for claim in clean}
+            sending.extend(built)
+            await announce(())
+            await self._send_batch(clean, built, inputs, now, report, planned, since)
+        for claim in sorted((c for c in claims if c.email.email_id in deaths), key=lambda c: deaths[c.email.email_id]):
+            await announce([claim.email.email_id])
+            built = {claim.email.email_id: self._build(claim, inputs, now)}
+            sending.append(claim.email.email_id)
+            await announce(())
+            await self._send_batch([claim], built, inputs, now, report, planned, since)
+
+    def _build(self, claim: Claim, inputs: PlannerInputs, now: datetime) -> ComposedEmail | Exception:
+        """The claim's message, or the error building it (recorded as a failed email, never raised)."""
+        try:
+            return self._compose(inputs.definitions[claim.email.campaign_id], claim, now)
+        except Exception as exc:  # noqa: BLE001 - a message that cannot be built is recorded as failed
+            return exc
+
+    async def _send_batch(self, claims: Sequence[Claim], built: dict[str, ComposedEmail | Exception],
+                          inputs: PlannerInputs, now: datetime, report: TickReport, planned: PlanRound,
+                          since: int) -> None:
+        """Send `claims` (their messages built) concurrently and record the outcomes in batches.
 
         Each sender's connections are capped by the mailer's pool, and all sends by
         ``max_concurrent_sends``. An outcome waits at most a few milliseconds for others to share
         its transaction, so a crash loses little: a claim whose outcome was not recorded expires
         as uncertain and is never sent again.
         """
-        if not claims:
-            return
         gate = asyncio.Semaphore(max(1, int(self.options.get("max_concurrent_sends", MAX_CONCURRENT_SENDS))))
         done: asyncio.Queue[_Outcome] = asyncio.Queue()
         settings: dict[str, SmtpSettings] = {}
         stops: dict[str, Release] = {}
-        checked = [self.stop_notes.generation]  # the generation `stops` was last read at
+        checked = [since]  # the stop generation `stops` was last read at (the tick's, at first)
         refreshing = asyncio.Lock()
 
         async def released(claim: Claim) -> Release | None:
@@ -507,7 +594,9 @@ class SendingService:
                     done.put_nowait(_Outcome(claim, None, None, release))
                     return
                 try:
-                    composed = self._compose(inputs.definitions[claim.email.campaign_id], claim, now)
+                    composed = built[claim.email.email_id]
+                    if isinstance(composed, Exception):
+                        raise composed
                     sender = claim.sender
                     if sender["id"] not in settings:
                         settings[sender["id"]] = self.connections.smtp(sender)

@@ -57,6 +57,7 @@ class StatsService:
             _count(E.status == "failed").label("failed"), _count(E.status == "bounced").label("bounced"),
             _count((E.status == "bounced") & (E.bounce_source == "smtp")).label("refused"),
             _count(E.status == "cancelled").label("cancelled"), _count(E.status == "uncertain").label("uncertain"),
+            _count(E.status == "quarantined").label("quarantined"),
             _count(E.bounce_type == "hard").label("hard"), _count(E.bounce_type == "soft").label("soft"),
             _count(E.bounce_type == "block").label("block"),
             _count(E.opened_at.is_not(None)).label("opened"), _count(E.clicked_at.is_not(None)).label("clicked"),
@@ -78,13 +79,14 @@ class StatsService:
         for cid in cids:
             n = counted.get(cid) or {k: 0 for k in (
                 "total", "scheduled", "claimed", "sent", "deferred", "failed", "bounced", "refused", "cancelled",
-                "uncertain", "hard", "soft", "block", "opened", "clicked", "replied", "unsubscribed",
+                "uncertain", "quarantined", "hard", "soft", "block", "opened", "clicked", "replied", "unsubscribed",
                 "complained", "out_of_office", "contacted", "last_hour", "last_day")}
             sent = n["sent"]
             out[cid] = {
                 "emails": {"scheduled": n["scheduled"] + n["claimed"], "sent": sent, "deferred": n["deferred"],
                            "failed": n["failed"], "bounced": n["bounced"], "cancelled": n["cancelled"],
                            "uncertain": n["uncertain"],
+                           "quarantined": n["quarantined"],  # poison messages set aside (never sent)
                            "bounce_types": {"hard": n["hard"], "soft": n["soft"], "block": n["block"]},
                            # sent - bounced, as the contract defines it (never below zero).
                            "delivered": max(sent - n["bounced"], 0), "complained": n["complained"],

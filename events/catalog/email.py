@@ -195,3 +195,20 @@ class EmailReleased(EmailEvent):
     claimed_at: datetime
     timezone: str
     recipient_domain: str | None = None
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EmailQuarantined(EmailEvent):
+    """A poison message: worker processes died ``deaths`` times while building this email, before
+    any SMTP was spoken for it. It is set aside for good (never sent, never retried) so that the
+    rest of the queue keeps going; its enrollment stops with reason ``quarantined``. Like a release,
+    the claim stops counting against the limits (``claimed_at``, ``timezone`` name its buckets)."""
+
+    TYPE = "email.quarantined"
+    sender_id: str
+    reason: str
+    deaths: int
+    claimed_at: datetime
+    timezone: str
+    recipient_domain: str | None = None

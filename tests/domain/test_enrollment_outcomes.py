@@ -17,6 +17,8 @@ from engine.domain.enrollment import (
     NextStep,
     decide_expired,
     decide_outcome,
+    decide_quarantined,
+    decide_worker_died,
     refusal_type,
 )
 
@@ -80,6 +82,25 @@ def test_login_failure_waits_for_a_fix_instead_of_failing() -> None:
 def test_expired_claim_is_uncertain_and_goes_on_only_while_open() -> None:
     assert types(decide_expired(claim(), NEXT, still_open=True)) == ["email.uncertain", "email.scheduled"]
     assert types(decide_expired(claim(), NEXT, still_open=False)) == ["email.uncertain"]
+
+
+def test_a_poison_claim_is_quarantined_and_stops_its_enrollment_without_going_on() -> None:
+    events = decide_quarantined(claim(), 3, still_open=True)
+    assert types(events) == ["email.quarantined", "enrollment.stopped"]
+    assert events[0].deaths == 3 and "3 times" in events[0].reason  # type: ignore[attr-defined]
+    assert events[0].claimed_at == NOW and events[0].timezone == "Europe/Paris"  # type: ignore[attr-defined]
+    assert events[1].reason == "quarantined"  # type: ignore[attr-defined]
+    assert types(decide_quarantined(claim(), 3, still_open=False)) == ["email.quarantined"]
+
+
+def test_a_worker_death_before_smtp_releases_the_claim_until_it_is_the_third_while_building_it() -> None:
+    given = claim()
+    for deaths in (0, 1, 2):
+        events = decide_worker_died(given, deaths, quarantine_after=3, still_open=True)
+        assert types(events) == ["email.released"]
+        assert events[0].reason == "worker_died" and events[0].timezone == "Europe/Paris"  # type: ignore[attr-defined]
+    assert types(decide_worker_died(given, 3, quarantine_after=3, still_open=True)) == [
+        "email.quarantined", "enrollment.stopped"]
 
 
 def test_refusal_type_reads_rfc_3463() -> None:
