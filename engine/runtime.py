@@ -159,7 +159,8 @@ class Runtime:
             if self._woken_at is not None and self._woken_at > begun:  # woken mid-tick: the queued tick owes it
                 self._owe(self._woken_at)
             if report.sent or report.claimed:
-                log.info("tick", sent=report.sent, claimed=report.claimed, next_due_at=str(report.next_due_at))
+                log.info("tick", sent=report.sent, claimed=report.claimed, next_due_at=str(report.next_due_at),
+                         sent_by=report.sent_by)  # {"workspace/campaign/sender": emails sent}
             self._arm(report.next_due_at)
 
     async def _poll(self) -> None:

@@ -119,6 +119,8 @@ class TickReport:
     completed: int = 0
     next_due_at: datetime | None = None
     message_ids: list[str] = field(default_factory=list)
+    # emails sent per "workspace/campaign/sender", for the runtime's tick line
+    sent_by: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -588,6 +590,13 @@ class SendingService:
             return stops.get(claim.email.email_id)
 
         async def send(claim: Claim) -> None:
+            # every line this claim's delivery causes (ours, the SMTP client's) names its owners
+            with structlog.contextvars.bound_contextvars(workspace_id=claim.workspace_id,
+                                                         campaign_id=claim.email.campaign_id,
+                                                         sender_id=claim.email.sender_id):
+                await deliver(claim)
+
+        async def deliver(claim: Claim) -> None:
             async with gate:
                 release = await released(claim)
                 if release is not None:
@@ -795,6 +804,8 @@ class SendingService:
             metrics.record_email_outcome(outcome)
             if outcome == "sent":
                 report.message_ids.append(claim.email.message_id)
+                key = f"{claim.workspace_id}/{claim.email.campaign_id}/{claim.email.sender_id}"
+                report.sent_by[key] = report.sent_by.get(key, 0) + 1
 
     async def _disconnect(self, conn: AsyncConnection, workspace_id: str, sender_id: str, reason: str) -> None:
         status = (await conn.execute(select(tables.senders.c.status).where(tables.senders.c.id == sender_id))).scalar()
