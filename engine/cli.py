@@ -395,8 +395,9 @@ async def _import_in_chunks(engine: CampaignEngine, ws: str, rows: list[Any], li
 
 @app.command()
 def demo() -> None:
-    """A 3-step campaign to 50 generated contacts over a simulated week, on a throwaway database
-    and a local SMTP capture server: prints sends per day next to the forecast, emails and stats."""
+    """A 3-step campaign (step 1 an A/B test, French holidays kept) to 50 generated contacts over nine
+    simulated days, with simulated opens, replies and a bounce through the inbound path, on a throwaway
+    database and a local SMTP capture server: prints sends per day next to the forecast, and the stats."""
     from engine.demo import main as run_demo
 
     result = run_demo(console)
