@@ -436,6 +436,13 @@ class AutoEnrollIn(Strict):
     filter: FilterIn | None = None
 
 
+class DispatchIn(Strict):
+    """``POST /v1/campaigns/{id}/dispatch``: parsed like every other body, so an integral float
+    (``2.0``) is the integer JSON Schema says it is, and a fraction, a string or 0 is refused."""
+
+    batch_number: int | None = Field(default=None, ge=1)
+
+
 class EnrollIn(Strict):
     contact_ids: list[str] | None = None
     list_ids: list[str] | None = None

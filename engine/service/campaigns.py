@@ -478,12 +478,7 @@ class CampaignService:
         return len(batches)
 
     async def dispatch(self, ws: str, cid: str, body: dict[str, Any]) -> dict[str, Any]:
-        body = body or {}
-        extra = set(body) - {"batch_number"}
-        bn = body.get("batch_number")
-        if extra or (bn is not None and (not isinstance(bn, int) or bn < 1)):
-            raise ValidationFailed([{"field": k, "message": "unknown field"} for k in sorted(extra)]
-                                   or [{"field": "batch_number", "message": "must be an integer >= 1"}])
+        bn = m.parse(m.DispatchIn, body or {}).batch_number
         async with self.store.transaction() as conn:
             state, version = await self.reads.campaign(ws, cid, conn)
             e = t.enrollments.c
