@@ -70,7 +70,7 @@ async def test_forecast_endpoints(api: Api) -> None:
         f = (await api.get(f"/v1/campaigns/{cid}/forecast?days=3")).json()
         assert f["total"] == 6
         assert f["days"][0] == {"date": "2026-01-05", "count": 3, "by_step": {"1": 3},
-                                "by_sender": f["days"][0]["by_sender"]}
+                                "by_sender": f["days"][0]["by_sender"], "by_variant": {}}  # no A/B step
         assert sum(sum(d["by_step"].values()) for d in f["days"]) == 6
         ws_f = (await api.get("/v1/forecast?days=3")).json()
         assert ws_f["total"] == 6
