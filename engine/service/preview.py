@@ -36,7 +36,7 @@ class PreviewService:
     """Previews of a campaign's steps and test sends, through the compose path the tick uses."""
 
     def __init__(self, store: EventStore, clock: Clock, vault: Vault, options: dict[str, Any], public_url: str, *,
-                 mailer: SmtpMailer, usage: UsageCounts) -> None:
+                 mailer: SmtpMailer, usage: UsageCounts, suppressions: Suppressions) -> None:
         self.store = store
         self.clock = clock
         self.vault = vault
@@ -45,9 +45,9 @@ class PreviewService:
         self.usage = usage
         self.reads = Reads(store)
         self.connections = SenderConnections(vault, options)
-        # Stateless (the store and the vault's keyed hash): the same check sending, enrollment and
-        # unsubscribes use, so a test send honours exactly the list a real send does.
-        self.suppressions = Suppressions(store, vault)
+        # the same check sending, enrollment and unsubscribes use, so a test send honours exactly
+        # the list a real send does
+        self.suppressions = suppressions
 
     async def _merge_data(self, ws: str, contact_id: str | None) -> dict[str, Any]:
         if contact_id is None:
