@@ -408,13 +408,13 @@ def test_status_field_wins_over_a_different_code_in_the_diagnostic() -> None:
     assert (entry.status, entry.type, entry.reason) == ("5.1.1", "hard", "userunknown")
 
 
-def test_the_diagnostic_refines_the_reason_but_not_a_specific_status() -> None:
-    # Given Status 5.1.1 whose quoted answer is a blocklist refusal
+def test_a_policy_refusal_reported_as_an_address_status_keeps_the_receivers_code() -> None:
+    # Given Status 5.1.1 whose quoted answer (the receiver's own, RFC 3464 2.3.6) is a blocklist refusal
     raw = report("5.1.1", "550 5.7.1 Service unavailable; client [192.0.2.9] blocked using zen.spamhaus.org")
     # When it is classified
     entry = single(classify_message(raw))
-    # Then the status stays 5.1.1, but the words make it a block, not a dead address
-    assert (entry.status, entry.type, entry.reason) == ("5.1.1", "block", "blocked")
+    # Then the words make it a block, not a dead address, and the receiver's policy code is reported
+    assert (entry.status, entry.type, entry.reason) == ("5.7.1", "block", "blocked")
 
 
 @pytest.mark.parametrize(("field", "diagnostic", "expected"), [

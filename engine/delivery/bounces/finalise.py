@@ -84,6 +84,8 @@ def finalise(f: Finding, families: frozenset[str]) -> None:
             if guessed not in ("", "undefined", "onhold") or not f.reason:
                 f.reason = guessed
     _apply_reply_meaning(f)
+    if in_text and _policy_refusal_reported_as_address(f, in_text):
+        f.status = in_text
     if f.reply_code and f.status and f.reply_code[0] != f.status[0]:
         same_class = find_reply(f.diagnosis, f.status[0])
         f.reply_code = same_class if same_class.startswith(f.status[0]) else ""
@@ -106,6 +108,20 @@ def _apply_reply_meaning(f: Finding) -> None:
         f.status = status
     if reason and f.reason in ("", "undefined", "onhold"):
         f.reason = reason
+
+
+def _policy_refusal_reported_as_address(f: Finding, in_text: str) -> bool:
+    """A Status field with an address code (X.1.x) over a receiver's policy refusal (X.7.x).
+
+    The ``Diagnostic-Code`` is the remote server's own answer (RFC 3464, section 2.3.6). When it
+    carries a security or policy code and its words are a refusal of the sender (a blocklist, a
+    policy: the recipient's type is ``block``), a reporting MTA that mapped it to an address status
+    (Sendmail writing ``5.1.1`` for ``550 5.7.1 IP address blacklisted``) lost what the receiver
+    said, and the receiver's code is the truer account, as Sisimai reads it. When the words say the
+    address is unknown, the Status field stands (a ``5.1.1`` quoting ``5.7.1 ... User unknown``).
+    """
+    return (f.status[:1] == in_text[:1] and f.status[1:4] == ".1." and in_text[1:4] == ".7."
+            and specificity(in_text) == 2 and entry_type(f) == "block")
 
 
 def entry_type(f: Finding) -> str:
