@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, cast, func, select
+from sqlalchemy import and_, cast, exists, false, func, or_, select
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -29,6 +29,9 @@ from events.vault import Vault
 from projections import tables as t
 
 SORTS = {"created_at", "updated_at", "name", "status"}
+FACTS_CHUNK = 5000  # contacts per look-up of their facts: well under the bound-parameter limits (SQLite, asyncpg)
+ENROLL_CHUNK = 5000  # contacts per enroll transaction: its multi-row inserts, without holding the log's lock long
+FILTER_BATCH = 5000  # contacts read at a time when a filter selects from the whole workspace
 
 
 def _definition(body: m.CampaignIn) -> dict[str, Any]:
@@ -329,8 +332,8 @@ class CampaignService:
         contact_ids = await self._resolve_targets(ws, data, errors)
         added = 0
         skipped: dict[str, int] = {}
-        for i in range(0, len(contact_ids), 1000):
-            chunk = contact_ids[i:i + 1000]
+        for i in range(0, len(contact_ids), ENROLL_CHUNK):
+            chunk = contact_ids[i:i + ENROLL_CHUNK]
 
             async def attempt(chunk: list[str] = chunk) -> ed.EnrollDecision:
                 async with self.store.transaction() as conn:
@@ -375,10 +378,11 @@ class CampaignService:
         ids: list[str] = []
         if data.contact_ids:
             found: set[str] = set()
-            for i in range(0, len(data.contact_ids), 400):
-                part = data.contact_ids[i:i + 400]
-                found.update(r["id"] for r in await self.reads.all(select(c.id).where(
-                    c.workspace_id == ws, c.erased.is_(False), c.id.in_(part))))
+            distinct = list(dict.fromkeys(data.contact_ids))
+            async with self.store.reading() as conn:
+                for i in range(0, len(distinct), FACTS_CHUNK):
+                    found.update(r[0] for r in (await conn.execute(select(c.id).where(
+                        c.workspace_id == ws, c.erased.is_(False), c.id.in_(distinct[i:i + FACTS_CHUNK])))).all())
             for cid in data.contact_ids:
                 if cid in found:
                     ids.append(cid)
@@ -398,9 +402,18 @@ class CampaignService:
             else:
                 ids.extend(r["id"] for r in rows if matches_row(tree, r))
         if tree is not None and not data.list_ids:
-            rows = await self.reads.all(select(t.contacts).where(c.workspace_id == ws, c.erased.is_(False))
-                                        .order_by(c.created_at, c.id))
-            ids.extend(r["id"] for r in rows if matches_row(tree, r))
+            # The whole workspace, read in keyset batches: a filter over a million contacts holds
+            # one batch of rows at a time, not the table.
+            after: tuple[str, str] | None = None
+            while True:
+                query = select(t.contacts).where(c.workspace_id == ws, c.erased.is_(False))
+                if after is not None:
+                    query = query.where(or_(c.created_at > after[0], and_(c.created_at == after[0], c.id > after[1])))
+                rows = await self.reads.all(query.order_by(c.created_at, c.id).limit(FILTER_BATCH))
+                ids.extend(r["id"] for r in rows if matches_row(tree, r))
+                if len(rows) < FILTER_BATCH:
+                    break
+                after = (rows[-1]["created_at"], rows[-1]["id"])
         return ids
 
     async def _next_seq(self, conn: AsyncConnection, cid: str) -> int:
@@ -409,32 +422,49 @@ class CampaignService:
 
     async def _contact_facts(self, conn: AsyncConnection, ws: str, state: cd.CampaignState,
                              contact_ids: list[str]) -> list[ed.ContactFacts]:
-        c, e = t.contacts.c, t.enrollments.c
-        rows = {r["id"]: r for r in await self.reads.all(
-            select(t.contacts).where(c.id.in_(list(set(contact_ids)))), conn)}
-        enrolled: dict[str, set[str]] = {}
-        for r in await self.reads.all(select(e.contact_id, e.campaign_id).where(
-                e.contact_id.in_(list(set(contact_ids))), e.workspace_id == ws), conn):
-            enrolled.setdefault(r["contact_id"], set()).add(r["campaign_id"])
+        """What the skip rules need about each contact, read with set queries, not per contact.
+
+        One query per :data:`FACTS_CHUNK` contacts answers each one's flags and whether it is
+        enrolled here, elsewhere, or in another campaign of the same outreach (``EXISTS`` over
+        the enrollments' indexes), and whether its address is suppressed (the contact's stored
+        keyed hash of its address against the suppressions' hashes, which is what
+        :meth:`Suppressions.suppressed` compares). Domains repeat, so only the distinct ones are
+        hashed and looked up, through :meth:`Suppressions.suppressed`.
+        """
+        c, e, s = t.contacts.c, t.enrollments.c, t.suppressions.c
         outreach = state.definition.get("outreach_id")
-        same_outreach: set[str] = set()
+        same_outreach: list[str] = []
         if outreach:
             cc = t.campaigns.c
-            same_outreach = {r["id"] for r in await self.reads.all(select(cc.id).where(
-                cc.workspace_id == ws, cc.outreach_id == outreach, cc.id != state.id, cc.deleted.is_(False)), conn)}
-        values = [v for r in rows.values() for v in (r["email"], r["email_domain"]) if v]
-        suppressed = await self.suppressions.suppressed(ws, values, conn)
+            same_outreach = [r[0] for r in (await conn.execute(select(cc.id).where(
+                cc.workspace_id == ws, cc.outreach_id == outreach, cc.id != state.id,
+                cc.deleted.is_(False)))).all()]
+        email_suppressed = exists().where(s.workspace_id == ws, s.value_hash == c.email_hash)
+        here = exists().where(e.campaign_id == state.id, e.contact_id == c.id)
+        elsewhere = exists().where(e.contact_id == c.id, e.workspace_id == ws, e.campaign_id != state.id)
+        in_outreach = (exists().where(e.contact_id == c.id, e.workspace_id == ws, e.campaign_id.in_(same_outreach))
+                       if same_outreach else false())
+        columns = (c.id, c.email_domain, c.email.is_not(None) & email_suppressed, c.unsubscribed, c.bounced,
+                   c.replied, here, elsewhere, in_outreach)
+        distinct = list(dict.fromkeys(contact_ids))
+        rows: dict[str, Any] = {}
+        for start in range(0, len(distinct), FACTS_CHUNK):
+            part = distinct[start:start + FACTS_CHUNK]
+            for row in (await conn.execute(select(*columns).where(c.id.in_(part)))).all():
+                rows[row[0]] = row
+        domains = sorted({row[1] for row in rows.values()})
+        found = await self.suppressions.suppressed(ws, domains, conn)
+        suppressed_domains = {domain for domain in domains if found and self.vault.lookup_hash(domain) in found}
         facts = []
         for cid in contact_ids:
-            r = rows[cid]
-            campaigns = enrolled.get(cid, set())
+            (_, domain, email_is_suppressed, unsubscribed, bounced, replied, enrolled_here, enrolled_elsewhere,
+             same_outreach_elsewhere) = rows[cid]
             facts.append(ed.ContactFacts(
-                contact_id=cid, email_domain=r["email_domain"],
-                suppressed=bool({self.vault.lookup_hash(r["email"] or ""), self.vault.lookup_hash(r["email_domain"])}
-                                & suppressed),
-                unsubscribed=bool(r["unsubscribed"]), bounced=bool(r["bounced"]), replied=bool(r["replied"]),
-                enrolled_here=state.id in campaigns, enrolled_elsewhere=bool(campaigns - {state.id}),
-                same_outreach_elsewhere=bool(campaigns & same_outreach)))
+                contact_id=cid, email_domain=domain,
+                suppressed=bool(email_is_suppressed) or domain in suppressed_domains,
+                unsubscribed=bool(unsubscribed), bounced=bool(bounced), replied=bool(replied),
+                enrolled_here=bool(enrolled_here), enrolled_elsewhere=bool(enrolled_elsewhere),
+                same_outreach_elsewhere=bool(same_outreach_elsewhere)))
         return facts
 
     async def list_enrollments(self, ws: str, cid: str, *, status: str | None = None,

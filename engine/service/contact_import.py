@@ -1,0 +1,98 @@
+"""Validating an import's rows once per batch, fast, with exactly the answers of a single contact's check.
+
+An import of 10,000 contacts spent most of its time in ``email_validator``: each address's
+domain goes through IDNA and UTS #46 character by character, although the rows of one file share
+few domains (a CRM export has many people per company; consumer lists share a handful of
+providers). :class:`BatchEmails` checks each distinct domain once per batch and applies the
+library's own local-part rule to the rest; any address off that plain path (non-ASCII, quoted,
+a display name, a role mailbox the library lowercases, an invalid domain, a length near the limit)
+goes through :func:`engine.domain.models.check_email` itself, so the normalised address and
+every error message are the ones a single ``POST /v1/contacts`` gives.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from email_validator import EmailNotValidError, validate_email
+from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES, DOT_ATOM_TEXT, EMAIL_MAX_LENGTH
+from pydantic import ValidationError, ValidationInfo, field_validator
+
+from engine.domain import models as m
+from engine.errors import ValidationFailed
+
+_PROBE_LOCAL = "a"  # a local part valid everywhere: the probe's outcome depends on the domain alone
+_ROLE_MAILBOXES = frozenset(CASE_INSENSITIVE_MAILBOX_NAMES)
+_FIELDS = frozenset(m.ContactIn.model_fields)  # read once: the class attribute is a descriptor, costly per row
+
+
+class BatchEmails:
+    """``check_email`` for the addresses of one batch, each distinct domain validated once."""
+
+    def __init__(self) -> None:
+        # domain as written -> (normalised domain, longest UTF-8 length of its written, normalised
+        # and IDNA ASCII forms), or None when the domain alone makes an address invalid
+        self._domains: dict[str, tuple[str, int] | None] = {}
+
+    def check(self, address: str) -> str:
+        """The normalised address, or ``ValueError`` with :func:`~engine.domain.models.check_email`'s message.
+
+        The plain path: an ASCII address with one ``@``, a dot-atom local part (the library's own
+        ``DOT_ATOM_TEXT``, which it returns unchanged) that is not a role mailbox, and a domain
+        the library accepted in a probe address, the whole within the length limit in each form
+        the library measures. Then its answer is ``local@normalised-domain``, which is what
+        ``validate_email`` builds for such an address.
+        """
+        local, at, domain = address.partition("@")
+        if (at and address.isascii() and "@" not in domain and DOT_ATOM_TEXT.match(local)
+                and local.lower() not in _ROLE_MAILBOXES):
+            known = self._domain(domain)
+            if known is not None and len(local) + 1 + known[1] <= EMAIL_MAX_LENGTH:
+                return f"{local}@{known[0]}"
+        return m.check_email(address)
+
+    def _domain(self, domain: str) -> tuple[str, int] | None:
+        if domain not in self._domains:
+            try:
+                probe = validate_email(f"{_PROBE_LOCAL}@{domain}", check_deliverability=False)
+            except EmailNotValidError:
+                self._domains[domain] = None
+            else:
+                longest = max(len(form.encode()) for form in (domain, probe.domain, probe.ascii_domain))
+                self._domains[domain] = (probe.domain, longest)
+        return self._domains[domain]
+
+
+class ImportRow(m.ContactIn):
+    """A contact of an import: :class:`~engine.domain.models.ContactIn` with the batch's email check.
+
+    Validated with ``context={"emails": BatchEmails()}``; the other fields and every error are
+    the model's own.
+    """
+
+    # The same name as the parent's validator, which pydantic then replaces instead of running both;
+    # the added ``info`` argument is what mypy objects to.
+    @field_validator("email")
+    @classmethod
+    def _email(cls, v: str, info: ValidationInfo) -> str:  # type: ignore[override]
+        emails = info.context["emails"] if isinstance(info.context, dict) else BatchEmails()
+        result: str = emails.check(v)
+        return result
+
+
+def parse_row(raw: dict[str, Any], emails: BatchEmails) -> m.ContactIn:
+    """One import row as a contact: known fields by name, every other non-empty cell a custom field.
+
+    Raises :class:`~engine.errors.ValidationFailed` as ``m.parse(m.ContactIn, ...)`` would.
+    """
+    known = {k: v for k, v in raw.items() if k in _FIELDS and v not in ("", None)}
+    custom = {k: v for k, v in raw.items() if k not in _FIELDS and v not in ("", None)}
+    if custom:
+        known["custom_fields"] = {**(known.get("custom_fields") or {}), **custom}
+    try:
+        return ImportRow.model_validate(known, context={"emails": emails})
+    except ValidationError as exc:
+        raise ValidationFailed(m.validation_errors(exc)) from None
+
+
+__all__ = ["BatchEmails", "ImportRow", "parse_row"]
