@@ -214,8 +214,9 @@ class CampaignEngine:
     async def get_sender(self, ws: str, sid: str) -> dict[str, Any]:
         return await self._services.management.get_sender(ws, sid)
 
-    async def list_senders(self, ws: str, page: int = 1, per_page: int = 50) -> dict[str, Any]:
-        return await self._services.management.list_senders(ws, page, per_page)
+    async def list_senders(self, ws: str, page: int = 1, per_page: int = 50, *, cursor: str | None = None
+                           ) -> dict[str, Any]:
+        return await self._services.management.list_senders(ws, page, per_page, cursor=cursor)
 
     async def update_sender(self, ws: str, sid: str, body: dict[str, Any]) -> dict[str, Any]:
         return await self._services.management.update_sender(ws, sid, body)
@@ -249,9 +250,10 @@ class CampaignEngine:
         return await self._services.management.get_contact(ws, cid)
 
     async def list_contacts(self, ws: str, *, q: str | None = None, status: str | None = None,
-                            list_id: str | None = None, page: int = 1, per_page: int = 50) -> dict[str, Any]:
+                            list_id: str | None = None, page: int = 1, per_page: int = 50,
+                            cursor: str | None = None) -> dict[str, Any]:
         return await self._services.management.list_contacts(ws, q=q, status=status, list_id=list_id, page=page,
-                                                             per_page=per_page)
+                                                             per_page=per_page, cursor=cursor)
 
     async def update_contact(self, ws: str, cid: str, body: dict[str, Any]) -> dict[str, Any]:
         return await self._services.management.update_contact(ws, cid, body)
@@ -262,8 +264,9 @@ class CampaignEngine:
     async def create_list(self, ws: str, body: dict[str, Any]) -> dict[str, Any]:
         return await self._services.management.create_list(ws, body)
 
-    async def list_lists(self, ws: str, page: int = 1, per_page: int = 50) -> dict[str, Any]:
-        return await self._services.management.list_lists(ws, page, per_page)
+    async def list_lists(self, ws: str, page: int = 1, per_page: int = 50, *, cursor: str | None = None
+                         ) -> dict[str, Any]:
+        return await self._services.management.list_lists(ws, page, per_page, cursor=cursor)
 
     async def add_list_contacts(self, ws: str, lid: str, body: dict[str, Any]) -> dict[str, Any]:
         return await self._services.management.add_list_contacts(ws, lid, body)
@@ -271,8 +274,9 @@ class CampaignEngine:
     async def remove_list_contacts(self, ws: str, lid: str, body: dict[str, Any]) -> dict[str, Any]:
         return await self._services.management.remove_list_contacts(ws, lid, body)
 
-    async def list_suppressions(self, ws: str, page: int = 1, per_page: int = 50) -> dict[str, Any]:
-        return await self._services.management.list_suppressions(ws, page, per_page)
+    async def list_suppressions(self, ws: str, page: int = 1, per_page: int = 50, *, cursor: str | None = None
+                                ) -> dict[str, Any]:
+        return await self._services.management.list_suppressions(ws, page, per_page, cursor=cursor)
 
     async def add_suppression(self, ws: str, body: dict[str, Any], reason: str = "manual") -> dict[str, Any]:
         return await self._services.management.add_suppression(ws, body, reason)
@@ -283,15 +287,17 @@ class CampaignEngine:
     async def create_webhook(self, ws: str, body: dict[str, Any]) -> dict[str, Any]:
         return await self._services.management.create_webhook(ws, body)
 
-    async def list_webhooks(self, ws: str, page: int = 1, per_page: int = 50) -> dict[str, Any]:
-        return await self._services.management.list_webhooks(ws, page, per_page)
+    async def list_webhooks(self, ws: str, page: int = 1, per_page: int = 50, *, cursor: str | None = None
+                            ) -> dict[str, Any]:
+        return await self._services.management.list_webhooks(ws, page, per_page, cursor=cursor)
 
     async def delete_webhook(self, ws: str, wid: str) -> dict[str, Any]:
         return await self._services.management.delete_webhook(ws, wid)
 
     async def list_events(self, ws: str, *, after: int = 0, limit: int = 100, type: str | None = None,
-                          stream: str | None = None) -> dict[str, Any]:
-        return await self._services.management.list_events(ws, after=after, limit=limit, type=type, stream=stream)
+                          stream: str | None = None, cursor: str | None = None) -> dict[str, Any]:
+        return await self._services.management.list_events(ws, after=after, limit=limit, type=type, stream=stream,
+                                                           cursor=cursor)
 
     # -- campaigns, their lifecycle, enrollments, dispatch and stats (CampaignService) --------------------------
     async def create_campaign(self, ws: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -305,9 +311,11 @@ class CampaignEngine:
 
     async def list_campaigns(self, ws: str, *, page: int = 1, per_page: int = 50, status: str | None = None,
                              folder: str | None = None, tag: str | None = None, q: str | None = None,
-                             sort: str = "created_at", order: str = "desc") -> dict[str, Any]:
+                             sort: str = "created_at", order: str = "desc", cursor: str | None = None
+                             ) -> dict[str, Any]:
         return await self._services.campaigns.list_campaigns(ws, page=page, per_page=per_page, status=status,
-                                                             folder=folder, tag=tag, q=q, sort=sort, order=order)
+                                                             folder=folder, tag=tag, q=q, sort=sort, order=order,
+                                                             cursor=cursor)
 
     async def update_campaign(self, ws: str, cid: str, body: dict[str, Any]) -> dict[str, Any]:
         return await self._services.campaigns.update_campaign(ws, cid, body)
@@ -349,9 +357,9 @@ class CampaignEngine:
         return await self._services.campaigns.enroll(ws, cid, body)
 
     async def list_enrollments(self, ws: str, cid: str, *, status: str | None = None, batch_number: int | None = None,
-                               page: int = 1, per_page: int = 50) -> dict[str, Any]:
+                               page: int = 1, per_page: int = 50, cursor: str | None = None) -> dict[str, Any]:
         return await self._services.campaigns.list_enrollments(ws, cid, status=status, batch_number=batch_number,
-                                                               page=page, per_page=per_page)
+                                                               page=page, per_page=per_page, cursor=cursor)
 
     async def remove_enrollments(self, ws: str, cid: str, body: dict[str, Any]) -> dict[str, Any]:
         return await self._services.campaigns.remove_enrollments(ws, cid, body)
@@ -423,10 +431,10 @@ class CampaignEngine:
         return await self._services.reports.campaign_timeline(ws, cid, from_=from_, to=to, interval=interval)
 
     async def campaign_activity(self, ws: str, cid: str, *, type: Any = None, contact_id: str | None = None,
-                                from_: Any = None, to: Any = None, after: Any = None, limit: Any = None) -> dict[str,
-                                Any]:
+                                from_: Any = None, to: Any = None, after: Any = None, limit: Any = None,
+                                cursor: str | None = None) -> dict[str, Any]:
         return await self._services.reports.campaign_activity(ws, cid, type=type, contact_id=contact_id, from_=from_,
-                                                              to=to, after=after, limit=limit)
+                                                              to=to, after=after, limit=limit, cursor=cursor)
 
     async def campaign_skips(self, ws: str, cid: str, *, kind: Any = None, limit: Any = None) -> list[dict[str, Any]]:
         return await self._services.reports.campaign_skips(ws, cid, kind=kind, limit=limit)

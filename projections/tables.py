@@ -77,7 +77,10 @@ contacts = Table(
     Column("created_at", String(32), nullable=False),
     Column("updated_at", String(32), nullable=False),
     Index("ix_rm_contacts_ws_hash", "workspace_id", "email_hash"),
-    Index("ix_rm_contacts_ws_created", "workspace_id", "created_at"),
+    # GET /v1/contacts' order, ending with the unique id: a cursor page seeks (workspace, not erased,
+    # created_at, id) even among the thousands of contacts one import gives the same created_at, and
+    # the page's total counts this index alone (no table row read on SQLite).
+    Index("ix_rm_contacts_ws_listing", "workspace_id", "erased", "created_at", "id"),
 )
 
 lists = Table(
@@ -102,6 +105,8 @@ suppressions = Table(
     Column("value", String(320)),
     Column("reason", String(64), nullable=False),
     Column("created_at", String(32), nullable=False),
+    # GET /v1/suppressions' order (the primary key's columns make it unique), for its cursor pages.
+    Index("ix_rm_suppressions_ws_created", "workspace_id", "created_at", "value_hash", "kind"),
 )
 
 campaigns = Table(
@@ -122,6 +127,8 @@ campaigns = Table(
     Column("approved_at", String(32)),
     Column("paused_reason", Text),  # why the engine paused it (bounce or complaint guard); NULL otherwise
     Column("deleted", Boolean, nullable=False),
+    # GET /v1/campaigns' default order (created_at, then id), for its cursor pages.
+    Index("ix_rm_campaigns_ws_listing", "workspace_id", "deleted", "created_at", "id"),
 )
 
 enrollments = Table(
@@ -142,6 +149,8 @@ enrollments = Table(
     Column("updated_at", String(32), nullable=False),
     UniqueConstraint("campaign_id", "contact_id", name="uq_rm_enrollments_campaign_contact"),
     Index("ix_rm_enrollments_campaign_status", "campaign_id", "status"),
+    # GET /v1/campaigns/{id}/enrollments' order (seq, then id), for its cursor pages.
+    Index("ix_rm_enrollments_campaign_seq", "campaign_id", "seq", "id"),
 )
 
 skips = Table(

@@ -26,9 +26,10 @@ async def create_campaign(request: Request, ws: str = Ws) -> JSONResponse:
 @router.get("")
 async def list_campaigns(request: Request, page: int = 1, per_page: int = 50, status: str | None = None,
                          folder: str | None = None, tag: str | None = None, q: str | None = None,
-                         sort: str = "created_at", order: str = "desc", ws: str = Ws) -> Any:
+                         sort: str = "created_at", order: str = "desc", cursor: str | None = None,
+                         ws: str = Ws) -> Any:
     return await _engine(request).list_campaigns(ws, page=page, per_page=per_page, status=status, folder=folder,
-                                                 tag=tag, q=q, sort=sort, order=order)
+                                                 tag=tag, q=q, sort=sort, order=order, cursor=cursor)
 
 
 @router.post("/bulk_delete")
@@ -95,11 +96,12 @@ async def enroll(request: Request, campaign_id: str, ws: str = Ws) -> JSONRespon
 
 @router.get("/{campaign_id}/enrollments")
 async def list_enrollments(request: Request, campaign_id: str, status: str | None = None,
-                           batch_number: int | None = None, page: int = 1, per_page: int = 50, ws: str = Ws) -> Any:
+                           batch_number: int | None = None, page: int = 1, per_page: int = 50,
+                           cursor: str | None = None, ws: str = Ws) -> Any:
     if batch_number is not None and batch_number < 1:  # batches are numbered from 1, as the schema says
         raise ValidationFailed([{"field": "batch_number", "message": "batch_number must be at least 1"}])
     return await _engine(request).list_enrollments(ws, campaign_id, status=status, batch_number=batch_number,
-                                                   page=page, per_page=per_page)
+                                                   page=page, per_page=per_page, cursor=cursor)
 
 
 @router.delete("/{campaign_id}/enrollments")

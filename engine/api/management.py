@@ -40,8 +40,9 @@ async def create_sender(request: Request, ws: str = Ws) -> JSONResponse:
 
 
 @router.get("/senders")
-async def list_senders(request: Request, page: int = 1, per_page: int = 50, ws: str = Ws) -> Any:
-    return await _engine(request).list_senders(ws, page, per_page)
+async def list_senders(request: Request, page: int = 1, per_page: int = 50, cursor: str | None = None,
+                       ws: str = Ws) -> Any:
+    return await _engine(request).list_senders(ws, page, per_page, cursor=cursor)
 
 
 @router.get("/senders/{sender_id}")
@@ -170,9 +171,10 @@ async def import_contacts(request: Request, list_id: str | None = None, mapping:
 
 @router.get("/contacts")
 async def list_contacts(request: Request, q: str | None = None, status: str | None = None,
-                        list_id: str | None = None, page: int = 1, per_page: int = 50, ws: str = Ws) -> Any:
+                        list_id: str | None = None, page: int = 1, per_page: int = 50, cursor: str | None = None,
+                        ws: str = Ws) -> Any:
     return await _engine(request).list_contacts(ws, q=q, status=status, list_id=list_id, page=page,
-                                                per_page=per_page)
+                                                per_page=per_page, cursor=cursor)
 
 
 @router.get("/contacts/{contact_id}")
@@ -197,8 +199,9 @@ async def create_list(request: Request, ws: str = Ws) -> JSONResponse:
 
 
 @router.get("/lists")
-async def list_lists(request: Request, page: int = 1, per_page: int = 50, ws: str = Ws) -> Any:
-    return await _engine(request).list_lists(ws, page, per_page)
+async def list_lists(request: Request, page: int = 1, per_page: int = 50, cursor: str | None = None,
+                     ws: str = Ws) -> Any:
+    return await _engine(request).list_lists(ws, page, per_page, cursor=cursor)
 
 
 @router.post("/lists/{list_id}/contacts")
@@ -213,8 +216,9 @@ async def remove_list_contacts(request: Request, list_id: str, ws: str = Ws) -> 
 
 # -- suppressions -----------------------------------------------------------------------------
 @router.get("/suppressions")
-async def list_suppressions(request: Request, page: int = 1, per_page: int = 50, ws: str = Ws) -> Any:
-    return await _engine(request).list_suppressions(ws, page, per_page)
+async def list_suppressions(request: Request, page: int = 1, per_page: int = 50, cursor: str | None = None,
+                            ws: str = Ws) -> Any:
+    return await _engine(request).list_suppressions(ws, page, per_page, cursor=cursor)
 
 
 @router.post("/suppressions", status_code=201)
@@ -234,8 +238,9 @@ async def create_webhook(request: Request, ws: str = Ws) -> JSONResponse:
 
 
 @router.get("/webhooks")
-async def list_webhooks(request: Request, page: int = 1, per_page: int = 50, ws: str = Ws) -> Any:
-    return await _engine(request).list_webhooks(ws, page, per_page)
+async def list_webhooks(request: Request, page: int = 1, per_page: int = 50, cursor: str | None = None,
+                        ws: str = Ws) -> Any:
+    return await _engine(request).list_webhooks(ws, page, per_page, cursor=cursor)
 
 
 @router.delete("/webhooks/{webhook_id}")
@@ -246,5 +251,6 @@ async def delete_webhook(request: Request, webhook_id: str, ws: str = Ws) -> Any
 # -- the raw log ------------------------------------------------------------------------------
 @router.get("/events")
 async def list_events(request: Request, after: int = 0, limit: int = 100, type: str | None = None,
-                      stream: str | None = None, ws: str = Ws) -> Any:
-    return await _engine(request).list_events(ws, after=after, limit=limit, type=type, stream=stream)
+                      stream: str | None = None, cursor: str | None = None, ws: str = Ws) -> Any:
+    return await _engine(request).list_events(ws, after=after, limit=limit, type=type, stream=stream,
+                                              cursor=cursor)

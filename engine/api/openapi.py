@@ -22,6 +22,7 @@ from pydantic.json_schema import models_json_schema
 from engine.api import schemas as s
 from engine.api.support import MAX_INT, MAX_PAGE
 from engine.domain import models as m
+from engine.service.cursors import MAX_CURSOR_LENGTH
 
 REF = "#/components/schemas/{model}"
 BEARER = "bearerAuth"
@@ -136,6 +137,10 @@ PARAMETERS: dict[str, dict[str, Any]] = {
     "order": {"type": "string", "enum": ["asc", "desc"], "default": "desc"},
     "interval": {"type": "string", "enum": ["hour", "day", "week"], "default": "day"},
     "after": {"type": "integer", "minimum": 0, "maximum": MAX_INT, "default": 0},
+    "cursor": {"type": "string", "maxLength": MAX_CURSOR_LENGTH, "pattern": r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$",
+               "description": "A `pagination.next_cursor` this listing answered: the next page, by an index seek "
+                              "whatever its depth. Not with `page` (or `after`); the same filters as the call that "
+                              "made it, else 422 validation_failed naming `cursor`."},
     "step": {"type": "integer", "minimum": 1, "maximum": MAX_INT},
     "batch_number": {"type": "integer", "minimum": 1, "maximum": MAX_INT},
 }

@@ -39,9 +39,10 @@ async def timeline(request: Request, campaign_id: str, from_: str | None = Query
 @router.get("/{campaign_id}/activity")
 async def activity(request: Request, campaign_id: str, type: str | None = None, contact_id: str | None = None,
                    from_: str | None = Query(None, alias="from"), to: str | None = None,
-                   after: str | None = None, limit: str | None = None, ws: str = Ws) -> Any:
+                   after: str | None = None, limit: str | None = None, cursor: str | None = None,
+                   ws: str = Ws) -> Any:
     return await _engine(request).campaign_activity(ws, campaign_id, type=type, contact_id=contact_id, from_=from_,
-                                                    to=to, after=after, limit=limit)
+                                                    to=to, after=after, limit=limit, cursor=cursor)
 
 
 @router.get("/{campaign_id}/skips")

@@ -51,6 +51,20 @@ class Pagination(Described):
     per_page: int = Field(ge=1, description="Items per page (at most 200).")
     total: int = Field(ge=0, description="Items across all pages.")
     has_more: bool = Field(description="Whether a later page exists.")
+    next_cursor: str | None = Field(
+        default=None, description="Pass as `cursor` for the next page (null on the last page). A cursor page is an "
+        "index seek, as fast at any depth, where `page=N` walks the N-1 pages before it; switch to cursors at any "
+        "page. Opaque and signed: a cursor altered, or used with other filters, sort or order, another listing "
+        "or another workspace, is 422 validation_failed naming `cursor`.")
+
+
+class CursorPagination(Described):
+    """The cursor of a listing paged by log position (`after`), whose own fields stay beside it."""
+
+    next_cursor: str | None = Field(
+        default=None, description="Pass as `cursor` for the next page (null on the last page); the same keyset "
+        "as `after`=`next_after`, signed and bound to the listing's filters and workspace.")
+    has_more: bool = Field(default=False, description="Whether a later page exists now.")
 
 
 # -- workspace, api keys ----------------------------------------------------------------------
@@ -306,9 +320,10 @@ class EventPage(Described):
     model_config = _example({"data": [{"position": 1, "stream": "workspace-ws_019b8d2b8c00beb3b9a7f8253ff9",
                                        "version": 1, "type": "workspace.created",
                                        "data": {"name": "acme"}, "recorded_at": "2026-01-05T08:00:00.000000Z"}],
-                             "next_after": 1})
+                             "next_after": 1, "pagination": {"next_cursor": None, "has_more": False}})
     data: list[StoredEvent]
     next_after: int = Field(description="Pass as `after` for the next page.")
+    pagination: CursorPagination = Field(default_factory=CursorPagination)
 
 
 # -- campaigns --------------------------------------------------------------------------------
@@ -505,10 +520,12 @@ class ActivityPage(Described):
                                        "step": 1, "at": "2026-01-05T08:00:00.000000Z",
                                        "enrollment_id": "enr_019b8d2b8c00beb3c17ccec08661", "node_id": None,
                                        "variant": "A", "metadata": {}}],
-                             "next_after": 15, "has_more": False})
+                             "next_after": 15, "has_more": False,
+                             "pagination": {"next_cursor": None, "has_more": False}})
     data: list[ActivityItem]
     next_after: int = Field(description="Pass as `after` for the next page.")
     has_more: bool = Field(default=False, description="Whether a later page exists now.")
+    pagination: CursorPagination = Field(default_factory=CursorPagination)
 
 
 class Skip(Described):

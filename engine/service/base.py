@@ -17,6 +17,7 @@ from engine.delivery.inbound.imap import ImapSettings
 from engine.delivery.outbound.smtp import SmtpSettings
 from engine.domain import campaign as campaign_domain
 from engine.errors import NotFound, ValidationFailed
+from engine.service.cursors import Cursors, Listing, after_key
 from events.store import ConcurrencyError, EventStore
 from events.vault import Vault
 from projections import tables as t
@@ -45,11 +46,17 @@ def new_id(prefix: str, now: datetime) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Page:
+    """Which page a listing answers: by number (``page``, an OFFSET) or after a ``cursor`` (a seek)."""
+
     page: int
     per_page: int
+    cursor: str | None = None
 
     @classmethod
-    def of(cls, page: Any = 1, per_page: Any = 50) -> Page:
+    def of(cls, page: Any = 1, per_page: Any = 50, cursor: Any = None) -> Page:
+        """Checked paging arguments. An empty ``cursor`` is the first page, as no cursor is, so a
+        client may send ``cursor=`` on its first call; ``page`` beyond 1 together with a cursor is
+        refused, since the two would name different pages."""
         errors = []
         try:
             p = int(page if page is not None else 1)
@@ -65,9 +72,14 @@ class Page:
         except (TypeError, ValueError):
             errors.append({"field": "per_page", "message": f"per_page must be between 1 and {MAX_PER_PAGE}"})
             pp = 50
+        if cursor is not None and not isinstance(cursor, str):
+            errors.append({"field": "cursor", "message": "cursor must be a next_cursor string this listing answered"})
+            cursor = None
+        if cursor and p != 1:
+            errors.append({"field": "cursor", "message": "give page or cursor, not both"})
         if errors:
             raise ValidationFailed(errors)
-        return cls(p, pp)
+        return cls(p, pp, cursor or None)
 
 
 async def retry(fn: Callable[[], Awaitable[T]], attempts: int = 8) -> T:
@@ -90,6 +102,7 @@ class Reads:
 
     def __init__(self, store: EventStore) -> None:
         self.store = store
+        self.cursors = Cursors(store.vault)
 
     async def fold_campaign(self, conn: AsyncConnection | None, campaign_id: str
                             ) -> tuple[campaign_domain.CampaignState, int]:
@@ -125,15 +138,37 @@ class Reads:
             raise NotFound(kind, ident)
         return row
 
-    async def paged(self, q: Select[Any], page: Page, view: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
-        """One page of ``q`` in the contract's ``{data, pagination}`` shape."""
+    async def paged(self, q: Select[Any], page: Page, view: Callable[[Any], dict[str, Any]], listing: Listing
+                    ) -> dict[str, Any]:
+        """One page of ``q`` in the contract's ``{data, pagination}`` shape, in ``listing``'s order.
+
+        By number, the page is an OFFSET, as it always was. After a cursor, it is the rows after
+        the cursor's key (an index seek on the listing's order, whatever the depth), one more row
+        read to know whether another page follows. Either way ``next_cursor`` leads to the next
+        page (null on the last), so a client can switch from pages to cursors at any page.
+        ``total`` is a count of the filtered rows, the one cost of a deep cursor page that still
+        grows with the listing.
+        """
+        scope = listing.scope()
+        position = self.cursors.decode(scope, page.cursor, len(listing.order)) if page.cursor else None
+        ordered = q.order_by(None).order_by(*listing.ordering())
         async with self.store.reading() as rc:
             total = int((await rc.execute(select(func.count()).select_from(q.order_by(None).subquery()))).scalar()
                         or 0)
-            rows = (await rc.execute(q.limit(page.per_page).offset((page.page - 1) * page.per_page))).mappings().all()
+            if position is None:
+                offset = (page.page - 1) * page.per_page
+                rows = (await rc.execute(ordered.limit(page.per_page).offset(offset))).mappings().all()
+                has_more = page.page * page.per_page < total
+            else:
+                offset = position.offset
+                found = (await rc.execute(ordered.where(after_key(listing.order, position.key))
+                                          .limit(page.per_page + 1))).mappings().all()
+                rows, has_more = found[:page.per_page], len(found) > page.per_page
+        next_cursor = (self.cursors.encode(scope, listing.key_of(rows[-1]), offset + len(rows))
+                       if has_more and rows else None)
         return {"data": [view(r) for r in rows],
-                "pagination": {"page": page.page, "per_page": page.per_page, "total": total,
-                               "has_more": page.page * page.per_page < total}}
+                "pagination": {"page": offset // page.per_page + 1, "per_page": page.per_page, "total": total,
+                               "has_more": has_more, "next_cursor": next_cursor}}
 
     async def all(self, q: Any, conn: AsyncConnection | None = None) -> Sequence[Any]:
         """Every row of ``q`` as mappings, in the caller's transaction when given one."""

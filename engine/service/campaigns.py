@@ -17,6 +17,7 @@ from engine.domain import models as m
 from engine.errors import NotFound, PlanLimitReached, ValidationFailed
 from engine.service import views
 from engine.service.base import Page, Reads, new_id, retry
+from engine.service.cursors import Listing, SortKey
 from engine.service.signals import WorkSignal
 from engine.service.stats import StatsService
 from engine.service.stops import EnrollmentStops, cancel_pending
@@ -132,7 +133,11 @@ class CampaignService:
 
     async def list_campaigns(self, ws: str, *, page: int = 1, per_page: int = 50, status: str | None = None,
                              folder: str | None = None, tag: str | None = None, q: str | None = None,
-                             sort: str = "created_at", order: str = "desc") -> dict[str, Any]:
+                             sort: str = "created_at", order: str = "desc", cursor: str | None = None
+                             ) -> dict[str, Any]:
+        """Campaigns by ``sort`` in ``order``, ties by ``id`` ascending; by page or after a cursor made
+        for the same filters, sort and order."""
+        paging = Page.of(page, per_page, cursor)
         errors = []
         if sort not in SORTS:
             errors.append({"field": "sort", "message": f"sort must be one of {', '.join(sorted(SORTS))}"})
@@ -150,9 +155,10 @@ class CampaignService:
             query = query.where(self._has_tag(tag))
         if q:
             query = query.where(func.lower(c.name).like(f"%{q.lower()}%"))
-        col = getattr(c, sort)
-        query = query.order_by(col.asc() if order == "asc" else col.desc(), c.id)
-        result = await self.reads.paged(query, Page.of(page, per_page), views.campaign_view)
+        listing = Listing("campaigns", ws, {"status": status or None, "folder": folder or None, "tag": tag or None,
+                                            "q": q or None, "sort": sort, "order": order},
+                          (SortKey(getattr(c, sort), sort, descending=order == "desc"), SortKey(c.id, "id")))
+        result = await self.reads.paged(query, paging, views.campaign_view, listing)
         stats = await self.campaign_stats_many(ws, [item["id"] for item in result["data"]])
         for item in result["data"]:
             item["stats"] = stats[item["id"]]
@@ -468,7 +474,11 @@ class CampaignService:
         return facts
 
     async def list_enrollments(self, ws: str, cid: str, *, status: str | None = None,
-                               batch_number: int | None = None, page: int = 1, per_page: int = 50) -> dict[str, Any]:
+                               batch_number: int | None = None, page: int = 1, per_page: int = 50,
+                               cursor: str | None = None) -> dict[str, Any]:
+        """The campaign's enrollments in enrollment order (``seq``, then ``id``: the
+        ``ix_rm_enrollments_campaign_seq`` index); by page or after a cursor of the same campaign and filters."""
+        paging = Page.of(page, per_page, cursor)
         await self._campaign_row(ws, cid)
         e = t.enrollments.c
         q = (select(t.enrollments, t.contacts.c.email).join(t.contacts, t.contacts.c.id == e.contact_id)
@@ -477,7 +487,10 @@ class CampaignService:
             q = q.where(e.status == status)
         if batch_number is not None:
             q = q.where(e.batch_number == batch_number)
-        return await self.reads.paged(q.order_by(e.seq, e.id), Page.of(page, per_page), views.enrollment_view)
+        listing = Listing("enrollments", ws, {"campaign_id": cid, "status": status or None,
+                                              "batch_number": batch_number},
+                          (SortKey(e.seq, "seq"), SortKey(e.id, "id")))
+        return await self.reads.paged(q, paging, views.enrollment_view, listing)
 
     async def remove_enrollments(self, ws: str, cid: str, body: dict[str, Any]) -> dict[str, Any]:
         data: m.ContactIdsIn = m.parse(m.ContactIdsIn, body)

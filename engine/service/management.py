@@ -22,6 +22,7 @@ from engine.schedule import SenderPlan, Warmup, effective_daily_limit
 from engine.service import contact_csv, contact_import, views
 from engine.service.auto_enroll import AutoEnroll
 from engine.service.base import Page, Reads, SenderConnections, new_id, retry
+from engine.service.cursors import Cursors, Listing, SortKey, cursor_error
 from engine.service.signals import WorkSignal
 from engine.service.stops import EnrollmentStops
 from engine.service.suppressions import Suppressions, suppression_subject
@@ -116,10 +117,12 @@ class ManagementService:
     async def _sender_health(self, ws: str, sid: str) -> tuple[int, float]:
         return await self.usage.sender_usage(ws, sid)
 
-    async def list_senders(self, ws: str, page: int = 1, per_page: int = 50) -> dict[str, Any]:
+    async def list_senders(self, ws: str, page: int = 1, per_page: int = 50, *, cursor: str | None = None
+                           ) -> dict[str, Any]:
         c = t.senders.c
-        q = select(t.senders).where(c.workspace_id == ws, c.removed.is_(False)).order_by(c.created_at, c.id)
-        result = await self.reads.paged(q, Page.of(page, per_page), views.sender_view)
+        q = select(t.senders).where(c.workspace_id == ws, c.removed.is_(False))
+        listing = Listing("senders", ws, {}, (SortKey(c.created_at, "created_at"), SortKey(c.id, "id")))
+        result = await self.reads.paged(q, Page.of(page, per_page, cursor), views.sender_view, listing)
         for item in result["data"]:
             item["sent_today"], item["bounce_rate"] = await self._sender_health(ws, item["id"])
             item["daily_limit_today"] = await self._daily_limit_today(await self._sender_row(ws, item["id"]))
@@ -377,7 +380,11 @@ class ManagementService:
         return views.contact_view(await self._contact_row(ws, cid))
 
     async def list_contacts(self, ws: str, *, q: str | None = None, status: str | None = None,
-                            list_id: str | None = None, page: int = 1, per_page: int = 50) -> dict[str, Any]:
+                            list_id: str | None = None, page: int = 1, per_page: int = 50,
+                            cursor: str | None = None) -> dict[str, Any]:
+        """Contacts oldest first, by ``created_at`` then ``id`` (the ``ix_rm_contacts_ws_listing``
+        index), filtered by ``q``, ``status`` and ``list_id``; by page or after a cursor of the same filters."""
+        paging = Page.of(page, per_page, cursor)
         c = t.contacts.c
         query = select(t.contacts).where(c.workspace_id == ws, c.erased.is_(False))
         if q:
@@ -390,7 +397,9 @@ class ManagementService:
             await self._list_row(ws, list_id)
             query = query.where(c.id.in_(select(t.list_members.c.contact_id)
                                          .where(t.list_members.c.list_id == list_id)))
-        return await self.reads.paged(query.order_by(c.created_at, c.id), Page.of(page, per_page), views.contact_view)
+        listing = Listing("contacts", ws, {"q": q or None, "status": status or None, "list_id": list_id or None},
+                          (SortKey(c.created_at, "created_at"), SortKey(c.id, "id")))
+        return await self.reads.paged(query, paging, views.contact_view, listing)
 
     async def update_contact(self, ws: str, cid: str, body: dict[str, Any]) -> dict[str, Any]:
         p: m.ContactPatch = m.parse(m.ContactPatch, body)
@@ -480,10 +489,12 @@ class ManagementService:
         c = t.lists.c
         return await self.reads.one(select(t.lists).where(c.id == lid, c.workspace_id == ws), "list", lid)
 
-    async def list_lists(self, ws: str, page: int = 1, per_page: int = 50) -> dict[str, Any]:
+    async def list_lists(self, ws: str, page: int = 1, per_page: int = 50, *, cursor: str | None = None
+                         ) -> dict[str, Any]:
         c = t.lists.c
-        result = await self.reads.paged(select(t.lists).where(c.workspace_id == ws).order_by(c.created_at, c.id),
-                                        Page.of(page, per_page), views.list_view)
+        listing = Listing("lists", ws, {}, (SortKey(c.created_at, "created_at"), SortKey(c.id, "id")))
+        result = await self.reads.paged(select(t.lists).where(c.workspace_id == ws), Page.of(page, per_page, cursor),
+                                        views.list_view, listing)
         for item in result["data"]:
             rows = await self.reads.all(select(func.count().label("n")).select_from(t.list_members)
                                         .where(t.list_members.c.list_id == item["id"]))
@@ -522,10 +533,15 @@ class ManagementService:
         return {"list_id": lid, "removed": len(ids)}
 
     # -- suppressions ---------------------------------------------------------------------------
-    async def list_suppressions(self, ws: str, page: int = 1, per_page: int = 50) -> dict[str, Any]:
+    async def list_suppressions(self, ws: str, page: int = 1, per_page: int = 50, *, cursor: str | None = None
+                                ) -> dict[str, Any]:
+        """Oldest first. ``kind`` ends the order so that it is unique (the primary key is the
+        workspace, kind and hash) though an email's and a domain's hashes never meet in practice."""
         s = t.suppressions.c
-        q = select(t.suppressions).where(s.workspace_id == ws).order_by(s.created_at, s.value_hash)
-        return await self.reads.paged(q, Page.of(page, per_page), views.suppression_view)
+        q = select(t.suppressions).where(s.workspace_id == ws)
+        listing = Listing("suppressions", ws, {}, (SortKey(s.created_at, "created_at"),
+                                                    SortKey(s.value_hash, "value_hash"), SortKey(s.kind, "kind")))
+        return await self.reads.paged(q, Page.of(page, per_page, cursor), views.suppression_view, listing)
 
     async def add_suppression(self, ws: str, body: dict[str, Any], reason: str = "manual") -> dict[str, Any]:
         data: m.SuppressionIn = m.parse(m.SuppressionIn, body)
@@ -570,10 +586,12 @@ class ManagementService:
         c = t.webhooks.c
         return await self.reads.one(select(t.webhooks).where(c.id == wid, c.workspace_id == ws), "webhook", wid)
 
-    async def list_webhooks(self, ws: str, page: int = 1, per_page: int = 50) -> dict[str, Any]:
+    async def list_webhooks(self, ws: str, page: int = 1, per_page: int = 50, *, cursor: str | None = None
+                            ) -> dict[str, Any]:
         c = t.webhooks.c
-        return await self.reads.paged(select(t.webhooks).where(c.workspace_id == ws).order_by(c.created_at, c.id),
-                                      Page.of(page, per_page), views.webhook_view)
+        listing = Listing("webhooks", ws, {}, (SortKey(c.created_at, "created_at"), SortKey(c.id, "id")))
+        return await self.reads.paged(select(t.webhooks).where(c.workspace_id == ws), Page.of(page, per_page, cursor),
+                                      views.webhook_view, listing)
 
     async def delete_webhook(self, ws: str, wid: str) -> dict[str, Any]:
         await self._webhook_row(ws, wid)
@@ -585,18 +603,41 @@ class ManagementService:
 
     # -- the raw log ----------------------------------------------------------------------------
     async def list_events(self, ws: str, *, after: int = 0, limit: int = 100, type: str | None = None,
-                          stream: str | None = None) -> dict[str, Any]:
+                          stream: str | None = None, cursor: str | None = None) -> dict[str, Any]:
+        """The workspace's events in log order after ``after`` (a position) or after a ``cursor``.
+
+        The cursor is the same keyset as ``after`` (the last position answered), signed and bound
+        to ``type`` and ``stream``: ``pagination.next_cursor`` leads to the next page and is null on
+        the last one, while ``next_after`` keeps answering the last position, for clients that poll.
+        """
+        errors = []
         if not 1 <= limit <= 1000:
-            raise ValidationFailed([{"field": "limit", "message": "limit must be between 1 and 1000"}])
+            errors.append({"field": "limit", "message": "limit must be between 1 and 1000"})
         if after < 0:
-            raise ValidationFailed([{"field": "after", "message": "after must be >= 0"}])
+            errors.append({"field": "after", "message": "after must be >= 0"})
+        if cursor is not None and not isinstance(cursor, str):
+            errors.append({"field": "cursor", "message": "cursor must be a next_cursor string this listing answered"})
+        elif cursor and after:
+            errors.append({"field": "cursor", "message": "give after or cursor, not both"})
+        if errors:
+            raise ValidationFailed(errors)
         from events.registry import to_data
 
-        evs = await self.store.read_all(after, limit, workspace_id=ws, types=[type] if type else None, stream=stream)
+        scope = Cursors.scope("events", ws, {"type": type or None, "stream": stream or None})
+        if cursor:
+            key = self.reads.cursors.decode(scope, cursor, 1).key[0]
+            if not isinstance(key, int) or key < 0:
+                raise cursor_error()
+            after = key
+        found = await self.store.read_all(after, limit + 1, workspace_id=ws, types=[type] if type else None,
+                                          stream=stream)
+        evs, has_more = found[:limit], len(found) > limit
+        next_cursor = self.reads.cursors.encode(scope, (evs[-1].position,), 0) if has_more and evs else None
         return {"data": [{"position": e.position, "stream": e.stream, "version": e.version, "type": e.type,
                           "data": _redact(to_data(e.event)), "metadata": _redact(dict(e.metadata or {})),
                           "recorded_at": format_time(e.recorded_at)} for e in evs],
-                "next_after": evs[-1].position if evs else after}
+                "next_after": evs[-1].position if evs else after,
+                "pagination": {"next_cursor": next_cursor, "has_more": has_more}}
 
 
 #: SMTP hosts of well-known providers -> the SPF record they ask customers to include.

@@ -26,6 +26,7 @@ from engine.domain.variants import variant_ids
 from engine.errors import NotFound, ValidationFailed
 from engine.schedule.tzutil import hour_start, local_day_start, resolve_wall, zone
 from engine.service.base import Reads
+from engine.service.cursors import Cursors, cursor_error
 from engine.service.variants import by_step_and_variant, variant_counts_query, winners_of
 from events import catalog as _catalog  # noqa: F401  (registers the event types listed below)
 from events import schema
@@ -313,8 +314,8 @@ class ReportService:
         return and_(EV.workspace_id == ws, or_(EV.stream.in_(streams), EV.position.in_(skips)))
 
     async def campaign_activity(self, ws: str, cid: str, *, type: Any = None, contact_id: str | None = None,
-                                from_: Any = None, to: Any = None, after: Any = None, limit: Any = None
-                                ) -> dict[str, Any]:
+                                from_: Any = None, to: Any = None, after: Any = None, limit: Any = None,
+                                cursor: Any = None) -> dict[str, Any]:
         """The campaign's email and enrollment events in log order, paged by position.
 
         ``id`` is the event's log position (an integer); pass the answer's ``next_after`` as
@@ -325,6 +326,10 @@ class ReportService:
         for enrollment events): the event's own when it names one (``email.sent``, a refusal's
         ``email.bounced``), else the one ``rm_emails`` recorded for that email, so an open, click,
         reply or later bounce shows the variant that was sent.
+
+        ``cursor`` is the same keyset as ``after`` (a position), signed and bound to the campaign
+        and to ``type``, ``contact_id``, ``from`` and ``to``: ``pagination.next_cursor`` leads to the
+        next page (null on the last), ``pagination.has_more`` repeats ``has_more``.
         """
         _, tz = await self._report_campaign(ws, cid)
         p = _Params(tz)
@@ -336,7 +341,20 @@ class ReportService:
         start, end = p.time("from", from_), p.time("to", to)
         pos = p.integer("after", after, 0, 0)
         n = p.integer("limit", limit, 50, 1, MAX_LIMIT)
+        if cursor is not None and not isinstance(cursor, str):
+            p.fail("cursor", "cursor must be a next_cursor string this listing answered")
+        elif cursor and pos:
+            p.fail("cursor", "give after or cursor, not both")
         p.check()
+        scope = Cursors.scope("activity", ws, {"campaign_id": cid, "type": sorted(set(types)) if type else None,
+                                               "contact_id": contact_id or None,
+                                               "from": format_time(start) if start else None,
+                                               "to": format_time(end) if end else None})
+        if cursor:
+            key = self.reads.cursors.decode(scope, cursor, 1).key[0]
+            if not isinstance(key, int) or key < 0:
+                raise cursor_error()
+            pos = key
         q = (select(schema.events).where(self._campaign_events(ws, cid, contact_id or None), EV.position > pos,
                                          EV.type.in_(types)).order_by(EV.position).limit(n + 1))
         if start is not None:
@@ -354,8 +372,10 @@ class ReportService:
         for item in items:  # a workflow's email node, where the step came from one
             step = item.get("step")
             item["node_id"] = node_ids[step - 1] if isinstance(step, int) and 0 < step <= len(node_ids) else None
+        next_cursor = self.reads.cursors.encode(scope, (page[-1].position,), 0) if more and page else None
         return {"data": items,
-                "next_after": page[-1].position if page else pos, "has_more": more}
+                "next_after": page[-1].position if page else pos, "has_more": more,
+                "pagination": {"next_cursor": next_cursor, "has_more": more}}
 
     async def _email_variants(self, ws: str, events: Sequence[StoredEvent], conn: AsyncConnection
                               ) -> dict[str, str]:
