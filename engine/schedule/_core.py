@@ -25,7 +25,7 @@ from datetime import date, datetime, timedelta
 
 from engine.schedule._queue import ItemQueue, Pool, RankKey
 from engine.schedule.cron import next_fire_at_or_after
-from engine.schedule.model import CampaignPlan, QueueItem, SenderPlan, Usage
+from engine.schedule.model import CampaignPlan, LastSend, QueueItem, SenderPlan, Usage
 from engine.schedule.slots import effective_daily_limit, next_allowed_at
 from engine.schedule.tzutil import (
     hour_start,
@@ -88,6 +88,8 @@ class Context:
         self.pairs = [(c, s) for c, sids in self.active_senders.items() for s in sids]
         self._windows: dict[tuple[str, str], Window] = {}
         self._limits: dict[tuple[str, date], int | None] = {}
+        # each pair's lower bound, with the last send it was worked out from (a forecast asks at every round)
+        self.bounds: dict[tuple[str, str], tuple[object, datetime | None | _Never]] = {}
 
     def admit(self, item: QueueItem) -> str | None:
         """The zone of `item`'s window, or None when it cannot go now (campaign or sender inactive).
@@ -191,9 +193,19 @@ def _earliest(
 
 
 def _lower_bound(ctx: Context, usage: Usage, c: str, s: str) -> datetime | None | _Never:
+    """L (see module doc): it depends on the pair's last send only, so it is kept until that changes."""
+    last = usage.last_send(c, s)
+    kept = ctx.bounds.get((c, s))
+    if kept is not None and kept[0] is last:
+        return kept[1]
+    bound = _work_out_bound(ctx, c, s, last)
+    ctx.bounds[(c, s)] = (last, bound)
+    return bound
+
+
+def _work_out_bound(ctx: Context, c: str, s: str, last: LastSend | None) -> datetime | None | _Never:
     spec = ctx.campaigns[c].schedule
     bound = spec.launch_at
-    last = usage.last_send(c, s)
     if last is not None:
         allowed = next_allowed_at(spec, c, s, last)
         if allowed is None:
@@ -388,7 +400,8 @@ def _may_repeat(ctx: Context, usage: Usage, c: str, s: str, now: datetime) -> bo
 
 
 def send_now(
-    now: datetime, queue: ItemQueue, ctx: Context, usage: Usage, limit: int | None = None
+    now: datetime, queue: ItemQueue, ctx: Context, usage: Usage, limit: int | None = None, *, owned: bool = False,
+    able: set[tuple[str, str]] | None = None,
 ) -> tuple[list[Assignment], Usage]:
     """What goes at `now`, best item first; removes the items sent from `queue`.
 
@@ -398,6 +411,10 @@ def send_now(
     rotation moves on. The choice depends only on (queue, usage, now): a call stopped after
     `limit` sends and called again at the same `now` continues exactly where it stopped, so a
     tick that claims in bounded batches sends what one unbounded call (the forecast) sends.
+    With `owned` (the caller's usage came from ``Usage.owned()`` and nobody else holds it) the
+    sends are recorded in it in place, rather than in a copy per send. `able`: the only pairs
+    that can send at `now`, as :func:`next_due` found them on this very queue and usage (the
+    others are not weighed: their answer would be no).
     """
     rotation = _rotation(ctx, usage)
     versions: dict[str, int] = dict.fromkeys(ctx.campaigns, 0)
@@ -426,7 +443,8 @@ def send_now(
             heapq.heappush(heap, (key, rotation[(c, s)], c, s, versions[c]))
 
     for c, s in ctx.pairs:
-        push(c, s)
+        if able is None or (c, s) in able:
+            push(c, s)
     used: set[tuple[str, str]] = set()
     sends: list[Assignment] = []
     while heap and (limit is None or len(sends) < limit):
@@ -443,7 +461,7 @@ def send_now(
             continue
         item = queue.remove(key[-1])
         campaign = ctx.campaigns[c]
-        usage = usage.record(
+        usage = (usage.record_in_place if owned else usage.record)(
             campaign_id=c,
             sender_id=s,
             workspace_id=campaign.workspace_id,
@@ -462,11 +480,15 @@ def send_now(
     return sends, usage
 
 
-def next_due(now: datetime, queue: ItemQueue, ctx: Context, usage: Usage) -> datetime | None:
+def next_due(now: datetime, queue: ItemQueue, ctx: Context, usage: Usage,
+             able: set[tuple[str, str]] | None = None) -> datetime | None:
     """The earliest moment strictly after `now` at which a call could send; None if none.
 
     Pairs are visited from the lowest possible answer up, so that the first answers found cut the
-    other searches short; the result does not depend on the order.
+    other searches short; the result does not depend on the order. Each pair's value is the
+    earliest moment after `now` it could send, so at the answer only the pairs whose value is the
+    answer (or was not worked out, its lower bound being the answer) can send: when `able` is
+    given, they are added to it, for a :func:`send_now` at the answer to weigh only them.
     """
     after = now + _EPSILON
     todo: list[tuple[datetime, str, str, list[tuple[str, list[Pool]]], datetime | None]] = []
@@ -481,8 +503,12 @@ def next_due(now: datetime, queue: ItemQueue, ctx: Context, usage: Usage) -> dat
         todo.append((lowest if floor is None else max(lowest, floor), c, s, groups, floor))
     todo.sort(key=lambda entry: entry[:3])
     best: datetime | None = None
+    found: list[tuple[datetime, tuple[str, str]]] = []
     for lowest, c, s, groups, floor in todo:
         if best is not None and lowest >= best:
+            if able is not None and lowest == best:
+                found.append((lowest, (c, s)))  # not worked out: it may send at the answer
+                continue
             break
         slot = _slot_of(ctx, usage, (c, s), groups, floor, best, queue.items)
         if slot is None:
@@ -494,4 +520,7 @@ def next_due(now: datetime, queue: ItemQueue, ctx: Context, usage: Usage) -> dat
                 continue
         if best is None or slot < best:
             best = slot
+        found.append((slot, (c, s)))
+    if able is not None:
+        able.update(pair for at, pair in found if at == best)
     return best

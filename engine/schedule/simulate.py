@@ -62,8 +62,10 @@ def simulate(
     queue = build_queue(ctx, items)
     out: list[SimulatedSend] = []
     at: datetime | None = now
+    usage = usage.owned()  # recorded in place from here on: the caller's usage stays as it was
+    able: set[tuple[str, str]] | None = None  # the pairs that can send at `at` (None: weigh them all)
     while at is not None and at <= until:
-        sends, usage = send_now(at, queue, ctx, usage)
+        sends, usage = send_now(at, queue, ctx, usage, owned=True, able=able)
         for send in sends:
             item = send.item
             out.append(
@@ -82,7 +84,8 @@ def simulate(
                 tz = ctx.admit(nxt)
                 if tz is not None:
                     queue.add(nxt, tz)
-        at = next_due(at, queue, ctx, usage)
+        able = set()
+        at = next_due(at, queue, ctx, usage, able)
     return out
 
 

@@ -1,12 +1,27 @@
-"""Forecasts: the planner run forward in simulated time on an in-memory copy of the queue."""
+"""Forecasts: the planner run forward in simulated time on an in-memory copy of the queue.
+
+Two things keep a forecast cheap on a large queue:
+
+- of each campaign's queue it reads only the emails that may go within the horizon
+  (:func:`most_sends` bounds a campaign's sends from its limits; ``load_queue`` reads each pool's
+  first that many), and counts the rest;
+- a result is kept per (workspace, campaign, days, what-if) with the workspace's log position,
+  and served again while nothing was appended to the workspace's log and the clock has not
+  reached the first send the forecast predicted (before it, a forecast from any later instant
+  plays exactly the same rounds: nothing can go earlier, and the state is the same).
+"""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta
 from itertools import groupby
 from typing import Any
+
+from sqlalchemy import func, select
 
 from engine.clock import Clock
 from engine.domain.variants import VariantCounts, choose_variant, pick_winner
@@ -15,10 +30,20 @@ from engine.schedule import CampaignPlan, QueueItem, SenderPlan, forecast_by_day
 from engine.schedule.simulate import SimulatedSend
 from engine.schedule.tzutil import local_date, zone
 from engine.service.base import Reads
-from engine.service.planner_inputs import campaign_plan, load_inputs, senders_and_limits
+from engine.service.planner_inputs import (
+    campaign_plan,
+    load_plans,
+    load_queue,
+    load_usage,
+    queued_by_step,
+    senders_and_limits,
+)
 from engine.service.variants import by_step_and_variant, variant_counts_query, winners_of
+from events import schema
 from events.registry import parse_time
 from events.store import EventStore
+
+CACHE_SIZE = 256  # forecasts kept (one per workspace, campaign, days and what-if)
 
 
 def _days(days: Any) -> int:
@@ -84,7 +109,7 @@ def with_variants(sends: Sequence[SimulatedSend], steps: Sequence[Mapping[str, A
         for send in round_sends:
             step = steps[send.step - 1] if 1 <= send.step <= len(steps) else {}
             variant = choose_variant(step, send.enrollment_id, send.step, decided.get(send.step))
-            out.append(dataclasses.replace(send, variant=variant))
+            out.append(send if variant is None else dataclasses.replace(send, variant=variant))
             if variant is not None and step.get("winner") and send.step not in decided:
                 found = tally.setdefault(send.step, {}).setdefault(variant, {})
                 found["sent"] = found.get("sent", 0) + 1
@@ -98,6 +123,57 @@ def with_variants(sends: Sequence[SimulatedSend], steps: Sequence[Mapping[str, A
     return out
 
 
+def most_sends(plan: CampaignPlan, senders: Mapping[str, SenderPlan], now: datetime, until: datetime) -> int | None:
+    """An upper bound on the emails campaign `plan` can send from `now` to `until`, or None.
+
+    Every send counts against a sender's daily limit (UTC days; a warm-up never goes above its
+    target) and against the campaign's own daily and hourly limits, whatever else is queued; so
+    the smallest of those totals over the horizon bounds the campaign's sends. None when nothing
+    bounds them (a sender without a limit and no campaign limit).
+    """
+    active = [senders[s] for s in dict.fromkeys(plan.sender_ids) if s in senders and senders[s].active]
+    if not active:
+        return 0
+    start, end = now.astimezone(UTC), until.astimezone(UTC)
+    utc_days = (end.date() - start.date()).days + 1
+    bounds: list[int] = []
+    per_day = [s.daily_limit if s.daily_limit is not None else (s.warmup.target if s.warmup else None)
+               for s in active]
+    if all(limit is not None for limit in per_day):
+        bounds.append(sum(max(0, limit or 0) for limit in per_day) * utc_days)
+    spec = plan.schedule
+    if spec.daily_limit is not None:  # local days, in whatever zone: one more than the UTC days at most
+        bounds.append(max(0, spec.daily_limit) * (utc_days + 1))
+    if spec.max_per_hour is not None:  # hours counted from local hour starts: at most two partial ones
+        bounds.append(max(0, spec.max_per_hour) * (int((end - start) / timedelta(hours=1)) + 2))
+    return min(bounds) if bounds else None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Kept:
+    """A forecast as computed at `at`, for the workspace's log at `position`.
+
+    It holds while the log is there and the clock is at `at` or in (at, first_send) (with no
+    send in the horizon, on the same first local day); `exact_instant` (as_if launched, whose draft emails
+    are due at `at` itself) holds it at `at` only.
+    """
+
+    position: int
+    at: datetime
+    first_send: datetime | None
+    start: date
+    tz: str
+    exact_instant: bool
+    result: dict[str, Any]
+
+    def holds(self, position: int, now: datetime, days: int) -> bool:
+        if position != self.position or now < self.at or (self.exact_instant and now != self.at):
+            return False
+        if now != self.at and self.first_send is not None and now >= self.first_send:
+            return False  # a send was due by now and none was recorded: play from now
+        return forecast_range(now, self.tz, days)[0] == self.start
+
+
 class ForecastService:
     """Forecasts of a campaign or a workspace: the planner run forward in simulated time."""
 
@@ -105,6 +181,30 @@ class ForecastService:
         self.store = store
         self.clock = clock
         self.reads = Reads(store)
+        self._kept: OrderedDict[tuple[Any, ...], _Kept] = OrderedDict()
+
+    async def _position(self, conn: Any, ws: str) -> int:
+        """The workspace's last log position (every event the forecast depends on is the workspace's)."""
+        events = schema.events.c
+        found = (await conn.execute(select(func.max(events.position)).where(events.workspace_id == ws))).scalar()
+        return int(found or 0)
+
+    async def _cached(self, key: tuple[Any, ...], days: int) -> dict[str, Any] | None:
+        kept = self._kept.get(key)
+        if kept is None:
+            return None
+        async with self.store.reading() as conn:
+            position = await self._position(conn, key[0])
+        if not kept.holds(position, self.clock.now(), days):
+            return None
+        self._kept.move_to_end(key)
+        return copy.deepcopy(kept.result)
+
+    def _keep(self, key: tuple[Any, ...], kept: _Kept) -> None:
+        self._kept[key] = kept
+        self._kept.move_to_end(key)
+        while len(self._kept) > CACHE_SIZE:
+            self._kept.popitem(last=False)
 
     async def forecast(self, ws: str, cid: str, days: int = 7, **what_if: Any) -> dict[str, Any]:
         """Emails per local day from today if nothing but time happens; every campaign sharing
@@ -116,44 +216,63 @@ class ForecastService:
         launched or resumed now. ``estimated_completion`` is the local day of the campaign's last
         email if every queued one goes within the horizon, else null. Each day's ``by_variant``
         says which A/B variant each email of a step with variants will use (:func:`with_variants`).
+        A workspace whose log has not moved answers from the forecast kept at its last call.
         """
         n = _days(days)
         changes = _what_if(what_if)
+        key = (ws, cid, n, tuple(sorted(changes.items())))
+        found = await self._cached(key, n)
+        if found is not None:
+            return found
         state, _ = await self.reads.campaign(ws, cid)
         tz = (state.definition.get("schedule") or {}).get("timezone") or "UTC"
         now = self.clock.now()
+        start, until = forecast_range(now, tz, n)
+        as_if = False
         async with self.store.reading() as conn:
-            inputs = await load_inputs(conn, now, workspace_id=ws)
+            position = await self._position(conn, ws)  # before the reads: a later append only makes it stale
+            definitions, campaigns, senders, monthly = await load_plans(conn, ws)
             # the definition the tick composes with (winners included), else a draft's own
-            definition = inputs.definitions.get(cid) or state.definition
+            definition = definitions.get(cid) or state.definition
             winners = {**dict(state.variant_winners), **winners_of(definition)}
             steps = list(definition.get("steps") or [])
             counts: dict[int, dict[str, dict[str, int]]] = {}
             if any(step.get("winner") and step.get("variants") and number not in winners
                    for number, step in enumerate(steps, start=1)):
                 counts = by_step_and_variant((await conn.execute(variant_counts_query(cid))).mappings())
-            items = list(inputs.items)
-            campaigns = dict(inputs.campaigns)
-            senders = dict(inputs.senders)
+            extra: list[QueueItem] = []
             if changes.get("as_if") == "launched" and cid not in campaigns and state.status in ("draft", "paused"):
-                row = {"id": cid, "workspace_id": ws}
-                campaigns[cid] = campaign_plan(row, state.definition)
-                items += await self._unlaunched_items(conn, cid, now, state.status)
-                more_senders, monthly = await senders_and_limits(conn, [ws])
+                as_if = True
+                campaigns[cid] = campaign_plan({"id": cid, "workspace_id": ws}, state.definition)
+                extra = await self._unlaunched_items(conn, cid, now, state.status)
+                more_senders, more_monthly = await senders_and_limits(conn, [ws])
                 senders = {**more_senders, **senders}
-                inputs.monthly_limits.update(monthly)
-        if cid in campaigns:
-            campaigns[cid] = self._changed_plan(campaigns[cid], senders, changes)
-        start, until = forecast_range(now, tz, n)
-        sends = simulate(now, until, items, campaigns, senders, inputs.usage, inputs.monthly_limits)
+                monthly.update(more_monthly)
+            if cid in campaigns:
+                campaigns[cid] = self._changed_plan(campaigns[cid], senders, changes)
+            bounds = {c: bound for c, plan in campaigns.items() if c not in (cid if as_if else ())
+                      and (bound := most_sends(plan, senders, now, until)) is not None}
+            items = await load_queue(conn, {c: p for c, p in campaigns.items() if not (as_if and c == cid)}, bounds)
+            items += extra
+            usage = await load_usage(conn, now, campaigns, list(senders), [ws] if campaigns else [])
+            if as_if:
+                queued: dict[int, int] = {}
+                for item in extra:
+                    queued[item.step] = queued.get(item.step, 0) + 1
+            else:
+                queued = await queued_by_step(conn, cid) if cid in campaigns else {}
+        sends = simulate(now, until, items, campaigns, senders, usage, monthly)
         mine = with_variants([s for s in sends if s.campaign_id == cid], steps, winners, counts)
         by_day = forecast_by_day(mine, tz, start, n, with_variants=True)
-        remaining = sum(len(steps) - item.step + 1 for item in items if item.campaign_id == cid)
+        remaining = sum((len(steps) - step + 1) * count for step, count in queued.items())
         completion = None
         if remaining and len(mine) >= remaining:
             completion = local_date(max(s.at for s in mine), zone(tz)).isoformat()
-        return {"timezone": tz, "days": by_day, "total": sum(d["count"] for d in by_day),
-                "estimated_completion": completion, **({"what_if": changes} if changes else {})}
+        result = {"timezone": tz, "days": by_day, "total": sum(d["count"] for d in by_day),
+                  "estimated_completion": completion, **({"what_if": changes} if changes else {})}
+        self._keep(key, _Kept(position, now, min((s.at for s in sends), default=None), start, tz, as_if,
+                              copy.deepcopy(result)))
+        return result
 
     @staticmethod
     def _changed_plan(plan: CampaignPlan, senders: dict[str, SenderPlan], changes: dict[str, Any]) -> CampaignPlan:
@@ -202,12 +321,24 @@ class ForecastService:
                           contact_timezone=r["timezone"], domain=r["email_domain"]) for r in rows]
 
     async def workspace_forecast(self, ws: str, days: int = 7) -> dict[str, Any]:
+        """Emails per UTC day of every planned campaign of the workspace (kept like :meth:`forecast`)."""
         n = _days(days)
+        key = (ws, None, n, ())
+        found = await self._cached(key, n)
+        if found is not None:
+            return found
         now = self.clock.now()
-        async with self.store.reading() as conn:
-            inputs = await load_inputs(conn, now, workspace_id=ws)
         start, until = forecast_range(now, "UTC", n)
-        sends = simulate(now, until, inputs.items, inputs.campaigns, inputs.senders, inputs.usage,
-                         inputs.monthly_limits)
+        async with self.store.reading() as conn:
+            position = await self._position(conn, ws)
+            _, campaigns, senders, monthly = await load_plans(conn, ws)
+            bounds = {c: bound for c, plan in campaigns.items()
+                      if (bound := most_sends(plan, senders, now, until)) is not None}
+            items = await load_queue(conn, campaigns, bounds)
+            usage = await load_usage(conn, now, campaigns, list(senders), [ws] if campaigns else [])
+        sends = simulate(now, until, items, campaigns, senders, usage, monthly)
         by_day = forecast_by_day(sends, "UTC", start, n)
-        return {"timezone": "UTC", "days": by_day, "total": sum(d["count"] for d in by_day)}
+        result = {"timezone": "UTC", "days": by_day, "total": sum(d["count"] for d in by_day)}
+        self._keep(key, _Kept(position, now, min((s.at for s in sends), default=None), start, "UTC", False,
+                              copy.deepcopy(result)))
+        return result

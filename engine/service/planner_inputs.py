@@ -4,7 +4,8 @@ The tick reads only what can matter now: per (campaign, pinned sender) group, th
 emails already due (at most what one tick may claim), and the earliest due time of the others;
 usage comes from the counters of ``projections/usage.py`` (the buckets that contain `now`, and
 each pair's latest send), never from a scan of emails already sent. So a tick's reads do not
-grow with the history. The forecast reads the whole queue, since it plays it all forward.
+grow with the history. The forecast plays the queue forward, but reads of each campaign only the
+emails that could go within its horizon (:func:`load_queue`).
 """
 
 from __future__ import annotations
@@ -199,18 +200,62 @@ _RANK = (QUEUE.priority.desc(), QUEUE.due_at, QUEUE.seq, QUEUE.enrollment_id, QU
 
 
 async def load_inputs(conn: AsyncConnection, now: datetime, workspace_id: str | None = None) -> PlannerInputs:
-    """Every queued email of the planned campaigns (for the forecast, which plays them all)."""
-    definitions, campaigns = await _campaigns(conn, workspace_id)
-    workspaces = sorted({c.workspace_id for c in campaigns.values()})
-    senders, monthly = await senders_and_limits(conn, workspaces)
-    items: list[QueueItem] = []
-    if campaigns:
-        query = (select(*_ITEM_COLUMNS, tables.contacts.c.timezone, tables.contacts.c.email_domain)
-                 .join(tables.contacts, tables.contacts.c.id == QUEUE.contact_id)
-                 .where(QUEUE.status == "scheduled", QUEUE.campaign_id.in_(list(campaigns))))
-        items = [_item(row, row["timezone"], row["email_domain"]) for row in (await conn.execute(query)).mappings()]
-    usage = await load_usage(conn, now, campaigns, list(senders), workspaces)
+    """Every queued email of the planned campaigns, with their plans, senders and usage."""
+    definitions, campaigns, senders, monthly = await load_plans(conn, workspace_id)
+    items = await load_queue(conn, campaigns)
+    usage = await load_usage(conn, now, campaigns, list(senders), sorted({c.workspace_id for c in campaigns.values()}))
     return PlannerInputs(items, campaigns, senders, usage, monthly, definitions)
+
+
+async def load_plans(conn: AsyncConnection, workspace_id: str | None = None
+                     ) -> tuple[dict[str, dict[str, Any]], dict[str, CampaignPlan], dict[str, SenderPlan],
+                                dict[str, int | None]]:
+    """(definitions, plans) of the planned campaigns, their workspaces' senders and monthly limits:
+    what a forecast needs before it decides how much of each queue to read."""
+    definitions, campaigns = await _campaigns(conn, workspace_id)
+    senders, monthly = await senders_and_limits(conn, sorted({c.workspace_id for c in campaigns.values()}))
+    return definitions, campaigns, senders, monthly
+
+
+async def load_queue(conn: AsyncConnection, campaigns: dict[str, CampaignPlan],
+                     most_sends: dict[str, int] | None = None) -> list[QueueItem]:
+    """The scheduled emails of `campaigns`: every one, or for a campaign in `most_sends` only those
+    that may be among its next ``most_sends[id]`` sends (an upper bound the caller computed).
+
+    The planner takes from a pool (campaign, pinned sender, window zone) the best-ranked email
+    already due, and the rank is (priority, due_at, ...). So within one pool and one priority an
+    email goes only after every email ranked before it there, all of them due no later than it
+    is: with at most K sends, only each (campaign, pin, contact timezone, priority)'s first K by
+    due time can go (emails tied on the K-th due time all included, since the rank breaks those
+    ties on more than the due time). A campaign under per-domain limits is read whole: its pools
+    may skip an email whose domain is full, so that argument does not hold there.
+    """
+    if not campaigns:
+        return []
+    most_sends = {c: n for c, n in (most_sends or {}).items() if c in campaigns and not _domain_limited(campaigns[c])}
+    k = tables.contacts.c
+    columns = (*_ITEM_COLUMNS, k.timezone, k.email_domain)
+    joined = emails.join(tables.contacts, k.id == QUEUE.contact_id)
+    queued = QUEUE.status == "scheduled"
+    whole = [c for c in campaigns if c not in most_sends]
+    rows: list[Any] = []
+    if whole:
+        rows += (await conn.execute(select(*columns).select_from(joined)
+                                    .where(queued, QUEUE.campaign_id.in_(whole)))).mappings().all()
+    for campaign_id, most in most_sends.items():
+        place = func.rank().over(partition_by=(QUEUE.sender_id, k.timezone, QUEUE.priority), order_by=QUEUE.due_at)
+        ranked = (select(*columns, place.label("place")).select_from(joined)
+                  .where(queued, QUEUE.campaign_id == campaign_id).subquery())
+        rows += (await conn.execute(select(*(ranked.c[column.name] for column in columns))
+                                    .where(ranked.c.place <= most))).mappings().all()
+    return [_item(row, row["timezone"], row["email_domain"]) for row in rows]
+
+
+async def queued_by_step(conn: AsyncConnection, campaign_id: str) -> dict[int, int]:
+    """How many emails of each step a campaign has scheduled (counted, not loaded)."""
+    return {int(step): int(n) for step, n in (await conn.execute(
+        select(QUEUE.step, func.count()).where(QUEUE.status == "scheduled", QUEUE.campaign_id == campaign_id)
+        .group_by(QUEUE.step))).all()}
 
 
 def _pins(plan: CampaignPlan, senders: dict[str, SenderPlan]) -> list[str | None]:
