@@ -483,14 +483,18 @@ class CampaignService:
         e = t.enrollments.c
         q = (select(t.enrollments, t.contacts.c.email).join(t.contacts, t.contacts.c.id == e.contact_id)
              .where(e.campaign_id == cid, e.workspace_id == ws))
+        # The total counts the same rows from the enrollments' indexes alone: the contact join only
+        # adds the email (every enrollment has its contact row; erasure keeps it), and the campaign,
+        # checked above, is the workspace's.
+        counted = select(e.id).where(e.campaign_id == cid)
         if status:
-            q = q.where(e.status == status)
+            q, counted = q.where(e.status == status), counted.where(e.status == status)
         if batch_number is not None:
-            q = q.where(e.batch_number == batch_number)
+            q, counted = q.where(e.batch_number == batch_number), counted.where(e.batch_number == batch_number)
         listing = Listing("enrollments", ws, {"campaign_id": cid, "status": status or None,
                                               "batch_number": batch_number},
                           (SortKey(e.seq, "seq"), SortKey(e.id, "id")))
-        return await self.reads.paged(q, paging, views.enrollment_view, listing)
+        return await self.reads.paged(q, paging, views.enrollment_view, listing, counted=counted)
 
     async def remove_enrollments(self, ws: str, cid: str, body: dict[str, Any]) -> dict[str, Any]:
         data: m.ContactIdsIn = m.parse(m.ContactIdsIn, body)
