@@ -29,6 +29,7 @@ from events.store import EventStore
 from events.vault import KeyCheck, Vault, check_database_key
 from projections import inbound as _inbound_tables  # noqa: F401  (mailbox checkpoints)
 from projections.base import Projector
+from projections.campaign_stats import campaign_stats
 from projections.management import ALL as MANAGEMENT_PROJECTIONS
 from projections.sending import send_queue
 from projections.usage import usage
@@ -79,7 +80,7 @@ class CampaignEngine:
         self.public_url = (public_url or DEFAULT_PUBLIC_URL).rstrip("/")
         self.dns_nameservers = dns_nameservers
         self.options = options
-        self.projector = Projector([*MANAGEMENT_PROJECTIONS, send_queue, usage])
+        self.projector = Projector([*MANAGEMENT_PROJECTIONS, send_queue, usage, campaign_stats])
         self.mailer = SmtpMailer(max_connections=int(options.get("max_connections_per_sender", 4)))
         from engine.delivery.lookups.mx import MxChecker
 

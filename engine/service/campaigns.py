@@ -549,22 +549,17 @@ class CampaignService:
         return (await self.campaign_stats_many(ws, [cid]))[cid]
 
     async def campaign_stats_many(self, ws: str, cids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """``GET .../stats`` for several campaigns (a page of the list) in a fixed number of
-        grouped queries: one per read model, none per campaign."""
+        """``GET .../stats`` for several campaigns (a page of the list) from their counters, kept as
+        events land (``projections/campaign_stats.py``): one read of them and of the last day's
+        sends, none per campaign and none over its enrollments or emails."""
         if not cids:
             return {}
-        e = t.enrollments.c
-        counts: dict[str, dict[str, int]] = {cid: {} for cid in cids}
-        for r in await self.reads.all(select(e.campaign_id, e.status, func.count().label("n"))
-                                      .where(e.campaign_id.in_(list(cids)), e.workspace_id == ws)
-                                      .group_by(e.campaign_id, e.status)):
-            counts[r["campaign_id"]][r["status"]] = int(r["n"])
-        s = t.skips.c
-        skip_counts: dict[str, dict[str, int]] = {cid: {} for cid in cids}
-        for r in await self.reads.all(select(s.campaign_id, s.reason, func.count().label("n"))
-                                      .where(s.campaign_id.in_(list(cids))).group_by(s.campaign_id, s.reason)):
-            skip_counts[r["campaign_id"]][r["reason"]] = int(r["n"])
-        emails = await self.stats.email_stats_many(ws, cids)
+        counters = await self.stats.counters_many(cids)
+        counts = {cid: {status: n["total"] for status, n in counters[cid].get("enrollment", {}).items()}
+                  for cid in cids}
+        skip_counts = {cid: {reason: n["total"] for reason, n in counters[cid].get("skip", {}).items()}
+                       for cid in cids}
+        emails = await self.stats.email_stats_many(ws, cids, counters)
         out = {}
         for cid in cids:
             by_status = counts[cid]

@@ -1,7 +1,8 @@
 """Campaign reports: per-step stats, a timeline in the campaign's time zone, activity, skips, replies.
 
-Counts come from ``rm_emails`` (one row per email, engagement flags set once), so every number
-here agrees with ``GET .../stats``. The activity feed and reply times read the log itself, but
+Counts come from the campaign's counters (``projections/campaign_stats.py``: per step, variant and
+minute, kept as events land from each email's facts, engagement flags set once), the same ones
+``GET .../stats`` reads, so every number here agrees with it. The activity feed and reply times read the log itself, but
 only the campaign's own streams (``enrollment-<id>`` of its enrollments, found in
 ``rm_enrollments``, plus the enrollment-time skips whose positions ``rm_skips`` keeps), with the
 filters and the page limit pushed into one SQL query: no request scans the whole log.
@@ -16,7 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import String, and_, case, func, literal, or_, select, union_all
+from sqlalchemy import String, and_, func, literal, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from engine.clock import Clock
@@ -27,13 +28,15 @@ from engine.errors import NotFound, ValidationFailed
 from engine.schedule.tzutil import hour_start, local_day_start, resolve_wall, zone
 from engine.service.base import Reads
 from engine.service.cursors import Cursors, cursor_error
-from engine.service.variants import by_step_and_variant, variant_counts_query, winners_of
+from engine.service.stats import StatsService
+from engine.service.variants import winners_of
 from events import catalog as _catalog  # noqa: F401  (registers the event types listed below)
 from events import schema
 from events.catalog.email import EmailReplied
 from events.registry import all_types, format_time, to_data
 from events.store import EventStore, StoredEvent
 from projections import tables as t
+from projections.campaign_stats import TIMELINE_FIGURES
 from projections.engagement import link_clicks
 from projections.sending import emails
 
@@ -148,10 +151,11 @@ def _too_many() -> ValidationFailed:
 class ReportService:
     """Per-step and per-link stats, timelines, activity, skips and replies of a campaign."""
 
-    def __init__(self, store: EventStore, clock: Clock) -> None:
+    def __init__(self, store: EventStore, clock: Clock, *, stats: StatsService) -> None:
         self.store = store
         self.clock = clock
         self.reads = Reads(store)
+        self.stats = stats
 
     async def _report_campaign(self, ws: str, cid: str) -> tuple[dict[str, Any], ZoneInfo]:
         """The campaign's definition and time zone; NotFound for an unknown, deleted or foreign id."""
@@ -187,17 +191,8 @@ class ReportService:
         ``subject`` is the template the step is sent with (compose's own rule, so a same-thread
         follow-up with a blank subject shows ``Re: `` + step 1's subject, as the recipient sees it)."""
         definition, _ = await self._report_campaign(ws, cid)
-
-        def count(cond: Any) -> Any:
-            return func.coalesce(func.sum(case((cond, 1), else_=0)), 0)
-
-        q = (select(E.step, count(E.sent_at.is_not(None)).label("sent"),
-                    count(E.opened_at.is_not(None)).label("opened"), count(E.clicked_at.is_not(None)).label("clicked"),
-                    count(E.replied_at.is_not(None)).label("replied"), count(E.status == "bounced").label("bounced"),
-                    count((E.status == "bounced") & (E.bounce_source == "smtp")).label("refused"))
-             .where(E.campaign_id == cid, E.workspace_id == ws).group_by(E.step))
-        counted = {int(r["step"]): {k: int(v) for k, v in dict(r).items()} for r in await self.reads.all(q)}
-        by_variant = await self._variant_stats(ws, cid, definition)
+        counted, variant_counts = await self.stats.step_counts(cid)  # the counters, kept as events land
+        by_variant = self._variant_stats(definition, variant_counts)
         steps = definition.get("steps") or []
         out = []
         for n in sorted(set(range(1, len(steps) + 1)) | set(counted)):
@@ -215,10 +210,11 @@ class ReportService:
             })
         return out
 
-    async def _variant_stats(self, ws: str, cid: str, definition: dict[str, Any]) -> dict[int, list[dict[str, Any]]]:
+    @staticmethod
+    def _variant_stats(definition: dict[str, Any], counted: dict[int, dict[str, dict[str, int]]]
+                       ) -> dict[int, list[dict[str, Any]]]:
         """Per step, one entry per A/B variant (the definition's, in order, then any variant sent and
         since removed), with ``winner`` true for the one recorded by ``campaign.variant_won``."""
-        counted = by_step_and_variant(await self.reads.all(variant_counts_query(cid).where(E.workspace_id == ws)))
         winners = winners_of(definition)
         steps = definition.get("steps") or []
         out: dict[int, list[dict[str, Any]]] = {}
@@ -273,32 +269,25 @@ class ReportService:
         p.check()
         end = end or self.clock.now()
         if start is None:
-            first = await self.reads.all(select(func.min(E.sent_at).label("first"))
-                                         .where(E.campaign_id == cid, E.workspace_id == ws))
-            if first[0]["first"] is None:
+            first = await self.stats.first_sent_at(cid)
+            if first is None:
                 return []
-            start = datetime.fromisoformat(first[0]["first"].replace("Z", "+00:00"))
+            start = datetime.fromisoformat(first.replace("Z", "+00:00"))
             if start > end:
                 return []
         fences = buckets(start, end, tz, interval)
         lo, hi = format_time(fences[0]), format_time(fences[-1])
-        metrics = {"sent": E.sent_at, "opened": E.opened_at, "clicked": E.clicked_at, "replied": E.replied_at,
-                   "bounced": case((E.status == "bounced", E.updated_at), else_=None)}
-        parts = []
-        for name, col in metrics.items():
-            minute = func.substr(col, 1, 16)
-            parts.append(select(literal(name, String).label("metric"), minute.label("minute"),
-                                func.count().label("n"))
-                         .where(E.campaign_id == cid, E.workspace_id == ws, col >= lo, col < hi)
-                         .group_by(minute))
-        rows = await self.reads.all(union_all(*parts))
+        # Per-minute counters (``rm_campaign_minutes``): each email once per metric, at the time the
+        # stats use; every zone offset in use is a whole number of minutes.
+        rows = await self.stats.timeline_minutes(cid, lo, hi)
         starts = fences[:-1]
-        counts = [dict.fromkeys(metrics, 0) for _ in starts]
-        for r in rows:  # per-minute sub-totals: every zone offset in use is a whole number of minutes
+        counts = [dict.fromkeys(TIMELINE_FIGURES, 0) for _ in starts]
+        for r in rows:
             at = datetime.fromisoformat(r["minute"] + ":00+00:00")
             i = bisect_right(starts, at) - 1
             if 0 <= i < len(starts):
-                counts[i][r["metric"]] += int(r["n"])
+                for metric in TIMELINE_FIGURES:
+                    counts[i][metric] += int(r[metric])
         return [{"start": format_time(s), **c} for s, c in zip(starts, counts, strict=True)]
 
     # -- activity ------------------------------------------------------------------------------

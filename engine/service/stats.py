@@ -1,5 +1,6 @@
-"""Email counts behind campaign stats, from ``rm_emails`` (the account's and senders' counts are
-``engine/service/usage.py``)."""
+"""Campaign stats read from their counters (``projections/campaign_stats.py``), which handlers keep
+as events land: a campaign's figures are a few primary-key reads, whatever its number of emails.
+(The account's and senders' sending usage is ``engine/service/usage.py``.)"""
 
 from __future__ import annotations
 
@@ -13,11 +14,11 @@ from engine.clock import Clock
 from engine.service.base import Reads
 from events.registry import format_time
 from events.store import EventStore
+from projections import campaign_stats as cs
 from projections import tables as t
-from projections.engagement import opens
-from projections.sending import emails
 
-E = emails.c
+# One campaign's counters: kind -> key -> figure -> count (see projections/campaign_stats.py).
+Counters = dict[str, dict[str, dict[str, int]]]
 
 
 def _pct(part: int, whole: int) -> float:
@@ -29,59 +30,50 @@ def _count(cond: Any) -> Any:
 
 
 class StatsService:
-    """The email part of campaign stats (counts, rates, engagement, throughput, per sender)."""
+    """The counted parts of campaign stats (emails, rates, engagement, throughput, senders,
+    enrollments by status, skips by reason, per step and variant, per minute)."""
 
     def __init__(self, store: EventStore, clock: Clock) -> None:
         self.clock = clock
         self.reads = Reads(store)
 
-    async def email_stats_many(self, ws: str, cids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """The email part of ``GET .../stats`` for several campaigns at once: a fixed number of
-        grouped queries (emails, opens, senders' statuses), whatever the number of campaigns,
-        so that a page of the campaign list costs what one campaign's stats cost."""
+    async def counters_many(self, cids: Sequence[str]) -> dict[str, Counters]:
+        """Every counter row of the campaigns: one read on the counters' primary key."""
+        found: dict[str, Counters] = {cid: {} for cid in cids}
+        if not cids:
+            return found
+        c = cs.counts.c
+        for row in await self.reads.all(select(cs.counts).where(c.campaign_id.in_(list(cids)))):
+            found[row["campaign_id"]].setdefault(row["kind"], {})[row["key"]] = {
+                name: int(row[name]) for name in cs.FIGURES}
+        return found
+
+    async def email_stats_many(self, ws: str, cids: Sequence[str],
+                               counters: dict[str, Counters] | None = None) -> dict[str, dict[str, Any]]:
+        """The email part of ``GET .../stats`` for several campaigns at once: the counters' rows, the
+        sends of the last day (an index range), the senders' statuses; a fixed number of reads
+        whatever the number of campaigns, so a page of the campaign list costs one campaign's.
+        ``counters``, when the caller has read them already (:meth:`counters_many`), spares a read."""
         if not cids:
             return {}
+        if counters is None:
+            counters = await self.counters_many(cids)
         now = self.clock.now()
         hour_ago, day_ago = format_time(now - timedelta(hours=1)), format_time(now - timedelta(days=1))
-        until = format_time(now)
-        sent_col = E.sent_at.is_not(None)
-        # Emails sent in the throughput windows, by the engine clock (a later send cannot exist
-        # unless the clock was set back; it is left out rather than counted ahead of time).
-        last_hour = _count(sent_col & (E.sent_at >= hour_ago) & (E.sent_at <= until)).label("last_hour")
-        last_day = _count(sent_col & (E.sent_at >= day_ago) & (E.sent_at <= until)).label("last_day")
-        q = select(
-            E.campaign_id, func.count().label("total"),
-            _count(E.status == "scheduled").label("scheduled"), _count(E.status == "claimed").label("claimed"),
-            _count(sent_col).label("sent"), _count(E.last_message.is_not(None)  # a 4xx or no connection at all
-                                                   & (E.status == "scheduled")).label("deferred"),
-            _count(E.status == "failed").label("failed"), _count(E.status == "bounced").label("bounced"),
-            _count((E.status == "bounced") & (E.bounce_source == "smtp")).label("refused"),
-            _count(E.status == "cancelled").label("cancelled"), _count(E.status == "uncertain").label("uncertain"),
-            _count(E.status == "quarantined").label("quarantined"),
-            _count(E.bounce_type == "hard").label("hard"), _count(E.bounce_type == "soft").label("soft"),
-            _count(E.bounce_type == "block").label("block"),
-            _count(E.opened_at.is_not(None)).label("opened"), _count(E.clicked_at.is_not(None)).label("clicked"),
-            _count(E.replied_at.is_not(None)).label("replied"),
-            _count(E.unsubscribed_at.is_not(None) | E.complained_at.is_not(None)).label("unsubscribed"),
-            _count(E.complained_at.is_not(None)).label("complained"),
-            _count(E.out_of_office.is_(True)).label("out_of_office"),
-            func.count(func.distinct(case((sent_col, E.contact_id), else_=None))).label("contacted"),
-            last_hour, last_day,
-        ).where(E.campaign_id.in_(list(cids)), E.workspace_id == ws).group_by(E.campaign_id)
-        counted = {r["campaign_id"]: {k: int(v) for k, v in dict(r).items() if k != "campaign_id"}
-                   for r in await self.reads.all(q)}
-        o = opens.c
-        opens_total = {r["campaign_id"]: int(r["n"]) for r in await self.reads.all(
-            select(o.campaign_id, func.sum(o.opens).label("n")).where(o.campaign_id.in_(list(cids)))
-            .group_by(o.campaign_id))}
-        senders = await self._sender_stats_many(ws, cids, hour_ago, day_ago, until)
+        windows = await self._throughput_many(cids, hour_ago, day_ago, format_time(now))
+        sender_ids = sorted({key for cid in cids for key, n in counters[cid].get(cs.SENDER, {}).items()
+                             if n["total"]})
+        sc = t.senders.c
+        statuses = {r["id"]: r["status"] for r in await self.reads.all(
+            select(sc.id, sc.status).where(sc.id.in_(sender_ids), sc.workspace_id == ws))} if sender_ids else {}
         out = {}
         for cid in cids:
-            n = counted.get(cid) or {k: 0 for k in (
-                "total", "scheduled", "claimed", "sent", "deferred", "failed", "bounced", "refused", "cancelled",
-                "uncertain", "quarantined", "hard", "soft", "block", "opened", "clicked", "replied", "unsubscribed",
-                "complained", "out_of_office", "contacted", "last_hour", "last_day")}
+            kinds = counters[cid]
+            n = kinds.get(cs.CAMPAIGN, {}).get("") or dict.fromkeys(cs.FIGURES, 0)
             sent = n["sent"]
+            by_sender = windows.get(cid, {})
+            last_hour = sum(h for h, _ in by_sender.values())
+            last_day = sum(d for _, d in by_sender.values())
             out[cid] = {
                 "emails": {"scheduled": n["scheduled"] + n["claimed"], "sent": sent, "deferred": n["deferred"],
                            "failed": n["failed"], "bounced": n["bounced"], "cancelled": n["cancelled"],
@@ -93,45 +85,79 @@ class StatsService:
                            "total": n["total"]},
                 "engagement": {**{k: n[k] for k in ("opened", "clicked", "replied", "unsubscribed",
                                                     "out_of_office")},
-                               "opens_total": opens_total.get(cid, 0)},
+                               "opens_total": n["opens_total"]},
                 "rates": {"open_rate": _pct(n["opened"], sent), "click_rate": _pct(n["clicked"], sent),
                           "reply_rate": _pct(n["replied"], sent),
                           "bounce_rate": _pct(n["bounced"], sent + n["refused"]),
                           "unsubscribe_rate": _pct(n["unsubscribed"], sent),
                           "complaint_rate": _pct(n["complained"], sent)},
-                "throughput": {"last_hour": float(n["last_hour"]), "last_day": round(n["last_day"] / 24, 2)},
-                "senders": senders.get(cid, []),
+                "throughput": {"last_hour": float(last_hour), "last_day": round(last_day / 24, 2)},
+                "senders": self._senders(kinds.get(cs.SENDER, {}), by_sender, statuses),
                 "_contacted": n["contacted"],
             }
         return out
 
-    async def _sender_stats_many(self, ws: str, cids: Sequence[str], hour_ago: str, day_ago: str,
-                                 until: str) -> dict[str, list[dict[str, Any]]]:
-        """Per campaign, its senders' counts. A sender's bounce_rate has the campaign's
-        denominator (contract section 3): sent plus the emails refused during SMTP, which were
-        attempted but never counted as sent; its complaint_rate is over sent."""
-        sent_col = E.sent_at.is_not(None)
-        rows = await self.reads.all(
-            select(E.campaign_id, E.sender_id, _count(sent_col).label("sent"),
-                   _count(E.status == "bounced").label("bounced"),
-                   _count((E.status == "bounced") & (E.bounce_source == "smtp")).label("refused"),
-                   _count(E.complained_at.is_not(None)).label("complained"),
-                   _count(sent_col & (E.sent_at >= hour_ago) & (E.sent_at <= until)).label("last_hour"),
-                   _count(sent_col & (E.sent_at >= day_ago) & (E.sent_at <= until)).label("last_day"))
-            .where(E.campaign_id.in_(list(cids)), E.workspace_id == ws, E.sender_id.is_not(None))
-            .group_by(E.campaign_id, E.sender_id).order_by(E.campaign_id, E.sender_id))
-        sc = t.senders.c
-        ids = sorted({r["sender_id"] for r in rows})
-        statuses = {r["id"]: r["status"] for r in await self.reads.all(
-            select(sc.id, sc.status).where(sc.id.in_(ids), sc.workspace_id == ws))} if ids else {}
-        out: dict[str, list[dict[str, Any]]] = {}
-        for row in rows:
-            s_sent, s_b, s_refused, s_c = (int(row["sent"]), int(row["bounced"]), int(row["refused"]),
-                                           int(row["complained"]))
-            out.setdefault(row["campaign_id"], []).append({
-                "sender_id": row["sender_id"], "sent": s_sent, "bounced": s_b,
-                "bounce_rate": _pct(s_b, s_sent + s_refused), "status": statuses.get(row["sender_id"], "removed"),
-                "complained": s_c, "complaint_rate": _pct(s_c, s_sent),
-                "throughput": {"last_hour": float(int(row["last_hour"])),
-                               "last_day": round(int(row["last_day"]) / 24, 2)}})
+    @staticmethod
+    def _senders(rows: dict[str, dict[str, int]], windows: dict[str | None, tuple[int, int]],
+                 statuses: dict[str, str]) -> list[dict[str, Any]]:
+        """The campaign's senders (those of at least one of its emails), by id. A sender's
+        bounce_rate has the campaign's denominator (contract section 3): sent plus the emails
+        refused during SMTP, which were attempted but never counted as sent; its complaint_rate
+        is over sent."""
+        out = []
+        for sender_id in sorted(rows):
+            n = rows[sender_id]
+            if not n["total"]:
+                continue
+            last_hour, last_day = windows.get(sender_id, (0, 0))
+            out.append({"sender_id": sender_id, "sent": n["sent"], "bounced": n["bounced"],
+                        "bounce_rate": _pct(n["bounced"], n["sent"] + n["refused"]),
+                        "status": statuses.get(sender_id, "removed"),
+                        "complained": n["complained"], "complaint_rate": _pct(n["complained"], n["sent"]),
+                        "throughput": {"last_hour": float(last_hour), "last_day": round(last_day / 24, 2)}})
         return out
+
+    async def _throughput_many(self, cids: Sequence[str], hour_ago: str, day_ago: str,
+                               until: str) -> dict[str, dict[str | None, tuple[int, int]]]:
+        """Per campaign and sender (None: no sender now), its emails sent in the last hour and the
+        last day, by the engine clock (a later send, from a clock set back, is left out rather
+        than counted ahead of time): a range of the (campaign, sent time) index, one day of sends."""
+        f = cs.email_facts.c
+        rows = await self.reads.all(
+            select(f.campaign_id, f.sender_id, _count(f.sent_at >= hour_ago).label("last_hour"),
+                   func.count().label("last_day"))
+            .where(f.campaign_id.in_(list(cids)), f.sent_at >= day_ago, f.sent_at <= until)
+            .group_by(f.campaign_id, f.sender_id))
+        out: dict[str, dict[str | None, tuple[int, int]]] = {}
+        for row in rows:
+            out.setdefault(row["campaign_id"], {})[row["sender_id"]] = (int(row["last_hour"]), int(row["last_day"]))
+        return out
+
+    async def step_counts(self, cid: str) -> tuple[dict[int, dict[str, int]], dict[int, dict[str, dict[str, int]]]]:
+        """Per step, and per step and A/B variant, the counts of ``stats/steps`` (sent, opened,
+        clicked, replied, bounced, refused): only the steps and variants that have emails."""
+        kinds = (await self.counters_many([cid]))[cid]
+        wanted = ("sent", "opened", "clicked", "replied", "bounced", "refused")
+        steps = {int(key): {name: n[name] for name in wanted}
+                 for key, n in kinds.get(cs.STEP, {}).items() if n["total"]}
+        variants: dict[int, dict[str, dict[str, int]]] = {}
+        for key, n in kinds.get(cs.VARIANT, {}).items():
+            if n["total"]:
+                step, variant = key.split("|", 1)
+                variants.setdefault(int(step), {})[variant] = {name: n[name] for name in wanted}
+        return steps, variants
+
+    async def timeline_minutes(self, cid: str, lo: str, hi: str) -> list[dict[str, Any]]:
+        """The campaign's per-minute counts (``minute``, sent, opened, clicked, replied, bounced) of
+        the minutes from ``lo`` up to, not including, ``hi`` (both times on a whole minute)."""
+        m = cs.minutes.c
+        rows = await self.reads.all(select(cs.minutes).where(m.campaign_id == cid, m.minute >= lo[:16],
+                                                             m.minute < hi[:16]).order_by(m.minute))
+        return [dict(row) for row in rows]
+
+    async def first_sent_at(self, cid: str) -> str | None:
+        """The campaign's first send time (the timeline's default start), or None before any."""
+        f = cs.email_facts.c
+        rows = await self.reads.all(select(f.sent_at).where(f.campaign_id == cid, f.sent_at.is_not(None))
+                                    .order_by(f.sent_at).limit(1))
+        return rows[0]["sent_at"] if rows else None

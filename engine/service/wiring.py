@@ -104,7 +104,7 @@ def build_services(*, store: EventStore, clock: Clock, vault: Vault, options: di
                                suppressions=suppressions, guards=guards, stop_notes=stop_notes),
         inbound=InboundService(store, clock, vault, options, guards=guards, stops=stops, unsubscribes=unsubscribes),
         tracking=TrackingService(store, clock, vault, options, unsubscribes=unsubscribes),
-        reports=ReportService(store, clock),
+        reports=ReportService(store, clock, stats=stats),
         webhooks=WebhookService(store, clock, vault, options),
         usage=usage,
         suppressions=suppressions,
