@@ -223,11 +223,13 @@ async def load_queue(conn: AsyncConnection, campaigns: dict[str, CampaignPlan],
     that may be among its next ``most_sends[id]`` sends (an upper bound the caller computed).
 
     The planner takes from a pool (campaign, pinned sender, window zone) the best-ranked email
-    already due, and the rank is (priority, due_at, ...). So within one pool and one priority an
-    email goes only after every email ranked before it there, all of them due no later than it
-    is: with at most K sends, only each (campaign, pin, contact timezone, priority)'s first K by
-    due time can go (emails tied on the K-th due time all included, since the rank breaks those
-    ties on more than the due time). A campaign under per-domain limits is read whole: its pools
+    already due, and the rank is (priority, due_at, seq, ...). So within one pool and one
+    priority an email goes only after every email ranked before it there, all of them due no
+    later than it is: with at most K sends, only each (campaign, pin, contact timezone,
+    priority)'s first K by (due time, seq) can go (emails tied with the K-th on both all
+    included, since the rank breaks those ties on the ids). Both order the same in SQL and in
+    Python whatever the collation: a fixed-width time text and an integer. A campaign under
+    per-domain limits is read whole: its pools
     may skip an email whose domain is full, so that argument does not hold there.
     """
     if not campaigns:
@@ -243,7 +245,8 @@ async def load_queue(conn: AsyncConnection, campaigns: dict[str, CampaignPlan],
         rows += (await conn.execute(select(*columns).select_from(joined)
                                     .where(queued, QUEUE.campaign_id.in_(whole)))).mappings().all()
     for campaign_id, most in most_sends.items():
-        place = func.rank().over(partition_by=(QUEUE.sender_id, k.timezone, QUEUE.priority), order_by=QUEUE.due_at)
+        place = func.rank().over(partition_by=(QUEUE.sender_id, k.timezone, QUEUE.priority),
+                                 order_by=(QUEUE.due_at, QUEUE.seq))
         ranked = (select(*columns, place.label("place")).select_from(joined)
                   .where(queued, QUEUE.campaign_id == campaign_id).subquery())
         rows += (await conn.execute(select(*(ranked.c[column.name] for column in columns))
