@@ -37,7 +37,9 @@ async def test_tag_filter_is_exact_and_paged_in_the_query(any_db_api: Api) -> No
 
     first = (await api.get("/v1/campaigns?tag=q&per_page=1&sort=name&order=asc")).json()
     assert [c["id"] for c in first["data"]] == [exact[0]]
-    assert first["pagination"] == {"page": 1, "per_page": 1, "total": 2, "has_more": True}
+    assert {k: v for k, v in first["pagination"].items() if k != "next_cursor"} == {
+        "page": 1, "per_page": 1, "total": 2, "has_more": True}
+    assert first["pagination"]["next_cursor"]  # a client may go on by cursor from here
     second = (await api.get("/v1/campaigns?tag=q&per_page=1&page=2&sort=name&order=asc")).json()
     assert [c["id"] for c in second["data"]] == [exact[1]]
     assert second["pagination"]["has_more"] is False

@@ -104,7 +104,7 @@ async def test_contacts_crud_search_and_duplicates(api: Api) -> None:
     r = await api.patch(f"/v1/contacts/{c['id']}", json={"email": "bob@other.io"})
     assert r.status_code == 409
     page = (await api.get("/v1/contacts?per_page=1&page=2")).json()
-    assert page["pagination"] == {"page": 2, "per_page": 1, "total": 2, "has_more": False}
+    assert page["pagination"] == {"page": 2, "per_page": 1, "total": 2, "has_more": False, "next_cursor": None}
 
 
 async def test_import_csv_and_json_with_row_errors(api: Api) -> None:

@@ -266,7 +266,8 @@ async def test_activity_pages_cover_every_event_once_in_log_order(world: World) 
     assert len(seen) > 14  # several pages were needed
     assert [a["type"] for a in seen] == [e["type"] for e in expected]
     last = await world.get("/activity", after=seen[-1]["id"])
-    assert last == {"data": [], "next_after": seen[-1]["id"], "has_more": False}
+    assert last == {"data": [], "next_after": seen[-1]["id"], "has_more": False,
+                    "pagination": {"next_cursor": None, "has_more": False}}
     emails = {world.contacts[i]: f"p{i}@corp{i}.io" for i in range(4)}
     assert all(a["email"] == emails[a["contact_id"]] for a in seen)
 
