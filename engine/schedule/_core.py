@@ -401,7 +401,7 @@ def _may_repeat(ctx: Context, usage: Usage, c: str, s: str, now: datetime) -> bo
 
 def send_now(
     now: datetime, queue: ItemQueue, ctx: Context, usage: Usage, limit: int | None = None, *, owned: bool = False,
-    able: set[tuple[str, str]] | None = None,
+    able: dict[tuple[str, str], bool] | None = None,
 ) -> tuple[list[Assignment], Usage]:
     """What goes at `now`, best item first; removes the items sent from `queue`.
 
@@ -414,7 +414,8 @@ def send_now(
     With `owned` (the caller's usage came from ``Usage.owned()`` and nobody else holds it) the
     sends are recorded in it in place, rather than in a copy per send. `able`: the only pairs
     that can send at `now`, as :func:`next_due` found them on this very queue and usage (the
-    others are not weighed: their answer would be no).
+    others are not weighed: their answer would be no), True for those whose slot it found to be
+    `now` (their limits and slot need no second search).
     """
     rotation = _rotation(ctx, usage)
     versions: dict[str, int] = dict.fromkeys(ctx.campaigns, 0)
@@ -422,7 +423,7 @@ def send_now(
     # Pairs whose slot is known to be at or before `now`. Another pair's send cannot move a slot
     # earlier, and when it fills a shared limit the check at pop time catches it; so the slot
     # search runs again only for the pair that sent (its spacing starts anew).
-    slotted: set[tuple[str, str]] = set()
+    slotted: set[tuple[str, str]] = {pair for pair, known in able.items() if known} if able is not None else set()
     open_zones: dict[tuple[str, str], bool] = {}
 
     # A campaign's senders mostly compete for the same unpinned items: for a pair whose slot is known
@@ -481,14 +482,15 @@ def send_now(
 
 
 def next_due(now: datetime, queue: ItemQueue, ctx: Context, usage: Usage,
-             able: set[tuple[str, str]] | None = None) -> datetime | None:
+             able: dict[tuple[str, str], bool] | None = None) -> datetime | None:
     """The earliest moment strictly after `now` at which a call could send; None if none.
 
     Pairs are visited from the lowest possible answer up, so that the first answers found cut the
     other searches short; the result does not depend on the order. Each pair's value is the
     earliest moment after `now` it could send, so at the answer only the pairs whose value is the
     answer (or was not worked out, its lower bound being the answer) can send: when `able` is
-    given, they are added to it, for a :func:`send_now` at the answer to weigh only them.
+    given, they are added to it (True: its slot is the answer, False: not worked out), for a
+    :func:`send_now` at the answer to weigh only them.
     """
     after = now + _EPSILON
     todo: list[tuple[datetime, str, str, list[tuple[str, list[Pool]]], datetime | None]] = []
@@ -503,11 +505,11 @@ def next_due(now: datetime, queue: ItemQueue, ctx: Context, usage: Usage,
         todo.append((lowest if floor is None else max(lowest, floor), c, s, groups, floor))
     todo.sort(key=lambda entry: entry[:3])
     best: datetime | None = None
-    found: list[tuple[datetime, tuple[str, str]]] = []
+    found: list[tuple[datetime, tuple[str, str], bool]] = []
     for lowest, c, s, groups, floor in todo:
         if best is not None and lowest >= best:
             if able is not None and lowest == best:
-                found.append((lowest, (c, s)))  # not worked out: it may send at the answer
+                found.append((lowest, (c, s), False))  # not worked out: it may send at the answer
                 continue
             break
         slot = _slot_of(ctx, usage, (c, s), groups, floor, best, queue.items)
@@ -520,7 +522,7 @@ def next_due(now: datetime, queue: ItemQueue, ctx: Context, usage: Usage,
                 continue
         if best is None or slot < best:
             best = slot
-        found.append((slot, (c, s)))
+        found.append((slot, (c, s), True))
     if able is not None:
-        able.update(pair for at, pair in found if at == best)
+        able.update((pair, known) for at, pair, known in found if at == best)
     return best

@@ -63,7 +63,7 @@ def simulate(
     out: list[SimulatedSend] = []
     at: datetime | None = now
     usage = usage.owned()  # recorded in place from here on: the caller's usage stays as it was
-    able: set[tuple[str, str]] | None = None  # the pairs that can send at `at` (None: weigh them all)
+    able: dict[tuple[str, str], bool] | None = None  # the pairs that can send at `at` (None: weigh them all)
     while at is not None and at <= until:
         sends, usage = send_now(at, queue, ctx, usage, owned=True, able=able)
         for send in sends:
@@ -84,7 +84,7 @@ def simulate(
                 tz = ctx.admit(nxt)
                 if tz is not None:
                     queue.add(nxt, tz)
-        able = set()
+        able = {}
         at = next_due(at, queue, ctx, usage, able)
     return out
 
