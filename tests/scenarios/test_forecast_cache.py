@@ -3,10 +3,11 @@
 Given two campaigns sharing two senders limited to 2 emails a day, contacts in three timezones
 enrolled at three priorities, and some emails already sent (so follow-ups are pinned to their
 sender); when the workspace is forecast, then only part of the queue is read, and the forecast
-is the one the planner makes over the whole queue. Given a forecast; when it is asked again with
-nothing changed it is the same; when a contact is enrolled, or the clock passes the first
-predicted send with no tick, or a what-if is asked, then the answer is worked out anew, equal
-to a forecast made from scratch; and no more than ``CACHE_SIZE`` forecasts are kept.
+is the one the planner makes over the whole queue (on SQLite and PostgreSQL). Given a forecast;
+when it is asked again with nothing changed it is the same; when a contact is enrolled, or the
+clock passes the first predicted send with no tick, or a what-if is asked, then the answer is
+worked out anew, equal to a forecast made from scratch; and no more than ``CACHE_SIZE``
+forecasts are kept.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from engine import CampaignEngine, ManualClock
 from engine.schedule import forecast_by_day, forecast_range, simulate
 from engine.service.forecast import CACHE_SIZE, ForecastService, most_sends
 from engine.service.planner_inputs import load_inputs, load_plans, load_queue
+from tests.conftest import SECRET
 from tests.delivery.smtp_server import SmtpSink
 
 ALWAYS = {"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], "start_time": "00:00", "end_time": "24:00",
@@ -68,8 +70,13 @@ async def _whole_queue_forecast(eng: CampaignEngine, ws: str, days: int) -> dict
     return {"timezone": "UTC", "days": by_day, "total": sum(d["count"] for d in by_day)}
 
 
-async def test_a_bounded_read_forecasts_what_the_whole_queue_does(eng: CampaignEngine, clock: ManualClock,
+async def test_a_bounded_read_forecasts_what_the_whole_queue_does(db_url: str, clock: ManualClock,
                                                                   sink: SmtpSink) -> None:
+    async with CampaignEngine(db_url, clock=clock, secret_key=SECRET) as eng:
+        await _bounded_read_plays_the_whole_queue(eng, clock, sink)
+
+
+async def _bounded_read_plays_the_whole_queue(eng: CampaignEngine, clock: ManualClock, sink: SmtpSink) -> None:
     ws, _ = await _workspace(eng, clock, sink)
     now = clock.now()
     _, until = forecast_range(now, "UTC", 1)
