@@ -27,8 +27,10 @@ first open, first click, first human reply, the bounce); every zone offset in us
 number of minutes, so any local hour, day or week is a range of these rows.
 ``rm_stats_contacted`` counts each (campaign, contact)'s sent emails, so that ``contacted``
 (distinct contacts sent to) moves only when a contact's first email is sent or its last unsent.
-The throughput windows (last hour, last day) are range counts on ``rm_stats_emails``' index on
-(campaign, sent time): bounded by one day's sends, whatever the campaign's size.
+``rm_campaign_hours`` counts each campaign's sends per current sender and UTC hour: the throughput
+windows (last hour, last day) read the whole hours inside them there (at most 24 rows per sender)
+and only the two partial hours at their ends from ``rm_stats_emails``' index on (campaign, sent
+time), so a read stays bounded by an hour's sends, whatever the campaign's size.
 
 A counter row whose figures all return to zero is deleted, so the rows do not depend on how the
 log was cut into appends (inline) or batches (rebuild).
@@ -74,6 +76,14 @@ minutes = Table(
     *[Column(name, Integer, nullable=False) for name in TIMELINE_FIGURES],
 )
 
+hours = Table(
+    "rm_campaign_hours", metadata,
+    Column("campaign_id", String(64), primary_key=True),
+    Column("sender_id", String(64), primary_key=True),  # "" for the emails with no sender now
+    Column("hour", String(32), primary_key=True),  # format_time of the UTC hour's start
+    Column("sent", Integer, nullable=False),
+)
+
 contacted = Table(
     "rm_stats_contacted", metadata,
     Column("campaign_id", String(64), primary_key=True),
@@ -114,7 +124,8 @@ enrollment_facts = Table(
     Column("status", String(16), nullable=False),
 )
 
-campaign_stats = ReshapingProjection("campaign_stats", 1, [counts, minutes, contacted, email_facts,
+# Version 2: sends per sender and UTC hour (rm_campaign_hours) for the throughput windows.
+campaign_stats = ReshapingProjection("campaign_stats", 2, [counts, minutes, hours, contacted, email_facts,
                                                            enrollment_facts])
 
 _EMAIL_COLUMNS = tuple(c.name for c in email_facts.columns)
@@ -185,6 +196,11 @@ def timeline_minutes(facts: Facts) -> list[tuple[str, str]]:
     if facts["status"] == "bounced":  # the bounce's time: the row's last change, as rm_emails' updated_at
         found.append(("bounced", facts["updated_at"][:16]))
     return found
+
+
+def hour_of(time_text: str) -> str:
+    """The start of the UTC hour of a ``format_time`` text, as ``format_time`` writes it."""
+    return time_text[:13] + ":00:00.000000Z"
 
 
 def _new_email(d: Any, at: str) -> Facts:
@@ -333,6 +349,7 @@ async def _apply(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
                 enrollments_now[d.enrollment_id]["status"] = "in_progress"
 
     minute_deltas: dict[tuple[str, ...], dict[str, int]] = {}
+    hour_deltas: dict[tuple[str, ...], dict[str, int]] = {}
     sent_deltas: dict[tuple[str, ...], int] = {}
     changed_emails: list[Facts] = []
     for email_id, now in emails_now.items():
@@ -351,6 +368,8 @@ async def _apply(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
             if facts["sent_at"] is not None:
                 pair = (facts["campaign_id"], facts["contact_id"])
                 sent_deltas[pair] = sent_deltas.get(pair, 0) + sign
+                _add_figures(hour_deltas, (facts["campaign_id"], facts["sender_id"] or "", hour_of(facts["sent_at"])),
+                             [("sent", sign)])
     changed_enrollments: list[Facts] = []
     for enrollment_id, now in enrollments_now.items():
         before = enrollments_before.get(enrollment_id)
@@ -365,6 +384,7 @@ async def _apply(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
     await _count_contacted(conn, sent_deltas, count_deltas)
     await _add(conn, counts, FIGURES, count_deltas)
     await _add(conn, minutes, TIMELINE_FIGURES, minute_deltas)
+    await _add(conn, hours, ("sent",), hour_deltas)
 
 
 async def _write_facts(conn: AsyncConnection, emails_: list[Facts], enrollments_: list[Facts],

@@ -5,10 +5,10 @@ as events land: a campaign's figures are a few primary-key reads, whatever its n
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import String, func, literal, select, union_all
 
 from engine.clock import Clock
 from engine.service.base import Reads
@@ -25,8 +25,10 @@ def _pct(part: int, whole: int) -> float:
     return round(100.0 * part / whole, 2) if whole else 0.0
 
 
-def _count(cond: Any) -> Any:
-    return func.coalesce(func.sum(case((cond, 1), else_=0)), 0)
+def _next_whole_hour(at: datetime) -> datetime:
+    """The first start of a UTC hour at or after ``at``."""
+    start = at.replace(minute=0, second=0, microsecond=0)
+    return start if start == at else start + timedelta(hours=1)
 
 
 class StatsService:
@@ -58,9 +60,7 @@ class StatsService:
             return {}
         if counters is None:
             counters = await self.counters_many(cids)
-        now = self.clock.now()
-        hour_ago, day_ago = format_time(now - timedelta(hours=1)), format_time(now - timedelta(days=1))
-        windows = await self._throughput_many(cids, hour_ago, day_ago, format_time(now))
+        windows = await self._throughput_many(cids, self.clock.now())
         sender_ids = sorted({key for cid in cids for key, n in counters[cid].get(cs.SENDER, {}).items()
                              if n["total"]})
         sc = t.senders.c
@@ -117,21 +117,49 @@ class StatsService:
                         "throughput": {"last_hour": float(last_hour), "last_day": round(last_day / 24, 2)}})
         return out
 
-    async def _throughput_many(self, cids: Sequence[str], hour_ago: str, day_ago: str,
-                               until: str) -> dict[str, dict[str | None, tuple[int, int]]]:
+    async def _throughput_many(self, cids: Sequence[str],
+                               now: datetime) -> dict[str, dict[str | None, tuple[int, int]]]:
         """Per campaign and sender (None: no sender now), its emails sent in the last hour and the
         last day, by the engine clock (a later send, from a clock set back, is left out rather
-        than counted ahead of time): a range of the (campaign, sent time) index, one day of sends."""
+        than counted ahead of time).
+
+        The whole UTC hours inside a window come from the hourly counters (at most 24 rows per
+        sender); the partial hours at its two ends, from three ranges of the (campaign, sent time)
+        index: at most two hours of sends are read, whatever the campaign's size."""
+        now = now.astimezone(UTC)
+        this_hour = now.replace(minute=0, second=0, microsecond=0)
+        hour_ago, day_ago = now - timedelta(hours=1), now - timedelta(days=1)
+        hour_whole, day_whole = _next_whole_hour(hour_ago), _next_whole_hour(day_ago)
         f = cs.email_facts.c
-        rows = await self.reads.all(
-            select(f.campaign_id, f.sender_id, _count(f.sent_at >= hour_ago).label("last_hour"),
-                   func.count().label("last_day"))
-            .where(f.campaign_id.in_(list(cids)), f.sent_at >= day_ago, f.sent_at <= until)
-            .group_by(f.campaign_id, f.sender_id))
-        out: dict[str, dict[str | None, tuple[int, int]]] = {}
-        for row in rows:
-            out.setdefault(row["campaign_id"], {})[row["sender_id"]] = (int(row["last_hour"]), int(row["last_day"]))
-        return out
+
+        def sends(label: str, lo: datetime, hi: Any) -> Any:
+            return (select(f.campaign_id, f.sender_id, literal(label, String).label("part"), func.count().label("n"))
+                    .where(f.campaign_id.in_(list(cids)), f.sent_at >= format_time(lo), hi)
+                    .group_by(f.campaign_id, f.sender_id))
+
+        edges = await self.reads.all(union_all(
+            sends("day", day_ago, f.sent_at < format_time(day_whole)),
+            sends("hour", hour_ago, f.sent_at < format_time(hour_whole)),
+            sends("now", this_hour, f.sent_at <= format_time(now))))
+        h = cs.hours.c
+        whole = await self.reads.all(select(h.campaign_id, h.sender_id, h.hour, h.sent).where(
+            h.campaign_id.in_(list(cids)), h.hour >= format_time(day_whole), h.hour < format_time(this_hour)))
+        counted: dict[str, dict[str | None, list[int]]] = {}
+        for row in edges:
+            pair = counted.setdefault(row["campaign_id"], {}).setdefault(row["sender_id"], [0, 0])
+            n = int(row["n"])
+            if row["part"] != "day":
+                pair[0] += n
+            if row["part"] != "hour":
+                pair[1] += n
+        hour_from = format_time(hour_whole)
+        for row in whole:
+            pair = counted.setdefault(row["campaign_id"], {}).setdefault(row["sender_id"] or None, [0, 0])
+            n = int(row["sent"])
+            if row["hour"] >= hour_from:
+                pair[0] += n
+            pair[1] += n
+        return {cid: {sender: (n[0], n[1]) for sender, n in by_sender.items()} for cid, by_sender in counted.items()}
 
     async def step_counts(self, cid: str) -> tuple[dict[int, dict[str, int]], dict[int, dict[str, dict[str, int]]]]:
         """Per step, and per step and A/B variant, the counts of ``stats/steps`` (sent, opened,
