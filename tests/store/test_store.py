@@ -1,4 +1,4 @@
-"""The event store suite, run on SQLite and on PostgreSQL (the ``db_url`` fixture)."""
+"""The event store suite, run on each backend: a SQLite file, the in-memory store, PostgreSQL."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select, text
@@ -21,14 +22,27 @@ from events.chain import verify_rows
 from events.registry import Event, from_data, register, upcaster
 from events.store import AppendBatch, ConcurrencyError, EventStore
 from events.vault import Vault
+from tests.conftest import pg_database
 
 WS = "ws_test"
 
 
+@pytest.fixture(params=["sqlite", "memory", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """Every backend :meth:`EventStore.open` chooses: the same behaviour is expected of each."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path}/engine.db"
+    elif request.param == "memory":
+        yield "sqlite+aiosqlite://"
+    else:
+        async with pg_database() as url:
+            yield url
+
+
 @pytest.fixture
-async def store(db_url: str) -> AsyncIterator[EventStore]:
+async def store(store_url: str) -> AsyncIterator[EventStore]:
     clock = ManualClock(datetime(2026, 1, 5, 8, 0, tzinfo=UTC))
-    s = await EventStore.open(db_url, Vault(b"k" * 32), clock.now)
+    s = await EventStore.open(store_url, Vault(b"k" * 32), clock.now)
     yield s
     await s.close()
 
