@@ -113,4 +113,5 @@ async def test_activity_names_the_variant_of_each_email_event(
     opens = [i for i in items if i["type"] == "email.opened"]
     assert len(opens) == 4 and all(i["variant"] in ("A", "B") for i in opens)
     by_subject = Counter(_subject_and_open_token(m.data)[0] for m in sink.messages[:4])
-    assert Counter(i["variant"] for i in opens) == {"A": by_subject["Alpha"], "B": by_subject["Beta"]}
+    # (+ drops zero counts: all four may draw the same variant)
+    assert Counter(i["variant"] for i in opens) == +Counter({"A": by_subject["Alpha"], "B": by_subject["Beta"]})
