@@ -27,10 +27,12 @@ first open, first click, first human reply, the bounce); every zone offset in us
 number of minutes, so any local hour, day or week is a range of these rows.
 ``rm_stats_contacted`` counts each (campaign, contact)'s sent emails, so that ``contacted``
 (distinct contacts sent to) moves only when a contact's first email is sent or its last unsent.
-``rm_campaign_hours`` counts each campaign's sends per current sender and UTC hour: the throughput
-windows (last hour, last day) read the whole hours inside them there (at most 24 rows per sender)
-and only the two partial hours at their ends from ``rm_stats_emails``' index on (campaign, sent
-time), so a read stays bounded by an hour's sends, whatever the campaign's size.
+``rm_campaign_sends`` counts each campaign's sends per current sender and UTC hour, and again per
+UTC minute: the throughput windows (last hour, last day) read the whole hours inside them (at most
+24 rows per sender), the whole minutes of their two partial hours (at most 59 rows per sender at
+each end), and only the two partial minutes at their ends from ``rm_stats_emails``' index on
+(campaign, sent time): a read bounded by a few rows per sender and two minutes of sends,
+whatever the campaign's size or sending rate.
 
 A counter row whose figures all return to zero is deleted, so the rows do not depend on how the
 log was cut into appends (inline) or batches (rebuild).
@@ -76,11 +78,12 @@ minutes = Table(
     *[Column(name, Integer, nullable=False) for name in TIMELINE_FIGURES],
 )
 
-hours = Table(
-    "rm_campaign_hours", metadata,
+sends = Table(
+    "rm_campaign_sends", metadata,
     Column("campaign_id", String(64), primary_key=True),
+    Column("span", String(8), primary_key=True),  # "hour" or "minute"
+    Column("start", String(32), primary_key=True),  # format_time of the UTC hour's or minute's start
     Column("sender_id", String(64), primary_key=True),  # "" for the emails with no sender now
-    Column("hour", String(32), primary_key=True),  # format_time of the UTC hour's start
     Column("sent", Integer, nullable=False),
 )
 
@@ -124,8 +127,8 @@ enrollment_facts = Table(
     Column("status", String(16), nullable=False),
 )
 
-# Version 2: sends per sender and UTC hour (rm_campaign_hours) for the throughput windows.
-campaign_stats = ReshapingProjection("campaign_stats", 2, [counts, minutes, hours, contacted, email_facts,
+# Version 3: sends per sender, UTC hour and minute (rm_campaign_sends) for the throughput windows.
+campaign_stats = ReshapingProjection("campaign_stats", 3, [counts, minutes, sends, contacted, email_facts,
                                                            enrollment_facts])
 
 _EMAIL_COLUMNS = tuple(c.name for c in email_facts.columns)
@@ -201,6 +204,11 @@ def timeline_minutes(facts: Facts) -> list[tuple[str, str]]:
 def hour_of(time_text: str) -> str:
     """The start of the UTC hour of a ``format_time`` text, as ``format_time`` writes it."""
     return time_text[:13] + ":00:00.000000Z"
+
+
+def minute_of(time_text: str) -> str:
+    """The start of the UTC minute of a ``format_time`` text, as ``format_time`` writes it."""
+    return time_text[:16] + ":00.000000Z"
 
 
 def _new_email(d: Any, at: str) -> Facts:
@@ -349,7 +357,7 @@ async def _apply(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
                 enrollments_now[d.enrollment_id]["status"] = "in_progress"
 
     minute_deltas: dict[tuple[str, ...], dict[str, int]] = {}
-    hour_deltas: dict[tuple[str, ...], dict[str, int]] = {}
+    send_deltas: dict[tuple[str, ...], dict[str, int]] = {}
     sent_deltas: dict[tuple[str, ...], int] = {}
     changed_emails: list[Facts] = []
     for email_id, now in emails_now.items():
@@ -368,8 +376,9 @@ async def _apply(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
             if facts["sent_at"] is not None:
                 pair = (facts["campaign_id"], facts["contact_id"])
                 sent_deltas[pair] = sent_deltas.get(pair, 0) + sign
-                _add_figures(hour_deltas, (facts["campaign_id"], facts["sender_id"] or "", hour_of(facts["sent_at"])),
-                             [("sent", sign)])
+                for span, start in (("hour", hour_of(facts["sent_at"])), ("minute", minute_of(facts["sent_at"]))):
+                    _add_figures(send_deltas, (facts["campaign_id"], span, start, facts["sender_id"] or ""),
+                                 [("sent", sign)])
     changed_enrollments: list[Facts] = []
     for enrollment_id, now in enrollments_now.items():
         before = enrollments_before.get(enrollment_id)
@@ -384,7 +393,7 @@ async def _apply(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
     await _count_contacted(conn, sent_deltas, count_deltas)
     await _add(conn, counts, FIGURES, count_deltas)
     await _add(conn, minutes, TIMELINE_FIGURES, minute_deltas)
-    await _add(conn, hours, ("sent",), hour_deltas)
+    await _add(conn, sends, ("sent",), send_deltas)
 
 
 async def _write_facts(conn: AsyncConnection, emails_: list[Facts], enrollments_: list[Facts],

@@ -25,10 +25,13 @@ def _pct(part: int, whole: int) -> float:
     return round(100.0 * part / whole, 2) if whole else 0.0
 
 
-def _next_whole_hour(at: datetime) -> datetime:
-    """The first start of a UTC hour at or after ``at``."""
-    start = at.replace(minute=0, second=0, microsecond=0)
-    return start if start == at else start + timedelta(hours=1)
+def _next_whole(at: datetime, span: str) -> datetime:
+    """The first start of a UTC ``span`` ("hour" or "minute") at or after ``at``."""
+    if span == "hour":
+        start, step = at.replace(minute=0, second=0, microsecond=0), timedelta(hours=1)
+    else:
+        start, step = at.replace(second=0, microsecond=0), timedelta(minutes=1)
+    return start if start == at else start + step
 
 
 class StatsService:
@@ -123,43 +126,48 @@ class StatsService:
         last day, by the engine clock (a later send, from a clock set back, is left out rather
         than counted ahead of time).
 
-        The whole UTC hours inside a window come from the hourly counters (at most 24 rows per
-        sender); the partial hours at its two ends, from three ranges of the (campaign, sent time)
-        index: at most two hours of sends are read, whatever the campaign's size."""
+        Each window is cut into its whole UTC hours, the whole minutes of its partial hours and
+        its partial minutes at both ends: the first two come from the send counters (a few rows
+        per sender), only the last from the (campaign, sent time) index (two minutes of sends),
+        so the read stays small at any size and sending rate."""
         now = now.astimezone(UTC)
         this_hour = now.replace(minute=0, second=0, microsecond=0)
+        this_minute = now.replace(second=0, microsecond=0)
         hour_ago, day_ago = now - timedelta(hours=1), now - timedelta(days=1)
-        hour_whole, day_whole = _next_whole_hour(hour_ago), _next_whole_hour(day_ago)
-        f = cs.email_facts.c
+        f, c = cs.email_facts.c, cs.sends.c
+        ids = list(cids)
 
-        def sends(label: str, lo: datetime, hi: Any) -> Any:
-            return (select(f.campaign_id, f.sender_id, literal(label, String).label("part"), func.count().label("n"))
-                    .where(f.campaign_id.in_(list(cids)), f.sent_at >= format_time(lo), hi)
+        def emails(part: str, lo: datetime, hi: Any) -> Any:
+            return (select(f.campaign_id, f.sender_id, literal(part, String).label("part"), func.count().label("n"))
+                    .where(f.campaign_id.in_(ids), f.sent_at >= format_time(lo), hi)
                     .group_by(f.campaign_id, f.sender_id))
 
-        edges = await self.reads.all(union_all(
-            sends("day", day_ago, f.sent_at < format_time(day_whole)),
-            sends("hour", hour_ago, f.sent_at < format_time(hour_whole)),
-            sends("now", this_hour, f.sent_at <= format_time(now))))
-        h = cs.hours.c
-        whole = await self.reads.all(select(h.campaign_id, h.sender_id, h.hour, h.sent).where(
-            h.campaign_id.in_(list(cids)), h.hour >= format_time(day_whole), h.hour < format_time(this_hour)))
-        counted: dict[str, dict[str | None, list[int]]] = {}
-        for row in edges:
-            pair = counted.setdefault(row["campaign_id"], {}).setdefault(row["sender_id"], [0, 0])
-            n = int(row["n"])
-            if row["part"] != "day":
-                pair[0] += n
-            if row["part"] != "hour":
-                pair[1] += n
-        hour_from = format_time(hour_whole)
-        for row in whole:
-            pair = counted.setdefault(row["campaign_id"], {}).setdefault(row["sender_id"] or None, [0, 0])
-            n = int(row["sent"])
-            if row["hour"] >= hour_from:
-                pair[0] += n
-            pair[1] += n
-        return {cid: {sender: (n[0], n[1]) for sender, n in by_sender.items()} for cid, by_sender in counted.items()}
+        def counted(part: str, span: str, lo: datetime, hi: datetime) -> Any:
+            return (select(c.campaign_id, c.sender_id, literal(part, String).label("part"),
+                           func.sum(c.sent).label("n"))
+                    .where(c.campaign_id.in_(ids), c.span == span, c.start >= format_time(lo),
+                           c.start < format_time(hi))
+                    .group_by(c.campaign_id, c.sender_id))
+
+        parts = []
+        for window, start in (("day", day_ago), ("hour", hour_ago)):
+            minute_whole, hour_whole = _next_whole(start, "minute"), _next_whole(start, "hour")
+            parts += [emails(window, start, f.sent_at < format_time(minute_whole)),
+                      counted(window, "minute", minute_whole, hour_whole)]
+        # Whole hours before the hour window's first whole hour count in the day only.
+        parts += [counted("day", "hour", _next_whole(day_ago, "hour"), _next_whole(hour_ago, "hour")),
+                  counted("both", "hour", _next_whole(hour_ago, "hour"), this_hour),
+                  counted("both", "minute", this_hour, this_minute),
+                  emails("both", this_minute, f.sent_at <= format_time(now))]
+        out: dict[str, dict[str | None, tuple[int, int]]] = {}
+        for row in await self.reads.all(union_all(*parts)):
+            by_sender = out.setdefault(row["campaign_id"], {})
+            sender = row["sender_id"] or None
+            last_hour, last_day = by_sender.get(sender, (0, 0))
+            n = int(row["n"] or 0)
+            by_sender[sender] = (last_hour + (n if row["part"] != "day" else 0),
+                                 last_day + (n if row["part"] != "hour" else 0))
+        return out
 
     async def step_counts(self, cid: str) -> tuple[dict[int, dict[str, int]], dict[int, dict[str, dict[str, int]]]]:
         """Per step, and per step and A/B variant, the counts of ``stats/steps`` (sent, opened,

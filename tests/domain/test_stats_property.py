@@ -41,6 +41,10 @@ SENDERS = ("snd_a", "snd_b")
 KINDS = ["enroll", "schedule", "claim", "sent", "defer", "release", "fail", "uncertain", "quarantine", "cancel",
          "bounce", "open", "click", "reply", "complain", "unsubscribe", "skip", "complete", "remove", "stop",
          "advance", "schedule", "claim", "sent", "sent"]
+ADVANCES = [timedelta(minutes=30), timedelta(hours=1), timedelta(minutes=59, seconds=50), timedelta(minutes=61),
+            timedelta(days=1), None, timedelta(hours=23, minutes=59, seconds=50), timedelta(minutes=7),
+            timedelta(days=1, minutes=5), timedelta(seconds=40), timedelta(minutes=58, seconds=47),
+            None]  # None: the param of a move to the next whole hour
 Op = tuple[str, int, int]  # (kind, which email or enrollment, a free parameter)
 
 
@@ -241,6 +245,16 @@ def _event(kind: str, index: int, param: int, cids: list[str], now: datetime) ->
     return None
 
 
+def _advance(now: datetime, param: int) -> timedelta:
+    """How far an ``advance`` moves the clock: to the next whole hour (reads and sends on an hour's
+    edge), or by one of ADVANCES (sends just inside, on and just past a window's start)."""
+    if param % 6 == 5:
+        return now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1) - now
+    step = ADVANCES[param % len(ADVANCES)]
+    assert step is not None
+    return step
+
+
 def _stream(event: Event) -> str:
     if isinstance(event, contact_events.ContactUnsubscribed):
         return f"contact-{event.contact_id}"
@@ -272,16 +286,19 @@ async def run(groups: list[list[Op]], backend: str = "sqlite") -> dict[str, dict
             created: set[str] = set()
             scheduled: set[str] = set()
             for group in groups:
+                # A group is one append, and an ``advance`` inside it closes the append so far: the
+                # events before it are recorded at the time before it.
                 by_stream: dict[str, list[Event]] = {}
-                on_the_hour = False
-                for kind, index, param in group:
-                    if kind == "advance":
-                        if param % 6 == 5:  # to the next whole hour: windows and sends on an hour's edge
-                            now = clock.now()
-                            clock.advance(now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1) - now)
-                            on_the_hour = True
-                        else:
-                            clock.advance(timedelta(minutes=[7, 59, 61, 24 * 60 - 30, 24 * 60 + 5][param % 6]))
+                moved = False
+                for kind, index, param in [*group, ("flush", 0, 0)]:
+                    if kind in ("advance", "flush"):
+                        if by_stream:
+                            await engine.store.append_many(
+                                [AppendBatch(stream, evs) for stream, evs in by_stream.items()], workspace_id=ws)
+                            by_stream = {}
+                        if kind == "advance":
+                            clock.advance(_advance(clock.now(), param))
+                            moved = True
                         continue
                     event = _event(kind, index, param, cids, clock.now())
                     assert event is not None
@@ -294,10 +311,7 @@ async def run(groups: list[list[Op]], backend: str = "sqlite") -> dict[str, dict
                             continue
                         seen.add(key)
                     by_stream.setdefault(_stream(event), []).append(event)  # one batch per stream, in order
-                if by_stream:
-                    await engine.store.append_many([AppendBatch(stream, evs) for stream, evs in by_stream.items()],
-                                                   workspace_id=ws)
-                if not on_the_hour:
+                if not moved:
                     clock.advance(timedelta(seconds=13))
             stats = await engine.campaign_stats_many(ws, cids)
             assert stats == await recount(engine, ws, cids)
@@ -323,6 +337,11 @@ ops = st.tuples(st.sampled_from(KINDS), st.integers(0, 2 * ENROLLMENTS - 1), st.
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 # Read exactly on an hour's start: the whole last hour is one hourly counter, not an edge range.
 @example([[("enroll", 0, 0), ("schedule", 0, 1), ("claim", 0, 1), ("sent", 0, 1)], [("advance", 0, 5)]])
+# A send exactly one hour before the read (the windows' first instant, 13 s past a minute), and one
+# 59:50 before it at a half hour (the first whole minute of the window's partial hour).
+@example([[("enroll", 0, 0)], [("schedule", 0, 1), ("claim", 0, 1), ("sent", 0, 1), ("advance", 0, 1)]])
+@example([[("advance", 0, 0)], [("enroll", 0, 0), ("schedule", 0, 1), ("claim", 0, 1), ("sent", 0, 1),
+                                ("advance", 0, 2)]])
 @given(st.lists(st.lists(ops, min_size=1, max_size=6), min_size=1, max_size=25))
 def test_counters_equal_a_recount_and_a_rebuild(groups: list[list[Op]]) -> None:
     asyncio.run(run(groups))
