@@ -30,7 +30,7 @@ from events.vault import KeyCheck, Vault, check_database_key
 from projections import inbound as _inbound_tables  # noqa: F401  (mailbox checkpoints)
 from projections.base import Projector
 from projections.campaign_stats import campaign_stats
-from projections.management import ALL as MANAGEMENT_PROJECTIONS
+from projections.read_models import MANAGEMENT as MANAGEMENT_PROJECTIONS
 from projections.sending import send_queue
 from projections.usage import usage
 

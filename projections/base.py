@@ -8,6 +8,7 @@ only, never now(), so a rebuild from position 0 gives byte-for-byte the inline r
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from sqlalchemy import (
     delete,
     false,
     func,
+    inspect,
     literal_column,
     null,
     select,
@@ -419,3 +421,41 @@ class Projector:
         if stale:
             await self.rebuild(store, only=stale, progress=progress)
         return [p.name for p in stale]
+
+
+def compact_json(value: Any) -> str:
+    """JSON as the read models store it: compact, keys sorted, Unicode kept."""
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+
+
+def recorded_at_text(ev: StoredEvent) -> str:
+    return format_time(ev.recorded_at)
+
+
+def event_of(ev: StoredEvent) -> Any:
+    """The domain event, typed loosely: each handler knows which event types it receives."""
+    return ev.event
+
+
+class ReshapingProjection(Projection):
+    """A projection whose clear also brings its tables' columns up to the code's.
+
+    Read models never migrate: a changed projection gets a new version and is rebuilt at start-up.
+    But ``create_all`` leaves an existing table as it is, so a table that gained a column (here
+    ``rm_api_keys.name``) would refuse the rebuild's inserts on a database made by older code.
+    Its clear therefore drops and recreates each table whose columns differ, inside the rebuild's
+    transaction; a table already in shape is only emptied.
+    """
+
+    async def clear(self, conn: AsyncConnection) -> None:
+        for table in self.tables:
+            present = await conn.run_sync(_column_names, table.name)
+            if present != {col.name for col in table.columns}:
+                await conn.run_sync(table.drop, checkfirst=True)
+                await conn.run_sync(table.create)
+        await super().clear(conn)
+
+
+def _column_names(sync_conn: Any, name: str) -> set[str] | None:
+    found = inspect(sync_conn)
+    return {col["name"] for col in found.get_columns(name)} if found.has_table(name) else None

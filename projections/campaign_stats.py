@@ -49,8 +49,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from events.store import StoredEvent
-from projections.base import Statement, TimeTexts, insert_statement, metadata
-from projections.management import ReshapingProjection
+from projections.base import ReshapingProjection, Statement, TimeTexts, insert_statement, metadata
 
 # The figures of an email, in the order of rm_campaign_counts' columns.
 EMAIL_FIGURES = ("total", "scheduled", "claimed", "sent", "deferred", "failed", "bounced", "refused", "cancelled",

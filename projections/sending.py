@@ -16,8 +16,7 @@ from sqlalchemy import Boolean, Column, Index, Integer, String, Table, Text, bin
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from events.store import StoredEvent
-from projections.base import Handler, Statement, TimeTexts, insert_statement, lit, metadata
-from projections.management import ReshapingProjection
+from projections.base import Handler, ReshapingProjection, Statement, TimeTexts, insert_statement, lit, metadata
 
 emails = Table(
     "rm_emails", metadata,

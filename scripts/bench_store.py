@@ -67,7 +67,7 @@ from events.registry import Event  # noqa: E402
 from events.store import AppendBatch, EventStore  # noqa: E402
 from events.vault import Vault  # noqa: E402
 from projections.base import Projector  # noqa: E402
-from projections.management import ALL  # noqa: E402
+from projections.read_models import MANAGEMENT as ALL  # noqa: E402
 from projections.sending import send_queue  # noqa: E402
 
 try:

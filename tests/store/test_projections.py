@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from engine import CampaignEngine, ManualClock
-from projections import management
+from projections import contacts as contacts_model
 from projections.base import projection_state
 from tests.conftest import SECRET
 
@@ -15,9 +15,9 @@ async def test_changed_version_rebuilds_at_start(sqlite_url: str, clock: ManualC
         ws = (await e.create_workspace("w")).id
         await e.create_contact(ws, {"email": "a@corp.io"})
         async with e.store.write_engine.begin() as conn:  # simulate a read model gone stale
-            await conn.execute(management.contacts.tables[0].delete())
-    original = management.contacts.version
-    management.contacts.version = original + 1
+            await conn.execute(contacts_model.contacts.tables[0].delete())
+    original = contacts_model.contacts.version
+    contacts_model.contacts.version = original + 1
     try:
         async with CampaignEngine(sqlite_url, clock=clock, secret_key=SECRET) as e:
             assert (await e.list_contacts(ws))["pagination"]["total"] == 1
@@ -26,7 +26,7 @@ async def test_changed_version_rebuilds_at_start(sqlite_url: str, clock: ManualC
                                 .all())
             assert versions["contacts"] == original + 1
     finally:
-        management.contacts.version = original
+        contacts_model.contacts.version = original
 
 
 async def test_rebuild_in_batches_reports_progress(sqlite_url: str, clock: ManualClock) -> None:
