@@ -57,7 +57,8 @@ vault_keys = Table(
     Column("wrapped_key", LargeBinary, nullable=False),
 )
 
-# Idempotency-Key replay: the first response to a (workspace, key) is kept and replayed.
+# Idempotency-Key replay (engine/api/idempotency.py reads and writes it): the first response to a
+# (workspace, key) is kept and replayed. Created with the log so every node sees a claim at once.
 idempotency = Table(
     "idempotency_keys",
     metadata,

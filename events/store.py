@@ -25,8 +25,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any, ClassVar, NamedTuple, Protocol
+from datetime import datetime
+from typing import Any, NamedTuple, Protocol
 
 from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -104,7 +104,6 @@ class EventStore(Protocol):
     is notified at commit when ``notify_when`` says the committed events create work.
     """
 
-    IDEMPOTENCY_PENDING: ClassVar[int]
     url: str
     vault: Vault
     write_engine: AsyncEngine
@@ -192,17 +191,6 @@ class EventStore(Protocol):
     async def query(self, q: Any, conn: AsyncConnection | None = None) -> list[StoredEvent]:
         """Run a SELECT over the events table built by the caller; decode and decrypt like read_all."""
         ...
-
-    # -- idempotency (the API's Idempotency-Key records, kept in the log's database) -----------
-    async def idempotent_response(self, workspace_id: str, key: str) -> tuple[str, int, str] | None: ...
-
-    async def claim_idempotency_key(self, workspace_id: str, key: str, request_hash: str, *,
-                                    stale_after: timedelta) -> tuple[str, int, str] | None: ...
-
-    async def release_idempotency_key(self, workspace_id: str, key: str, request_hash: str) -> None: ...
-
-    async def save_idempotent_response(self, workspace_id: str, key: str, request_hash: str,
-                                       status: int, response: str) -> None: ...
 
 
 __all__ = ["AfterCommit", "AppendBatch", "ConcurrencyError", "EventStore", "InlineProjector", "StoredEvent",

@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
+from engine.api.idempotency import PENDING, IdempotencyRecords
 from engine.errors import (
     BadRequest,
     CampaignInvalid,
@@ -336,25 +337,24 @@ async def idempotent(request: Request, ws: str, body: Any, run: Callable[[], Awa
         return JSONResponse(payload, status_code=status)
     if len(key) > 255:
         raise BadRequest("Idempotency-Key is longer than 255 characters")
-    store = request.app.state.engine.store
+    records = IdempotencyRecords(request.app.state.engine.store)
     digest = hashlib.sha256(json.dumps([request.method, request.url.path, body], sort_keys=True,
                                        default=str).encode()).hexdigest()
-    pending = store.IDEMPOTENCY_PENDING
     loop = asyncio.get_running_loop()
     deadline = loop.time() + IDEMPOTENCY_WAIT_SECONDS
     pause, longest = IDEMPOTENCY_POLL_SECONDS
-    found = await store.claim_idempotency_key(ws, key, digest, stale_after=IDEMPOTENCY_STALE_AFTER)
+    found = await records.claim(ws, key, digest, stale_after=IDEMPOTENCY_STALE_AFTER)
     while found is not None:  # someone else's: wait on reads, claim again only if it was released
-        if found[1] != pending or found[0] != digest:
+        if found[1] != PENDING or found[0] != digest:
             return _replay(found, digest)
         if loop.time() >= deadline:
             raise Conflict("idempotency_conflict",
                            "a request with this Idempotency-Key is still in progress; retry later")
         await asyncio.sleep(pause)
         pause = min(pause * 2, longest)
-        found = await store.idempotent_response(ws, key)
+        found = await records.lookup(ws, key)
         if found is None:
-            found = await store.claim_idempotency_key(ws, key, digest, stale_after=IDEMPOTENCY_STALE_AFTER)
+            found = await records.claim(ws, key, digest, stale_after=IDEMPOTENCY_STALE_AFTER)
     try:
         status, payload = await run()
     except EngineError as exc:
@@ -362,9 +362,9 @@ async def idempotent(request: Request, ws: str, body: Any, run: Callable[[], Awa
         payload = {"error": {"code": exc.code, "message": exc.message, "details": exc.details}}
     except BaseException:
         # Shielded: a cancelled request must still free its key, else retries wait out the stale age.
-        await asyncio.shield(store.release_idempotency_key(ws, key, digest))
+        await asyncio.shield(records.release(ws, key, digest))
         raise
-    await store.save_idempotent_response(ws, key, digest, status, json.dumps(payload))
+    await records.complete(ws, key, digest, status, json.dumps(payload))
     return JSONResponse(payload, status_code=status)
 
 

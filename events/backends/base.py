@@ -12,8 +12,8 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any, ClassVar
+from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -361,76 +361,3 @@ class SqlEventStore(ABC):
                                          row[i_ws], row[i_hash])))
         return out
 
-    # -- idempotency --------------------------------------------------------------------------
-    # A row is written when a request claims its key, before the command runs, with status 0 and
-    # an empty response (``IDEMPOTENCY_PENDING``): the (workspace, key) primary key lets exactly one
-    # concurrent request win. The winner then fills in its response. The columns are the ones
-    # earlier versions wrote, so old rows (always complete) read the same and nothing migrates.
-    IDEMPOTENCY_PENDING: ClassVar[int] = 0
-    """``status_code`` of a claimed key whose first request has not answered yet (no HTTP status is 0)."""
-
-    async def idempotent_response(self, workspace_id: str, key: str) -> tuple[str, int, str] | None:
-        """(request hash, status, response JSON) stored for this key, if any.
-
-        A claim still running reads as status :attr:`IDEMPOTENCY_PENDING` with an empty response.
-        """
-        table = schema.idempotency
-        async with self.reading() as conn:
-            row = (await conn.execute(select(table.c.request_hash, table.c.status_code, table.c.response)
-                                      .where(table.c.workspace_id == workspace_id, table.c.key == key))).first()
-        return None if row is None else (row[0], row[1], row[2])
-
-    async def claim_idempotency_key(self, workspace_id: str, key: str, request_hash: str, *,
-                                    stale_after: timedelta) -> tuple[str, int, str] | None:
-        """Claim ``key`` for a request about to run; None if claimed, else the row that holds it.
-
-        The insert is its own short transaction, committed before the command starts, so a
-        concurrent request with the same key sees the claim at once and its insert fails on the
-        primary key instead of running the command a second time. A pending claim older than
-        ``stale_after`` belonged to a process that died mid-request (a live request releases or
-        completes its claim): it is taken over, else the key would stay blocked for good.
-        """
-        table = schema.idempotency
-        where = (table.c.workspace_id == workspace_id, table.c.key == key)
-        cutoff = format_time(self.now() - stale_after)
-        try:
-            async with self.write_engine.begin() as conn:
-                await conn.execute(table.delete().where(*where, table.c.created_at < cutoff,
-                                                        table.c.status_code == self.IDEMPOTENCY_PENDING))
-                await conn.execute(table.insert().values(workspace_id=workspace_id, key=key,
-                                                         request_hash=request_hash, response="",
-                                                         status_code=self.IDEMPOTENCY_PENDING,
-                                                         created_at=format_time(self.now())))
-            return None
-        except IntegrityError:
-            found = await self.idempotent_response(workspace_id, key)
-            # Released between our insert and this read: report it pending, the caller polls again.
-            return found if found is not None else (request_hash, self.IDEMPOTENCY_PENDING, "")
-
-    async def release_idempotency_key(self, workspace_id: str, key: str, request_hash: str) -> None:
-        """Drop a pending claim whose request died without a response, so a retry can run it."""
-        table = schema.idempotency
-        async with self.write_engine.begin() as conn:
-            await conn.execute(table.delete().where(table.c.workspace_id == workspace_id, table.c.key == key,
-                                                    table.c.request_hash == request_hash,
-                                                    table.c.status_code == self.IDEMPOTENCY_PENDING))
-
-    async def save_idempotent_response(self, workspace_id: str, key: str, request_hash: str,
-                                       status: int, response: str) -> None:
-        """Record the first response: complete this request's pending claim, or insert the row.
-
-        A complete row is never overwritten: the first response is the one every replay gets.
-        """
-        table = schema.idempotency
-        where = (table.c.workspace_id == workspace_id, table.c.key == key)
-        async with self.write_engine.begin() as conn:
-            done = await conn.execute(table.update().where(*where, table.c.request_hash == request_hash,
-                                                           table.c.status_code == self.IDEMPOTENCY_PENDING)
-                                      .values(status_code=status, response=response))
-            if done.rowcount:
-                return
-            exists = (await conn.execute(select(table.c.key).where(*where))).first()
-            if exists is None:
-                await conn.execute(table.insert().values(workspace_id=workspace_id, key=key,
-                                                         request_hash=request_hash, status_code=status,
-                                                         response=response, created_at=format_time(self.now())))

@@ -20,6 +20,7 @@ from sqlalchemy import func, select
 
 from engine import CampaignEngine, ManualClock, create_app
 from engine.api import support
+from engine.api.idempotency import IdempotencyRecords
 from events import schema
 from tests.conftest import SECRET
 
@@ -127,8 +128,8 @@ async def _dead_claim(engine: CampaignEngine, workspace_id: str, key: str, body:
     """A pending claim as a process killed mid-request leaves it: the hash is the one the API computes."""
     digest = hashlib.sha256(json.dumps(["POST", "/v1/contacts", body], sort_keys=True,
                                        default=str).encode()).hexdigest()
-    assert await engine.store.claim_idempotency_key(workspace_id, key, digest,
-                                                    stale_after=support.IDEMPOTENCY_STALE_AFTER) is None
+    assert await IdempotencyRecords(engine.store).claim(workspace_id, key, digest,
+                                                        stale_after=support.IDEMPOTENCY_STALE_AFTER) is None
 
 
 async def test_a_claim_left_by_a_dead_process_is_taken_over_once_stale(
@@ -146,3 +147,13 @@ async def test_a_claim_left_by_a_dead_process_is_taken_over_once_stale(
     taken = await _post(client, headers, "orphan-key", body)
     assert taken.status_code == 201, taken.text
     assert await _count_contacts(engine_on, workspace_id) == 1
+
+
+async def test_a_stored_response_is_found_only_under_its_own_workspace(engine: CampaignEngine) -> None:
+    records = IdempotencyRecords(engine.store)
+    assert await records.lookup("ws_one", "k1") is None
+    await records.complete("ws_one", "k1", "h", 201, '{"ok": true}')
+    assert await records.lookup("ws_one", "k1") == ("h", 201, '{"ok": true}')
+    assert await records.lookup("ws_other", "k1") is None
+    await records.complete("ws_one", "k1", "h2", 200, '{"second": true}')  # the first response stays
+    assert await records.lookup("ws_one", "k1") == ("h", 201, '{"ok": true}')

@@ -152,13 +152,6 @@ async def test_hash_chain_verifies_and_detects_tampering(store: EventStore) -> N
     assert problem is not None and problem.version == 2 and "altered" in problem.problem  # type: ignore[attr-defined]
 
 
-async def test_idempotency_lookup(store: EventStore) -> None:
-    assert await store.idempotent_response(WS, "k1") is None
-    await store.save_idempotent_response(WS, "k1", "h", 201, '{"ok": true}')
-    assert await store.idempotent_response(WS, "k1") == ("h", 201, '{"ok": true}')
-    assert await store.idempotent_response("ws_other", "k1") is None
-
-
 @register
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Renamed(Event):
