@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 import os
+from collections.abc import Sequence
 from enum import Enum
 from typing import Any
 
@@ -85,6 +86,18 @@ class Vault:
         return PII_PREFIX + base64.b64encode(nonce + AESGCM(key).encrypt(nonce, plain, None)).decode()
 
     @staticmethod
+    def encrypt_fields(key: bytes, data: dict[str, Any], names: Sequence[str]) -> None:
+        """:meth:`encrypt_field` for each of `names` present in `data` (in place), with one cipher
+        built for the event rather than one per field: the append of a bulk import pays it once."""
+        cipher = AESGCM(key)
+        for name in names:
+            value = data.get(name)
+            if value is not None:
+                nonce = os.urandom(12)
+                plain = json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
+                data[name] = PII_PREFIX + base64.b64encode(nonce + cipher.encrypt(nonce, plain, None)).decode()
+
+    @staticmethod
     def decrypt_field(key: bytes | None, token: Any) -> Any:
         """The clear value, or None when the key was destroyed (erased)."""
         if not isinstance(token, str) or not token.startswith(PII_PREFIX):
@@ -108,7 +121,8 @@ class Vault:
     # -- keyed hashes -------------------------------------------------------------------------
     def lookup_hash(self, value: str) -> str:
         """A keyed hash for equality look-ups that must outlive erasure (suppressions)."""
-        return hmac.new(self._hash_key, value.strip().lower().encode(), hashlib.sha256).hexdigest()
+        # one-shot digest: several times cheaper than hmac.new(...) per call on bulk imports
+        return hmac.digest(self._hash_key, value.strip().lower().encode(), "sha256").hex()
 
 
 # -- the database's key check -----------------------------------------------------------------

@@ -236,11 +236,11 @@ class SqlEventStore(ABC):
         data = to_data(ev)
         if ev.PERSONAL:
             key = keys.get(str(getattr(ev, ev.SUBJECT, "")))
-            for name in ev.PERSONAL:
-                if data.get(name) is not None:
-                    if key is None:
-                        raise ValueError(f"no vault key for {ev.TYPE}: personal data would be lost")
-                    data[name] = Vault.encrypt_field(key, data[name])
+            if key is None:
+                if any(data.get(name) is not None for name in ev.PERSONAL):
+                    raise ValueError(f"no vault key for {ev.TYPE}: personal data would be lost")
+            else:
+                Vault.encrypt_fields(key, data, ev.PERSONAL)
         return data
 
     async def erase_subject(self, conn: AsyncConnection, subject_id: str) -> None:
