@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +17,7 @@ from engine import CampaignEngine, ManualClock, create_app
 
 PG_DSN = os.environ.get("CAMPAIGN_ENGINE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 SECRET = "test-secret-key-0123456789abcdef"
+PUBLIC = "https://track.example.com"  # the public URL tracking links and unsubscribe pages use
 
 
 @pytest.fixture
@@ -63,6 +64,29 @@ async def db_url(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator
     else:
         async with pg_database() as url:
             yield url
+
+
+@pytest.fixture
+def sink() -> Iterator[Any]:
+    """A recording aiosmtpd server on a loopback port (tests/delivery/smtp_server.py)."""
+    from tests.delivery.smtp_server import SmtpSink
+
+    with SmtpSink() as running:
+        yield running
+
+
+@pytest.fixture
+async def eng(sqlite_url: str, clock: ManualClock) -> AsyncIterator[CampaignEngine]:
+    """An engine whose tracking links and pages are on :data:`PUBLIC`."""
+    async with CampaignEngine(sqlite_url, clock=clock, secret_key=SECRET, public_url=PUBLIC) as running:
+        yield running
+
+
+@pytest.fixture
+async def web(eng: CampaignEngine) -> AsyncIterator[httpx.AsyncClient]:
+    """The recipients' side of the app (pixel, clicks, unsubscribe pages): no API key."""
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(eng)), base_url=PUBLIC) as client:
+        yield client
 
 
 @pytest.fixture

@@ -7,16 +7,14 @@ a scanner and then a person would, on a ManualClock so "seconds after delivery" 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 
 import httpx
 import pytest
 
-from engine import CampaignEngine, ManualClock, create_app
+from engine import CampaignEngine, ManualClock
 from engine.service.tracking import SCANNER_WINDOW, is_scanner
-from tests.api.test_tracking import PRICING, PUBLIC, READER, Links, World, engagement, events_of, launch, links_of
-from tests.conftest import SECRET
+from tests.api.test_tracking import PRICING, READER, Links, World, engagement, events_of, launch, links_of
 from tests.delivery.smtp_server import SmtpSink
 
 PYTHON_REQUESTS = "python-requests/2.32.3"
@@ -26,25 +24,6 @@ CUBOT_PHONE = ("Mozilla/5.0 (Linux; Android 10; CUBOT X30) AppleWebKit/537.36 (K
                "Chrome/120.0.0.0 Mobile Safari/537.36")
 CHROME = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
           "Chrome/124.0.0.0 Safari/537.36")
-
-
-@pytest.fixture
-def sink() -> Iterator[SmtpSink]:
-    with SmtpSink() as smtp:
-        yield smtp
-
-
-@pytest.fixture
-async def eng(sqlite_url: str, clock: ManualClock) -> AsyncIterator[CampaignEngine]:
-    async with CampaignEngine(sqlite_url, clock=clock, secret_key=SECRET, public_url=PUBLIC) as engine:
-        yield engine
-
-
-@pytest.fixture
-async def web(eng: CampaignEngine) -> AsyncIterator[httpx.AsyncClient]:
-    """The recipients' side of the app: no API key."""
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(eng)), base_url=PUBLIC) as client:
-        yield client
 
 
 async def send_one(eng: CampaignEngine, clock: ManualClock, sink: SmtpSink) -> Links:

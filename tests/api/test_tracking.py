@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from email import message_from_bytes, policy
@@ -12,14 +11,12 @@ from typing import Any
 import httpx
 import pytest
 
-from engine import CampaignEngine, ManualClock, create_app
+from engine import CampaignEngine, ManualClock
 from engine.delivery.content.tokens import click_token, open_token, unsubscribe_token
 from engine.service.tracking import is_prefetch, redirect_target
 from tests.api.test_management_api import event_count
-from tests.conftest import SECRET
 from tests.delivery.smtp_server import SmtpSink
 
-PUBLIC = "https://track.example.com"
 PRICING = "https://example.org/pricing?plan=pro&ref=mail"
 DOCS = "http://docs.example.org/start"
 APPLE_MPP = "Mozilla/5.0"
@@ -27,25 +24,6 @@ READER = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (
 GMAIL_PROXY = "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)"
 ALWAYS = {"timezone": "UTC", "start_time": "00:00", "end_time": "24:00", "every_minutes": 1}
 TRACKED = {"track_opens": True, "track_clicks": True, "unsubscribe_link": True}
-
-
-@pytest.fixture
-def sink() -> Iterator[SmtpSink]:
-    with SmtpSink() as s:
-        yield s
-
-
-@pytest.fixture
-async def eng(sqlite_url: str, clock: ManualClock) -> AsyncIterator[CampaignEngine]:
-    async with CampaignEngine(sqlite_url, clock=clock, secret_key=SECRET, public_url=PUBLIC) as e:
-        yield e
-
-
-@pytest.fixture
-async def web(eng: CampaignEngine) -> AsyncIterator[httpx.AsyncClient]:
-    """No API key anywhere: these endpoints are for recipients."""
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(eng)), base_url=PUBLIC) as client:
-        yield client
 
 
 @dataclass

@@ -13,7 +13,8 @@ import httpx
 import pytest
 
 from engine import CampaignEngine, ManualClock, create_app
-from tests.api.test_tracking import ALWAYS, PUBLIC, launch, send_first_steps
+from tests.api.test_tracking import ALWAYS, launch, send_first_steps
+from tests.conftest import PUBLIC
 from tests.delivery.dovecot import Dovecot
 from tests.delivery.smtp_server import SinkBehaviour, SmtpSink
 from tests.scenarios.test_inbound import mid, start

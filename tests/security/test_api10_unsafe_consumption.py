@@ -12,38 +12,17 @@ the contact stays subscribed. The genuine tokens then work, so the refusals were
 from __future__ import annotations
 
 import string
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import httpx
-import pytest
 
-from engine import CampaignEngine, ManualClock, create_app
+from engine import CampaignEngine, ManualClock
 from engine.delivery.content.tokens import click_token, open_token, unsubscribe_token
-from tests.api.test_tracking import PRICING, PUBLIC, READER, Links, launch, send_first_steps
-from tests.conftest import SECRET
+from tests.api.test_tracking import PRICING, READER, Links, launch, send_first_steps
 from tests.delivery.smtp_server import SmtpSink
 from tests.security.conftest import last_position
 
 ALPHABET = string.ascii_letters + string.digits + "-_"
-
-
-@pytest.fixture
-def sink() -> Iterator[SmtpSink]:
-    with SmtpSink() as running:
-        yield running
-
-
-@pytest.fixture
-async def eng(sqlite_url: str, clock: ManualClock) -> AsyncIterator[CampaignEngine]:
-    async with CampaignEngine(sqlite_url, clock=clock, secret_key=SECRET, public_url=PUBLIC) as running:
-        yield running
-
-
-@pytest.fixture
-async def web(eng: CampaignEngine) -> AsyncIterator[httpx.AsyncClient]:
-    """A recipient's client: no API key."""
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(eng)), base_url=PUBLIC) as client:
-        yield client
 
 
 def mutations(token: str) -> Iterator[str]:

@@ -9,7 +9,7 @@ before anything more is sent. A test send reaches at most 20 addresses per reque
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import httpx
@@ -23,12 +23,6 @@ from tests.security.conftest import created, last_position
 TWO_STEPS = [{"subject": "One", "body_html": "<p>1</p>"}, {"subject": "Two", "body_html": "<p>2</p>",
                                                            "delay": {"days": 1}}]
 ALWAYS = {"timezone": "UTC", "start_time": "00:00", "end_time": "24:00", "every_minutes": 1}
-
-
-@pytest.fixture
-def sink() -> Iterator[SmtpSink]:
-    with SmtpSink() as running:
-        yield running
 
 
 async def sending_campaign(api: Api, sink: SmtpSink, contacts: int, first: int = 0) -> str:
@@ -99,7 +93,6 @@ async def test_a_key_over_its_rate_cannot_keep_test_sending(engine: CampaignEngi
     assert [answer.status_code for answer in answers] == [200, 200, 200, 429, 429]
     assert answers[3].json()["error"]["code"] == "rate_limited" and int(answers[3].headers["Retry-After"]) >= 1
     assert len(sink.messages) == 3 * len(TWO_STEPS)
-
 
 
 async def test_a_test_send_never_reaches_a_suppressed_address(engine: CampaignEngine, api: Api, sink: SmtpSink) -> None:
