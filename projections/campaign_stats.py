@@ -41,6 +41,7 @@ log was cut into appends (inline) or batches (rebuild).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Boolean, Column, Index, Integer, String, Table, and_, bindparam, select, text, update
@@ -153,6 +154,9 @@ _CHUNK = 500
 _SHAPE = ("campaign_id", "step", "sender_id", "variant", "status", "has_message", "bounce_type", "bounce_source",
           "sent_at", "opened_at", "clicked_at", "replied_at", "out_of_office", "unsubscribed", "complained")
 
+_SHAPE_TIMES = tuple(name for name in _SHAPE if name.endswith("_at"))
+_shape_values = itemgetter(*[name for name in _SHAPE if not name.endswith("_at")])
+
 Facts = dict[str, Any]
 CounterKey = tuple[str, str, str]  # (campaign_id, kind, key)
 
@@ -259,13 +263,24 @@ def evolve_email(facts: Facts, type_: str, d: Any, at: str) -> None:
             facts["variant"] = d.variant
 
 
-def _upsert(conn: AsyncConnection, table: Table, figures: Sequence[str]) -> Any:
-    """INSERT of a first count, adding to the stored counts when the row exists."""
-    insert = postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    stmt = insert(table)
-    keys = [c.name for c in table.primary_key.columns]
-    return stmt.on_conflict_do_update(index_elements=keys,
-                                      set_={n: getattr(table.c, n) + getattr(stmt.excluded, n) for n in figures})
+_UPSERTS: dict[tuple[str, str], Statement] = {}
+
+
+def _upsert(dialect_name: str, table: Table, figures: Sequence[str]) -> Statement:
+    """INSERT of a first count, adding to the stored counts when the row exists: built and compiled
+    once per (dialect, table), run with one tuple per row in the table's column order."""
+    found = _UPSERTS.get((dialect_name, table.name))
+    if found is None:
+        keys = [c.name for c in table.primary_key.columns]
+
+        def build() -> Any:
+            insert = postgresql_insert if dialect_name == "postgresql" else sqlite_insert
+            stmt = insert(table).values({c.name: bindparam(f"p_{c.name}") for c in table.columns})
+            return stmt.on_conflict_do_update(index_elements=keys,
+                                              set_={n: table.c[n] + stmt.excluded[n] for n in figures})
+
+        found = _UPSERTS[(dialect_name, table.name)] = Statement(build, [f"p_{c.name}" for c in table.columns])
+    return found
 
 
 async def _add(conn: AsyncConnection, table: Table, figures: Sequence[str],
@@ -273,17 +288,20 @@ async def _add(conn: AsyncConnection, table: Table, figures: Sequence[str],
     """Add ``deltas`` (primary key -> figure -> change) to ``table``; then delete the rows that a
     decrease may have brought back to all zeros (a row of zeros is a row that never was)."""
     keys = [c.name for c in table.primary_key.columns]
-    rows: list[dict[str, Any]] = [{**dict(zip(keys, key, strict=True)), **{n: change.get(n, 0) for n in figures}}
-                                  for key, change in deltas.items() if any(change.values())]
+    if [c.name for c in table.columns] != [*keys, *figures]:
+        raise ValueError(f"{table.name}: the figures must be the columns after the key")
+    rows: list[tuple[Any, ...]] = [(*key, *[change.get(n, 0) for n in figures]) for key, change in deltas.items()
+                                   if any(change.values())]
     if not rows:
         return
-    await conn.execute(_upsert(conn, table, figures), rows)
-    lowered = [row for row in rows if any(int(row[n]) < 0 for n in figures)]
+    await _upsert(conn.dialect.name, table, figures).run(conn, rows)
+    width = len(keys)
+    lowered = [row for row in rows if any(n < 0 for n in row[width:])]
     if lowered:
         cols = table.c
         await conn.execute(table.delete().where(
             *[cols[k] == bindparam(f"k_{k}") for k in keys], *[cols[n] == 0 for n in figures]),
-            [{f"k_{k}": row[k] for k in keys} for row in lowered])
+            [{f"k_{k}": row[i] for i, k in enumerate(keys)} for row in lowered])
 
 
 def _add_figures(deltas: dict[tuple[str, ...], dict[str, int]], key: tuple[str, ...],
@@ -293,11 +311,17 @@ def _add_figures(deltas: dict[tuple[str, ...], dict[str, int]], key: tuple[str, 
         change[name] = change.get(name, 0) + n
 
 
+_LOADS: dict[str, Any] = {}
+
+
 async def _load(conn: AsyncConnection, table: Table, ids: Sequence[str]) -> dict[str, Facts]:
     key = table.primary_key.columns.values()[0]
+    statement = _LOADS.get(table.name)
+    if statement is None:  # built once: a fresh select per batch cost more than the read itself
+        statement = _LOADS[table.name] = select(table).where(key.in_(bindparam("ids", expanding=True)))
     found: dict[str, Facts] = {}
     for i in range(0, len(ids), _CHUNK):
-        for row in (await conn.execute(select(table).where(key.in_(ids[i:i + _CHUNK])))).mappings():
+        for row in (await conn.execute(statement, {"ids": ids[i:i + _CHUNK]})).mappings():
             found[row[key.name]] = dict(row)
     return found
 
@@ -364,7 +388,10 @@ async def _apply(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
     send_deltas: dict[tuple[str, ...], dict[str, int]] = {}
     sent_deltas: dict[tuple[str, ...], int] = {}
     changed_emails: list[Facts] = []
-    shapes: dict[tuple[Any, ...], list[tuple[CounterKey, list[tuple[str, int]]]]] = {}
+    # Emails in the same state count the same: the batch's emails are netted per shape (a claim
+    # and its send cancel out), and each shape's figures are computed and added once.
+    shape_net: dict[tuple[Any, ...], int] = {}
+    shape_facts: dict[tuple[Any, ...], Facts] = {}
     for email_id, now in emails_now.items():
         before = emails_before.get(email_id)
         if before == now:
@@ -373,15 +400,12 @@ async def _apply(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
         for facts, sign in ((before, -1), (now, 1)):
             if facts is None:
                 continue
-            # Emails in the same state count the same: an enrollment's thousands of new scheduled
-            # emails are one computation per (campaign, step, sender).
-            shape = tuple(facts[name] is not None if name.endswith("_at") else facts[name] for name in _SHAPE)
-            found = shapes.get(shape)
-            if found is None:
-                figures = email_figures(facts)
-                found = shapes[shape] = [(key, list(figures.items())) for key in counter_keys(facts)]
-            for key, items in found:
-                _add_figures(count_deltas, key, ((n, sign * v) for n, v in items))
+            shape = (*_shape_values(facts), *[facts[name] is not None for name in _SHAPE_TIMES])
+            if shape in shape_net:
+                shape_net[shape] += sign
+            else:
+                shape_net[shape] = sign
+                shape_facts[shape] = facts
             for name, minute in timeline_minutes(facts):
                 _add_figures(minute_deltas, (facts["campaign_id"], minute), [(name, sign)])
             if facts["sent_at"] is not None:
@@ -390,6 +414,12 @@ async def _apply(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
                 for span, start in (("hour", hour_of(facts["sent_at"])), ("minute", minute_of(facts["sent_at"]))):
                     _add_figures(send_deltas, (facts["campaign_id"], span, start, facts["sender_id"] or ""),
                                  [("sent", sign)])
+    for shape, net in shape_net.items():
+        if net:
+            facts = shape_facts[shape]
+            items = [(name, net * value) for name, value in email_figures(facts).items()]
+            for key in counter_keys(facts):
+                _add_figures(count_deltas, key, items)
     changed_enrollments: list[Facts] = []
     for enrollment_id, now in enrollments_now.items():
         before = enrollments_before.get(enrollment_id)
