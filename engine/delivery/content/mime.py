@@ -312,9 +312,21 @@ def _mailbox_header(name: str, display: str | None, address: str) -> str:
         if not addr.isascii():
             # A UTF-8 local part (SMTPUTF8): formataddr refuses it, so quote the phrase ourselves.
             return f'{name}: "{email.utils.quote(phrase)}" <{addr}>\r\n'
+        if _PLAIN_PHRASE.fullmatch(phrase):  # what formataddr writes unquoted, without its parsing
+            return f"{name}: {phrase} <{addr}>\r\n"
         return f"{name}: {email.utils.formataddr((phrase, addr))}\r\n"
     encoded = Header(phrase, "utf-8", maxlinelen=_MAX_LINE, header_name=name).encode(linesep="\r\n")
     return f"{name}: {encoded} <{addr}>\r\n"
+
+
+# A display name formataddr leaves unquoted: atext and spaces, no RFC 5322 specials.
+_PLAIN_PHRASE = re.compile(r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~ ]+")
+
+
+@lru_cache(maxsize=64)
+def _date_header(date: datetime) -> str:
+    """``Date:``'s value; a tick composes its whole batch at one instant, so it is formatted once."""
+    return email.utils.format_datetime(date)
 
 
 def _msgid(value: str) -> str:
@@ -511,7 +523,7 @@ def build_message(
     links: tuple[str, ...] = ()
     headers: list[str] = [
         f"Message-ID: {message_id}\r\n",
-        f"Date: {email.utils.format_datetime(date)}\r\n",
+        f"Date: {_date_header(date)}\r\n",
         _mailbox_header("From", from_name, from_email),
         _mailbox_header("To", to_name, to_email),
     ]
@@ -540,7 +552,7 @@ def build_message(
             mailto = _address(tracking.unsubscribe_mailto or from_email)
             headers.append(
                 f"List-Unsubscribe: <{base}/u/{token}>,\r\n"
-                f" <mailto:{quote(mailto, safe='@')}?subject={quote('unsubscribe ' + token)}>\r\n"
+                f" <mailto:{quote(mailto, safe='@')}?subject=unsubscribe%20{quote(token)}>\r\n"
             )
             if base.lower().startswith("https://"):  # RFC 8058 section 3.1: one-click needs HTTPS
                 headers.append("List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n")

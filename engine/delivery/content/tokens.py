@@ -58,7 +58,7 @@ def _mac(secret: bytes, kind: str, body: bytes) -> bytes:
     if not isinstance(secret, bytes | bytearray) or not secret:
         raise ValueError("secret must be non-empty bytes")
     message = kind.encode("ascii") + b"\x00" + body
-    return hmac.new(_signing_key(bytes(secret)), message, hashlib.sha256).digest()[:_MAC_BYTES]
+    return hmac.digest(_signing_key(bytes(secret)), message, "sha256")[:_MAC_BYTES]
 
 
 def _b64encode(data: bytes) -> str:
