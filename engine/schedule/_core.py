@@ -21,7 +21,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from engine.schedule._queue import ItemQueue, Pool, RankKey
 from engine.schedule.cron import next_fire_at_or_after
@@ -37,7 +37,7 @@ from engine.schedule.tzutil import (
 )
 from engine.schedule.windows import Window, effective_timezone
 
-__all__ = ["Assignment", "Context", "build_queue", "next_due", "send_now"]
+__all__ = ["Assignment", "Context", "DueTracker", "build_queue", "next_due", "send_now"]
 
 # How far a search for the next slot goes before deciding "not in the foreseeable future".
 _HORIZON = timedelta(days=400)
@@ -378,14 +378,6 @@ def _campaign_rotation(ctx: Context, usage: Usage, c: str) -> dict[tuple[str, st
     return {(c, s): (index - after - 1) % len(senders) for index, s in enumerate(senders)}
 
 
-def _rotation(ctx: Context, usage: Usage) -> dict[tuple[str, str], int]:
-    """Round-robin order of each campaign's senders (see :func:`_campaign_rotation`)."""
-    order: dict[tuple[str, str], int] = {}
-    for c in ctx.active_senders:
-        order.update(_campaign_rotation(ctx, usage, c))
-    return order
-
-
 def _may_repeat(ctx: Context, usage: Usage, c: str, s: str, now: datetime) -> bool:
     """Whether the pair may send again at `now`: its spacing after the send just made is zero.
 
@@ -417,7 +409,9 @@ def send_now(
     others are not weighed: their answer would be no), True for those whose slot it found to be
     `now` (their limits and slot need no second search).
     """
-    rotation = _rotation(ctx, usage)
+    # each campaign's sender rotation, worked out when one of its pairs is first weighed (and again
+    # after each of its sends): a round usually weighs one or two pairs of all those planned
+    rotations: dict[str, dict[tuple[str, str], int]] = {}
     versions: dict[str, int] = dict.fromkeys(ctx.campaigns, 0)
     heap: list[tuple[RankKey, int, str, str, int]] = []
     # Pairs whose slot is known to be at or before `now`. Another pair's send cannot move a slot
@@ -441,6 +435,9 @@ def send_now(
             key = _candidate(ctx, queue, usage, c, s, now, (c, s) in slotted, open_zones)
         if key is not None:
             slotted.add((c, s))
+            rotation = rotations.get(c)
+            if rotation is None:
+                rotation = rotations[c] = _campaign_rotation(ctx, usage, c)
             heapq.heappush(heap, (key, rotation[(c, s)], c, s, versions[c]))
 
     for c, s in ctx.pairs:
@@ -473,12 +470,23 @@ def send_now(
         sends.append(Assignment(item=item, sender_id=s, at=now))
         versions[c] += 1
         slotted.discard((c, s))
-        rotation.update(_campaign_rotation(ctx, usage, c))
+        rotations.pop(c, None)  # the rotation moved on
         if _may_repeat(ctx, usage, c, s, now):
             push(c, s)
         else:
             used.add((c, s))
     return sends, usage
+
+
+def _value(ctx: Context, queue: ItemQueue, usage: Usage, pair: tuple[str, str], groups: list[tuple[str, list[Pool]]],
+           floor: datetime | None, after: datetime, stop: datetime | None) -> datetime | None:
+    """The earliest moment >= `after` at which the pair could send (its slot, or when the slot already
+    passed, the next open due moment); None when it is after `stop` or not foreseeable."""
+    slot = _slot_of(ctx, usage, pair, groups, floor, stop, queue.items)
+    if slot is not None and slot < after:  # slot already passed (downtime or contention): next open due moment
+        need_fire = ctx.campaigns[pair[0]].schedule.cron is not None
+        slot = _earliest_over(ctx, usage, pair, groups, after, need_fire, stop, queue.items)
+    return slot
 
 
 def next_due(now: datetime, queue: ItemQueue, ctx: Context, usage: Usage,
@@ -512,17 +520,120 @@ def next_due(now: datetime, queue: ItemQueue, ctx: Context, usage: Usage,
                 found.append((lowest, (c, s), False))  # not worked out: it may send at the answer
                 continue
             break
-        slot = _slot_of(ctx, usage, (c, s), groups, floor, best, queue.items)
+        slot = _value(ctx, queue, usage, (c, s), groups, floor, after, best)
         if slot is None:
             continue
-        if slot < after:  # slot already passed (downtime or contention): next open due moment
-            need_fire = ctx.campaigns[c].schedule.cron is not None
-            slot = _earliest_over(ctx, usage, (c, s), groups, after, need_fire, best, queue.items)
-            if slot is None:
-                continue
         if best is None or slot < best:
             best = slot
         found.append((slot, (c, s), True))
     if able is not None:
         able.update((pair, known) for at, pair, known in found if at == best)
     return best
+
+
+_DAWN = datetime.min.replace(tzinfo=UTC)  # "work this pair out again": below every answer
+
+
+class DueTracker:
+    """:func:`next_due` for one queue played forward round after round (the forecast), without
+    weighing every pair again at each round.
+
+    Each pair keeps a lower bound on the earliest moment it could send, in a heap. Between rounds
+    a pair's answer only moves later (another pair's send takes an item or fills a shared limit,
+    its own send starts its spacing again, time passes), except when an item joins its queue or,
+    for a sender warming up from no first send day, when that sender first sends: those pairs are
+    worked out again (:meth:`added`, :meth:`sent`). So the answer is found by popping the lowest
+    bounds and working out only those pairs, until the best answer found is below every bound
+    left; the others keep their bounds. The answer equals :func:`next_due`'s whenever it is at or
+    before `until` (later than that, the forecast stops either way, so this says None).
+    """
+
+    def __init__(self, ctx: Context, queue: ItemQueue, until: datetime) -> None:
+        self._ctx = ctx
+        self._queue = queue
+        self._until = until
+        self._heap: list[tuple[datetime, str, str]] = []
+        self._bounds: dict[tuple[str, str], datetime] = {}  # each pair's live heap entry
+        # pairs with no answer up to `until`: only an item joining or leaving their queue can change that
+        self._parked: dict[str, set[tuple[str, str]]] = {}
+        self._by_campaign: dict[str, list[tuple[str, str]]] = {}
+        for pair in ctx.pairs:
+            self._by_campaign.setdefault(pair[0], []).append(pair)
+            self._lower(pair, _DAWN)
+        self._warming = {sid for sid, sender in ctx.senders.items()
+                         if sender.warmup is not None and sender.first_send_day is None}
+
+    def _lower(self, pair: tuple[str, str], bound: datetime) -> None:
+        kept = self._bounds.get(pair)
+        if kept is None or bound < kept:
+            self._bounds[pair] = bound
+            heapq.heappush(self._heap, (bound, pair[0], pair[1]))
+
+    def added(self, item: QueueItem) -> None:
+        """`item` joined the queue: the pairs that may send it could now send sooner."""
+        for pair in self._by_campaign.get(item.campaign_id, ()):
+            if item.sender_id is None or item.sender_id == pair[1]:
+                self._parked.get(pair[0], set()).discard(pair)
+                self._lower(pair, _DAWN)
+
+    def sent(self, campaign_id: str, sender_id: str) -> None:
+        """A send was recorded: items left the campaign's queue (its parked pairs are worked out
+        again), and a warming sender's first send day may now be known (its limits grow)."""
+        parked = self._parked.pop(campaign_id, None)
+        for pair in parked or ():
+            self._lower(pair, _DAWN)
+        if sender_id in self._warming:
+            self._warming.discard(sender_id)
+            for pair in self._ctx.pairs:
+                if pair[1] == sender_id:
+                    self._lower(pair, _DAWN)
+
+    def next_due(self, now: datetime, usage: Usage, able: dict[tuple[str, str], bool] | None = None
+                 ) -> datetime | None:
+        """:func:`next_due` (with `able` filled the same way) when its answer is at or before `until`."""
+        ctx, queue, heap, bounds = self._ctx, self._queue, self._heap, self._bounds
+        after = now + _EPSILON
+        best: datetime | None = None
+        found: list[tuple[datetime, tuple[str, str]]] = []
+        unknown: list[tuple[str, str]] = []  # bound at the answer, not worked out
+        while heap:
+            bound, c, s = heap[0]
+            pair = (c, s)
+            if bounds.get(pair) != bound:
+                heapq.heappop(heap)  # an entry replaced by a lower one
+                continue
+            lowest = max(bound, after)
+            if best is not None and lowest >= best:
+                if able is None or lowest != best:
+                    break
+                heapq.heappop(heap)
+                unknown.append(pair)
+                continue
+            if lowest > self._until:
+                break
+            heapq.heappop(heap)
+            del bounds[pair]
+            stop = self._until if best is None else best
+            value = None
+            groups = queue.groups(c, s)
+            if groups:
+                floor = _lower_bound(ctx, usage, c, s)
+                if not isinstance(floor, _Never):
+                    value = _value(ctx, queue, usage, pair, groups, floor, after, stop)
+            if value is None:
+                if stop is self._until:
+                    self._parked.setdefault(c, set()).add(pair)
+                else:
+                    self._lower(pair, stop + _EPSILON)
+                continue
+            if best is None or value < best:
+                best = value
+            found.append((value, pair))
+        for value, pair in found:
+            self._lower(pair, value)
+        for pair in unknown:
+            heapq.heappush(heap, (bounds[pair], pair[0], pair[1]))
+        if able is not None and best is not None:
+            able.update((pair, True) for value, pair in found if value == best)
+            able.update((pair, False) for pair in unknown)
+        return best

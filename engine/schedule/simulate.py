@@ -13,12 +13,16 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from engine.schedule._core import Context, build_queue, next_due, send_now
+from engine.schedule._core import Context, DueTracker, build_queue, next_due, send_now
 from engine.schedule.model import CampaignPlan, QueueItem, SenderPlan, Usage
 from engine.schedule.planner import follow_up
 from engine.schedule.tzutil import as_utc, local_date, local_day_start, zone
 
 __all__ = ["SimulatedSend", "default_email_id", "forecast_by_day", "forecast_range", "simulate"]
+
+# The longest simulation whose next due times are worked out incrementally (:class:`DueTracker`):
+# its slot searches look at most this far ahead, well inside the planner's own search horizon.
+_TRACKED = timedelta(days=200)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,10 +68,14 @@ def simulate(
     at: datetime | None = now
     usage = usage.owned()  # recorded in place from here on: the caller's usage stays as it was
     able: dict[tuple[str, str], bool] | None = None  # the pairs that can send at `at` (None: weigh them all)
+    # next_due worked out incrementally; not over a horizon so long that its searches would be cut short
+    tracker = DueTracker(ctx, queue, until) if until - now <= _TRACKED else None
     while at is not None and at <= until:
         sends, usage = send_now(at, queue, ctx, usage, owned=True, able=able)
         for send in sends:
             item = send.item
+            if tracker is not None:
+                tracker.sent(item.campaign_id, send.sender_id)
             out.append(
                 SimulatedSend(
                     email_id=item.email_id,
@@ -84,8 +92,10 @@ def simulate(
                 tz = ctx.admit(nxt)
                 if tz is not None:
                     queue.add(nxt, tz)
+                    if tracker is not None:
+                        tracker.added(nxt)
         able = {}
-        at = next_due(at, queue, ctx, usage, able)
+        at = next_due(at, queue, ctx, usage, able) if tracker is None else tracker.next_due(at, usage, able)
     return out
 
 
