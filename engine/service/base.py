@@ -139,27 +139,31 @@ class Reads:
         return row
 
     async def paged(self, q: Select[Any], page: Page, view: Callable[[Any], dict[str, Any]], listing: Listing,
-                    *, counted: Select[Any] | None = None) -> dict[str, Any]:
+                    *, counted: Select[Any] | None = None, total: Select[Any] | None = None) -> dict[str, Any]:
         """One page of ``q`` in the contract's ``{data, pagination}`` shape, in ``listing``'s order.
 
         By number, the page is an OFFSET, as it always was. After a cursor, it is the rows after
         the cursor's key (an index seek on the listing's order, whatever the depth), one more row
         read to know whether another page follows. Either way ``next_cursor`` leads to the next
         page (null on the last), so a client can switch from pages to cursors at any page.
-        ``total`` is a count of the filtered rows, the one cost of a deep cursor page that still
-        grows with the listing; ``counted``, when given, is a cheaper query with the same rows
-        to count (without a join that only adds columns).
+        ``total``, when given, is a query answering the number of rows from a counter kept as
+        events land (``projections/listing_totals.py``): a primary-key read, so that no page costs
+        more than its seek. Without it (a filter no counter covers) the filtered rows are counted;
+        ``counted``, when given, is a cheaper query with the same rows to count (without a join
+        that only adds columns).
         """
         scope = listing.scope()
         position = self.cursors.decode(scope, page.cursor, len(listing.order)) if page.cursor else None
         ordered = q.order_by(None).order_by(*listing.ordering())
         async with self.store.reading() as rc:
-            to_count = (counted if counted is not None else q).order_by(None)
-            total = int((await rc.execute(select(func.count()).select_from(to_count.subquery()))).scalar() or 0)
+            if total is None:
+                to_count = (counted if counted is not None else q).order_by(None)
+                total = select(func.count()).select_from(to_count.subquery())
+            found_total = int((await rc.execute(total)).scalar() or 0)
             if position is None:
                 offset = (page.page - 1) * page.per_page
                 rows = (await rc.execute(ordered.limit(page.per_page).offset(offset))).mappings().all()
-                has_more = page.page * page.per_page < total
+                has_more = page.page * page.per_page < found_total
             else:
                 offset = position.offset
                 found = (await rc.execute(ordered.where(after_key(listing.order, position.key))
@@ -168,7 +172,7 @@ class Reads:
         next_cursor = (self.cursors.encode(scope, listing.key_of(rows[-1]), offset + len(rows))
                        if has_more and rows else None)
         return {"data": [view(r) for r in rows],
-                "pagination": {"page": offset // page.per_page + 1, "per_page": page.per_page, "total": total,
+                "pagination": {"page": offset // page.per_page + 1, "per_page": page.per_page, "total": found_total,
                                "has_more": has_more, "next_cursor": next_cursor}}
 
     async def all(self, q: Any, conn: AsyncConnection | None = None) -> Sequence[Any]:

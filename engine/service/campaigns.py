@@ -27,6 +27,8 @@ from events.catalog import campaign as campaign_events
 from events.catalog import enrollment as en
 from events.store import AppendBatch, EventStore
 from events.vault import Vault
+from projections import campaign_stats as cs
+from projections import listing_totals as totals
 from projections import tables as t
 
 SORTS = {"created_at", "updated_at", "name", "status"}
@@ -158,7 +160,10 @@ class CampaignService:
         listing = Listing("campaigns", ws, {"status": status or None, "folder": folder or None, "tag": tag or None,
                                             "q": q or None, "sort": sort, "order": order},
                           (SortKey(getattr(c, sort), sort, descending=order == "desc"), SortKey(c.id, "id")))
-        result = await self.reads.paged(query, paging, views.campaign_view, listing)
+        # The workspace's campaigns, or those of one status, have a counter; other filters are counted.
+        total = (None if folder or tag or q else
+                 totals.total_query(ws, totals.status_name(totals.CAMPAIGNS, status) if status else totals.CAMPAIGNS))
+        result = await self.reads.paged(query, paging, views.campaign_view, listing, total=total)
         stats = await self.campaign_stats_many(ws, [item["id"] for item in result["data"]])
         for item in result["data"]:
             item["stats"] = stats[item["id"]]
@@ -494,7 +499,15 @@ class CampaignService:
         listing = Listing("enrollments", ws, {"campaign_id": cid, "status": status or None,
                                               "batch_number": batch_number},
                           (SortKey(e.seq, "seq"), SortKey(e.id, "id")))
-        return await self.reads.paged(q, paging, views.enrollment_view, listing, counted=counted)
+        # Without a batch filter the total is the campaign's enrollment counters (by status, kept by
+        # projections/campaign_stats.py): a primary-key range of at most one row per status.
+        total = None
+        if batch_number is None:
+            k = cs.counts.c
+            total = select(func.coalesce(func.sum(k.total), 0)).where(k.campaign_id == cid, k.kind == cs.ENROLLMENT)
+            if status:
+                total = total.where(k.key == status)
+        return await self.reads.paged(q, paging, views.enrollment_view, listing, counted=counted, total=total)
 
     async def remove_enrollments(self, ws: str, cid: str, body: dict[str, Any]) -> dict[str, Any]:
         data: m.ContactIdsIn = m.parse(m.ContactIdsIn, body)

@@ -10,7 +10,7 @@ from datetime import UTC, date
 from typing import Any
 
 import structlog
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import Select, and_, func, or_, select
 
 from engine.clock import Clock
 from engine.delivery.lookups import destinations
@@ -36,6 +36,7 @@ from events.catalog import workspace as we
 from events.registry import format_time
 from events.store import AppendBatch, EventStore
 from events.vault import Vault
+from projections import listing_totals as totals
 from projections import tables as t
 from projections import usage as usage_model
 
@@ -399,7 +400,8 @@ class ManagementService:
                                          .where(t.list_members.c.list_id == list_id)))
         listing = Listing("contacts", ws, {"q": q or None, "status": status or None, "list_id": list_id or None},
                           (SortKey(c.created_at, "created_at"), SortKey(c.id, "id")))
-        return await self.reads.paged(query, paging, views.contact_view, listing)
+        return await self.reads.paged(query, paging, views.contact_view, listing,
+                                      total=_contacts_total(ws, q=q, status=status, list_id=list_id))
 
     async def update_contact(self, ws: str, cid: str, body: dict[str, Any]) -> dict[str, Any]:
         p: m.ContactPatch = m.parse(m.ContactPatch, body)
@@ -495,10 +497,12 @@ class ManagementService:
         listing = Listing("lists", ws, {}, (SortKey(c.created_at, "created_at"), SortKey(c.id, "id")))
         result = await self.reads.paged(select(t.lists).where(c.workspace_id == ws), Page.of(page, per_page, cursor),
                                         views.list_view, listing)
+        # Each list's members from its counter: one read for the page, none over the members.
+        lt = totals.totals.c
+        counts = {r["owner"]: int(r["total"]) for r in await self.reads.all(select(lt.owner, lt.total).where(
+            lt.owner.in_([item["id"] for item in result["data"]]), lt.name == totals.LIST_MEMBERS))}
         for item in result["data"]:
-            rows = await self.reads.all(select(func.count().label("n")).select_from(t.list_members)
-                                        .where(t.list_members.c.list_id == item["id"]))
-            item["contact_count"] = int(rows[0]["n"])
+            item["contact_count"] = counts.get(item["id"], 0)
         return result
 
     async def _own_contacts(self, ws: str, ids: list[str]) -> list[str]:
@@ -541,7 +545,8 @@ class ManagementService:
         q = select(t.suppressions).where(s.workspace_id == ws)
         listing = Listing("suppressions", ws, {}, (SortKey(s.created_at, "created_at"),
                                                     SortKey(s.value_hash, "value_hash"), SortKey(s.kind, "kind")))
-        return await self.reads.paged(q, Page.of(page, per_page, cursor), views.suppression_view, listing)
+        return await self.reads.paged(q, Page.of(page, per_page, cursor), views.suppression_view, listing,
+                                      total=totals.total_query(ws, totals.SUPPRESSIONS))
 
     async def add_suppression(self, ws: str, body: dict[str, Any], reason: str = "manual") -> dict[str, Any]:
         data: m.SuppressionIn = m.parse(m.SuppressionIn, body)
@@ -638,6 +643,22 @@ class ManagementService:
                           "recorded_at": format_time(e.recorded_at)} for e in evs],
                 "next_after": evs[-1].position if evs else after,
                 "pagination": {"next_cursor": next_cursor, "has_more": has_more}}
+
+
+def _contacts_total(ws: str, *, q: str | None, status: str | None, list_id: str | None) -> Select[Any] | None:
+    """The counter answering the contact listing's total for these filters, or None to count.
+
+    The workspace's contacts, those of one status, and a list's members each have a counter
+    (``projections/listing_totals.py``). A text search (``q``), or a list and a status together,
+    has none: those rows are counted, exactly, since a search reads the matching rows anyway to
+    find its page, and an operator searching a million contacts expects the number of matches
+    the search box shows to be right rather than capped.
+    """
+    if q:
+        return None
+    if list_id:
+        return None if status else totals.total_query(list_id, totals.LIST_MEMBERS)
+    return totals.total_query(ws, totals.status_name(totals.CONTACTS, status) if status else totals.CONTACTS)
 
 
 #: SMTP hosts of well-known providers -> the SPF record they ask customers to include.
