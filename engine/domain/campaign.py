@@ -5,14 +5,16 @@ Time and ids come in as arguments; a command whose effect already happened yield
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from engine.delivery.content.templates import validate_template
+from engine.domain.definition import CampaignDefinition, StepDefinition, schedule_to_dict
 from engine.errors import CampaignInvalid, Conflict, InvalidState, PlanLimitReached, ValidationFailed
 from events.catalog import campaign as ev
-from events.registry import Event, format_time, parse_time
+from events.registry import Event, format_time
 
 EDITABLE_ALWAYS = frozenset({"name", "description", "emoji", "folder", "tags"})
 # While active: the next tick uses the new values; nothing already claimed changes.
@@ -25,7 +27,7 @@ FINAL = frozenset({"completed", "cancelled", "archived"})
 class CampaignState:
     id: str | None = None
     status: str = "new"
-    definition: dict[str, Any] = field(default_factory=dict)
+    definition: CampaignDefinition = field(default_factory=lambda: CampaignDefinition(name=""))
     approved: bool = False
     deleted: bool = False
     dispatched_batches: tuple[int, ...] = ()
@@ -35,11 +37,12 @@ class CampaignState:
 def evolve(state: CampaignState, e: Event) -> CampaignState:
     match e:
         case ev.CampaignCreated():
-            return CampaignState(id=e.campaign_id, status="draft", definition=dict(e.definition))
+            return CampaignState(id=e.campaign_id, status="draft",
+                                 definition=CampaignDefinition.from_dict(e.definition))
         case ev.CampaignUpdated():
-            return replace(state, definition={**state.definition, **e.changes})
+            return replace(state, definition=state.definition.with_changes(e.changes))
         case ev.CampaignScheduleChanged():
-            return replace(state, definition={**state.definition, "schedule": e.schedule})
+            return replace(state, definition=state.definition.with_schedule(e.schedule))
         case ev.CampaignApproved():
             return replace(state, approved=True)
         case ev.CampaignLaunched():
@@ -63,28 +66,32 @@ def evolve(state: CampaignState, e: Event) -> CampaignState:
     return state
 
 
-def template_problems(definition: dict[str, Any]) -> list[dict[str, str]]:
-    """Unknown merge tags or broken braces in any step, as validation errors."""
+def template_problems(definition: CampaignDefinition | Mapping[str, Any]) -> list[dict[str, str]]:
+    """Unknown merge tags or broken braces in any step, as validation errors (a stored JSON
+    definition is parsed first)."""
+    if not isinstance(definition, CampaignDefinition):
+        definition = CampaignDefinition.from_dict(definition)
     errors: list[dict[str, str]] = []
-    for i, step in enumerate(definition.get("steps") or []):
+    for i, step in enumerate(definition.steps):
         for name in ("subject", "body_html", "body_text"):
-            text = step.get(name)
+            text = getattr(step, name)
             if text:
                 errors.extend({"field": f"steps.{i}.{name}", "message": p} for p in validate_template(text))
-        for v, variant in enumerate(step.get("variants") or []):  # a variant is sent like the step itself
+        for v, variant in enumerate(step.variants or ()):  # a variant is sent like the step itself
             for name in ("subject", "body_html", "body_text"):
-                text = variant.get(name)
+                text = getattr(variant, name)
                 if text:
                     errors.extend({"field": f"steps.{i}.variants.{v}.{name}", "message": p}
                                   for p in validate_template(text))
     return errors
 
 
-def decide_create(campaign_id: str, definition: dict[str, Any], copied_from: str | None = None) -> list[Event]:
+def decide_create(campaign_id: str, definition: CampaignDefinition, copied_from: str | None = None) -> list[Event]:
+    """The event stores the definition's JSON shape (:meth:`CampaignDefinition.to_dict`)."""
     problems = template_problems(definition)
     if problems:
         raise ValidationFailed(problems)
-    return [ev.CampaignCreated(campaign_id=campaign_id, definition=definition, copied_from=copied_from)]
+    return [ev.CampaignCreated(campaign_id=campaign_id, definition=definition.to_dict(), copied_from=copied_from)]
 
 
 def decide_update(state: CampaignState, changes: dict[str, Any], *, sent_steps: int = 0) -> list[Event]:
@@ -96,14 +103,17 @@ def decide_update(state: CampaignState, changes: dict[str, Any], *, sent_steps: 
     if state.status == "active" and set(changes) - EDITABLE_WHILE_ACTIVE:
         raise InvalidState(state.status, "update " + ", ".join(sorted(set(changes) - EDITABLE_WHILE_ACTIVE)))
     if state.status == "active" and "steps" in changes and sent_steps:
-        before = [_meaningful(step) for step in list(state.definition.get("steps") or [])[:sent_steps]]
-        if [_meaningful(step) for step in list(changes["steps"] or [])[:sent_steps]] != before:
+        # compared as parsed steps: a step stored before a field existed equals its re-sent form
+        # with that field empty
+        before = list(state.definition.steps[:sent_steps])
+        if [StepDefinition.from_dict(step) for step in list(changes["steps"] or [])[:sent_steps]] != before:
             raise ValidationFailed([{"field": "steps", "message": f"steps 1 to {sent_steps} were already sent; "
                                                                   "only later steps can change while active"}])
-    problems = template_problems({**state.definition, **changes}) if "steps" in changes else []
+    problems = template_problems(state.definition.with_changes(changes)) if "steps" in changes else []
     if problems:
         raise ValidationFailed(problems)
-    changed = {k: v for k, v in changes.items() if state.definition.get(k) != v}
+    stored = state.definition.to_dict()
+    changed = {k: v for k, v in changes.items() if stored.get(k) != v}
     if not changed:
         return []
     schedule = changed.pop("schedule", None)
@@ -115,18 +125,10 @@ def decide_update(state: CampaignState, changes: dict[str, Any], *, sent_steps: 
     return out
 
 
-def _meaningful(step: Any) -> Any:
-    """A step without its empty fields: a step stored before a field existed equals its re-sent
-    form with that field empty (None, [] or {})."""
-    if not isinstance(step, dict):
-        return step
-    return {key: value for key, value in step.items() if value not in (None, [], {})}
-
-
 def decide_schedule(state: CampaignState, schedule: dict[str, Any]) -> list[Event]:
     if state.status in FINAL:
         raise InvalidState(state.status, "change the schedule of")
-    if state.definition.get("schedule") == schedule:
+    if schedule_to_dict(state.definition.schedule) == schedule:
         return []
     return [ev.CampaignScheduleChanged(campaign_id=_id(state), schedule=schedule)]
 
@@ -148,19 +150,18 @@ class LaunchFacts:
 
 
 def launch_problems(state: CampaignState, facts: LaunchFacts) -> list[str]:
-    d = state.definition
+    definition = state.definition
     problems: list[str] = []
-    steps = d.get("steps") or []
-    if not steps:
+    if not definition.steps:
         problems.append("the campaign has no steps")
-    for i, step in enumerate(steps, start=1):
-        threaded = i > 1 and step.get("same_thread", True)  # sent as "Re: " + step 1's subject
-        if not (step.get("subject") or "").strip() and not threaded:
+    for i, step in enumerate(definition.steps, start=1):
+        threaded = step.follows_up(i)  # sent as "Re: " + step 1's subject
+        if not step.subject.strip() and not threaded:
             problems.append(f"step {i} has no subject")
-        if not (step.get("body_html") or "").strip() and not (step.get("body_text") or "").strip():
+        if not step.body_html.strip() and not (step.body_text or "").strip():
             problems.append(f"step {i} has no body")
-    problems.extend(f"bad template in {p['field']}: {p['message']}" for p in template_problems(d))
-    sender_ids = d.get("sender_ids") or []
+    problems.extend(f"bad template in {p['field']}: {p['message']}" for p in template_problems(definition))
+    sender_ids = definition.sender_ids
     if not sender_ids:
         problems.append("the campaign has no sender")
     else:
@@ -182,8 +183,7 @@ def decide_launch(state: CampaignState, facts: LaunchFacts, now: datetime) -> li
         raise CampaignInvalid(problems)
     if facts.plan_exhausted:
         raise PlanLimitReached("the workspace's monthly limit is reached")
-    launch_at_s = (state.definition.get("schedule") or {}).get("launch_at")
-    launch_at = parse_time(launch_at_s) if launch_at_s else None
+    launch_at = state.definition.schedule.launch_at
     status = "scheduled" if launch_at is not None and launch_at > now else "active"
     return [ev.CampaignLaunched(campaign_id=_id(state), status=status, launch_at=launch_at)]
 
@@ -192,8 +192,8 @@ def decide_activate(state: CampaignState, now: datetime) -> list[Event]:
     """A scheduled campaign whose launch_at has come becomes active (recorded by tick)."""
     if state.status != "scheduled":
         return []
-    launch_at_s = (state.definition.get("schedule") or {}).get("launch_at")
-    if launch_at_s and parse_time(launch_at_s) > now:
+    launch_at = state.definition.schedule.launch_at
+    if launch_at is not None and launch_at > now:
         return []
     return [ev.CampaignActivated(campaign_id=_id(state))]
 

@@ -11,10 +11,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from engine.domain.campaign import CampaignState
+from engine.domain.definition import CampaignSettings
 from engine.errors import InvalidState
 from events.catalog import email as em
 from events.catalog import enrollment as en
-from events.registry import Event, parse_time
+from events.registry import Event
 
 # A well-known list of free mailbox providers, for allow_free_email_domains and company replies.
 FREE_EMAIL_DOMAINS = frozenset({
@@ -45,7 +46,7 @@ class ContactFacts:
     same_outreach_elsewhere: bool
 
 
-def skip_reason(settings: Mapping[str, Any], f: ContactFacts) -> str | None:
+def skip_reason(settings: CampaignSettings, f: ContactFacts) -> str | None:
     """The first reason to skip this contact, in the contract's order, or None.
 
     ``unsubscribed`` comes before ``suppressed`` although the contract lists them the other way:
@@ -55,25 +56,25 @@ def skip_reason(settings: Mapping[str, Any], f: ContactFacts) -> str | None:
     """
     if f.enrolled_here:
         return "already_enrolled"
-    if f.same_outreach_elsewhere or (settings.get("skip_if_enrolled_elsewhere") and f.enrolled_elsewhere):
+    if f.same_outreach_elsewhere or (settings.skip_if_enrolled_elsewhere and f.enrolled_elsewhere):
         return "duplicate_elsewhere"
     if f.unsubscribed:
         return "unsubscribed"
     if f.suppressed:
         return "suppressed"
-    if settings.get("skip_previously_bounced", True) and f.bounced:
+    if settings.skip_previously_bounced and f.bounced:
         return "previously_bounced"
-    if settings.get("skip_previously_replied", False) and f.replied:
+    if settings.skip_previously_replied and f.replied:
         return "previously_replied"
-    if not settings.get("allow_free_email_domains", True) and f.email_domain in FREE_EMAIL_DOMAINS:
+    if not settings.allow_free_email_domains and f.email_domain in FREE_EMAIL_DOMAINS:
         return "free_email_domain"
     return None
 
 
 def first_due(campaign: CampaignState, now: datetime) -> datetime:
-    launch_at = (campaign.definition.get("schedule") or {}).get("launch_at")
-    if launch_at:
-        return max(now, parse_time(launch_at))
+    launch_at = campaign.definition.schedule.launch_at
+    if launch_at is not None:
+        return max(now, launch_at)
     return now
 
 
@@ -81,7 +82,7 @@ def releases_now(campaign: CampaignState, batch_number: int | None) -> bool:
     """Whether a new enrollment's first email is scheduled at once (launched, batch released)."""
     if campaign.status not in ("active", "scheduled", "paused"):
         return False
-    if (campaign.definition.get("settings") or {}).get("manual_batches"):
+    if campaign.definition.settings.manual_batches:
         return batch_number in campaign.dispatched_batches
     return True
 
@@ -105,8 +106,8 @@ def decide_enroll(
 ) -> EnrollDecision:
     if campaign.status not in ENROLLABLE or campaign.id is None:
         raise InvalidState(campaign.status, "enroll contacts into")
-    settings = campaign.definition.get("settings") or {}
-    if settings.get("manual_batches") and batch_number is None:
+    settings = campaign.definition.settings
+    if settings.manual_batches and batch_number is None:
         batch_number = 1
     release = releases_now(campaign, batch_number)
     due = first_due(campaign, now)

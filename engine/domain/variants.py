@@ -9,43 +9,31 @@ the tick will send. Once a winner is recorded (``campaign.variant_won``), it rep
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
+from engine.domain.definition import StepDefinition
 from engine.schedule.slots import stable_seed
 
-__all__ = ["METRICS", "VariantCounts", "choose_variant", "pick_winner", "variant_id", "variant_ids"]
+__all__ = ["METRICS", "VariantCounts", "choose_variant", "pick_winner"]
 
 #: The metrics an auto-winner may be chosen by, each the count it divides by ``sent``.
 METRICS = {"reply_rate": "replied", "open_rate": "opened", "click_rate": "clicked"}
 
 
-def variant_id(variant: Mapping[str, Any], position: int) -> str:
-    """A variant's id: its own, else A, B, ... by position (as validation stores it)."""
-    own = variant.get("id")
-    return str(own) if own else chr(ord("A") + position)
-
-
-def variant_ids(step: Mapping[str, Any]) -> list[str]:
-    """The ids of the step's variants in order (empty for a step without variants)."""
-    return [variant_id(variant, position) for position, variant in enumerate(step.get("variants") or [])]
-
-
-def choose_variant(step: Mapping[str, Any], enrollment_id: str, step_number: int,
+def choose_variant(step: StepDefinition, enrollment_id: str, step_number: int,
                    winner: str | None = None) -> str | None:
     """The variant id enrollment ``enrollment_id`` is sent for step ``step_number``, or None without variants.
 
     ``winner``: the variant recorded as the step's winner, which then gets every email (ignored
     when the step no longer has a variant of that id, e.g. after an edit).
     """
-    variants = list(step.get("variants") or [])
-    if not variants:
+    if not step.variants:
         return None
-    ids = variant_ids(step)
+    ids = step.variant_ids()
     if winner is not None and winner in ids:
         return winner
-    weights = [max(1, int(variant.get("weight") or 1)) for variant in variants]
+    weights = [variant.weight for variant in step.variants]
     draw = random.Random(stable_seed("variant", enrollment_id, step_number)).randrange(sum(weights))
     for variant, weight in zip(ids, weights, strict=True):
         if draw < weight:
@@ -70,19 +58,19 @@ class VariantCounts:
         return round(100.0 * count / self.sent, 2) if self.sent else 0.0
 
 
-def pick_winner(step: Mapping[str, Any], counts: Sequence[VariantCounts]) -> tuple[str, float] | None:
+def pick_winner(step: StepDefinition, counts: Sequence[VariantCounts]) -> tuple[str, float] | None:
     """(variant, value) once the step has sent ``winner.after_sends`` emails across its variants, else None.
 
     The best rate by the step's metric wins; a tie goes to the variant listed first, so the
     decision does not depend on the order the counts come in.
     """
-    rule = step.get("winner")
-    ids = variant_ids(step)
-    if not rule or not ids:
+    rule = step.winner
+    ids = step.variant_ids()
+    if rule is None or not ids:
         return None
-    metric = str(rule.get("metric") or "reply_rate")
+    metric = rule.metric
     by_id = {c.variant: c for c in counts if c.variant in ids}
-    if sum(c.sent for c in by_id.values()) < int(rule.get("after_sends") or 1):
+    if sum(c.sent for c in by_id.values()) < rule.after_sends:
         return None
     zero = VariantCounts("", 0, 0, 0, 0)
     best = max(ids, key=lambda vid: (by_id.get(vid, zero).rate(metric), -ids.index(vid)))

@@ -17,7 +17,6 @@ whatever the number of contacts (an import chunk is one pass).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -26,6 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from engine.domain import enrollment as ed
+from engine.domain.definition import definition_from_json
 from engine.service.base import Reads
 from engine.service.campaigns import matches_row
 from events.store import EventStore
@@ -124,9 +124,9 @@ class AutoEnroll:
             c.workspace_id == ws, c.status == "active", c.deleted.is_(False)).order_by(c.created_at, c.id), conn)
         rules = []
         for row in rows:
-            auto = (json.loads(row["definition"]).get("settings") or {}).get("auto_enroll")
+            auto = definition_from_json(row["definition"]).settings.auto_enroll
             if auto is not None:
-                rules.append(Rule(row["id"], frozenset(auto.get("list_ids") or ()), auto.get("filter")))
+                rules.append(Rule(row["id"], frozenset(auto.list_ids), auto.filter))
         return rules
 
     async def _selected(self, conn: AsyncConnection, ws: str, ids: list[str], rules: list[Rule]

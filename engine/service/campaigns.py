@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -14,6 +15,7 @@ from engine.clock import Clock
 from engine.domain import campaign as cd
 from engine.domain import enrollment as ed
 from engine.domain import models as m
+from engine.domain.definition import CampaignDefinition
 from engine.errors import NotFound, PlanLimitReached, ValidationFailed
 from engine.service import views
 from engine.service.base import Page, Reads, new_id, retry
@@ -38,6 +40,7 @@ FILTER_BATCH = 5000  # contacts read at a time when a filter selects from the wh
 
 
 def _definition(body: m.CampaignIn) -> dict[str, Any]:
+    """The JSON a create body is stored as (a workflow is stored as steps too)."""
     data = body.model_dump(by_alias=True)
     data["schedule"] = m.dump_schedule(body.schedule)
     if body.workflow is not None:
@@ -86,8 +89,8 @@ class CampaignService:
     # -- create, read, update -------------------------------------------------------------------
     async def create_campaign(self, ws: str, body: dict[str, Any]) -> dict[str, Any]:
         data: m.CampaignIn = m.parse(m.CampaignIn, body)
-        definition = _definition(data)
-        await self._check_senders(ws, definition.get("sender_ids") or [])
+        definition = CampaignDefinition.from_dict(_definition(data))
+        await self._check_senders(ws, definition.sender_ids)
         await self._check_auto_enroll(ws, data.settings)
         cid = new_id("cmp", self.clock.now())
         await self.store.append(f"campaign-{cid}", cd.decide_create(cid, definition), 0, workspace_id=ws)
@@ -237,9 +240,8 @@ class CampaignService:
 
     async def copy_campaign(self, ws: str, cid: str) -> dict[str, Any]:
         state, _ = await self.reads.campaign(ws, cid)
-        definition = dict(state.definition)
-        definition["schedule"] = {**(definition.get("schedule") or {}), "launch_at": None}
-        definition["name"] = f"{definition['name']} (copy)"[:255]
+        definition = dataclasses.replace(state.definition, name=f"{state.definition.name} (copy)"[:255],
+                                         schedule=dataclasses.replace(state.definition.schedule, launch_at=None))
         new = new_id("cmp", self.clock.now())
         await self.store.append(f"campaign-{new}", cd.decide_create(new, definition, copied_from=cid), 0,
                                 workspace_id=ws)
@@ -443,7 +445,7 @@ class CampaignService:
         hashed and looked up, through :meth:`Suppressions.suppressed`.
         """
         c, e, s = t.contacts.c, t.enrollments.c, t.suppressions.c
-        outreach = state.definition.get("outreach_id")
+        outreach = state.definition.outreach_id
         same_outreach: list[str] = []
         if outreach:
             cc = t.campaigns.c

@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from engine.clock import Clock
+from engine.domain.definition import StepDefinition
 from engine.domain.variants import VariantCounts, choose_variant, pick_winner
 from engine.errors import ValidationFailed
 from engine.schedule import CampaignPlan, QueueItem, SenderPlan, Usage, forecast_by_day, forecast_range, simulate
@@ -40,7 +41,7 @@ from engine.service.planner_inputs import (
     queued_by_step,
     senders_and_limits,
 )
-from engine.service.variants import by_step_and_variant, variant_counts_query, winners_of
+from engine.service.variants import by_step_and_variant, variant_counts_query
 from events import schema
 from events.registry import parse_time
 from events.store import EventStore
@@ -91,7 +92,7 @@ def _what_if(values: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
-def with_variants(sends: Sequence[SimulatedSend], steps: Sequence[Mapping[str, Any]], winners: Mapping[int, str],
+def with_variants(sends: Sequence[SimulatedSend], steps: Sequence[StepDefinition], winners: Mapping[int, str],
                   counts: Mapping[int, Mapping[str, Mapping[str, int]]]) -> list[SimulatedSend]:
     """One campaign's predicted sends (in order) with the A/B variant each will be sent with.
 
@@ -109,10 +110,10 @@ def with_variants(sends: Sequence[SimulatedSend], steps: Sequence[Mapping[str, A
     for _, round_sends in groupby(sends, key=lambda send: send.at):
         judged: set[int] = set()
         for send in round_sends:
-            step = steps[send.step - 1] if 1 <= send.step <= len(steps) else {}
+            step = steps[send.step - 1] if 1 <= send.step <= len(steps) else StepDefinition()
             variant = choose_variant(step, send.enrollment_id, send.step, decided.get(send.step))
             out.append(send if variant is None else dataclasses.replace(send, variant=variant))
-            if variant is not None and step.get("winner") and send.step not in decided:
+            if variant is not None and step.winner is not None and send.step not in decided:
                 found = tally.setdefault(send.step, {}).setdefault(variant, {})
                 found["sent"] = found.get("sent", 0) + 1
                 judged.add(send.step)
@@ -262,7 +263,7 @@ class ForecastService:
         if found is not None:
             return found
         state, _ = await self.reads.campaign(ws, cid)
-        tz = (state.definition.get("schedule") or {}).get("timezone") or "UTC"
+        tz = state.definition.schedule.timezone
         now = self.clock.now()
         start, until = forecast_range(now, tz, n)
         as_if = False
@@ -271,10 +272,10 @@ class ForecastService:
             definitions, campaigns, senders, monthly = await load_plans(conn, ws)
             # the definition the tick composes with (winners included), else a draft's own
             definition = definitions.get(cid) or state.definition
-            winners = {**dict(state.variant_winners), **winners_of(definition)}
-            steps = list(definition.get("steps") or [])
+            winners = {**dict(state.variant_winners), **definition.winners()}
+            steps = definition.steps
             counts: dict[int, dict[str, dict[str, int]]] = {}
-            if any(step.get("winner") and step.get("variants") and number not in winners
+            if any(step.winner is not None and step.variants and number not in winners
                    for number, step in enumerate(steps, start=1)):
                 counts = by_step_and_variant((await conn.execute(variant_counts_query(cid))).mappings())
             extra: list[QueueItem] = []

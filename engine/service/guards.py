@@ -13,13 +13,13 @@ complaint) apply them, so they live here once:
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from sqlalchemy import case, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from engine.domain import campaign as campaign_domain
+from engine.domain.definition import CampaignSettings, definition_from_json
 from engine.service.base import Reads
 from engine.service.stops import EnrollmentStops
 from engine.service.suppressions import Suppressions
@@ -30,12 +30,11 @@ from projections import tables
 from projections.sending import emails
 
 MIN_SENDS_FOR_BOUNCE_RATE = 20
-DEFAULT_CAMPAIGN_BOUNCE_RATE_THRESHOLD = 8.0  # percent, as SettingsIn says, for campaigns stored before
-DEFAULT_COMPLAINT_RATE_THRESHOLD = 0.3  # percent: Gmail's line for bulk senders
 # A sender has no complaint threshold of its own in the contract (only ``bounce_rate_threshold``):
-# every sender is held to Gmail's line, which is what the receiving side judges it by anyway.
-SENDER_COMPLAINT_RATE_THRESHOLD = DEFAULT_COMPLAINT_RATE_THRESHOLD
-DEFAULT_SOFT_BOUNCE_LIMIT = 3
+# every sender is held to a campaign's default, Gmail's line, which is what the receiving side
+# judges it by anyway.
+SENDER_COMPLAINT_RATE_THRESHOLD = CampaignSettings().complaint_rate_threshold
+DEFAULT_SOFT_BOUNCE_LIMIT = CampaignSettings().soft_bounce_limit
 SOFT_BOUNCE_REASON = "soft_bounces"
 
 
@@ -116,7 +115,7 @@ class DeliveryGuards:
             c.id == campaign_id, c.workspace_id == ws))).first()
         if campaign is None or campaign[0] != "active":
             return False
-        settings = (json.loads(campaign[1]) if campaign[1] else {}).get("settings") or {}
+        settings = definition_from_json(campaign[1]).settings if campaign[1] else CampaignSettings()
         e = emails.c
         counts = (await conn.execute(select(
             func.count().label("attempts"),
@@ -128,9 +127,7 @@ class DeliveryGuards:
         bounced, complained = int(counts["bounced"]), int(counts["complained"])
         if attempts < MIN_SENDS_FOR_BOUNCE_RATE:
             return False
-        bounce_limit = float(settings.get("bounce_rate_threshold") or DEFAULT_CAMPAIGN_BOUNCE_RATE_THRESHOLD)
-        complaint_limit = settings.get("complaint_rate_threshold")
-        complaint_limit = float(DEFAULT_COMPLAINT_RATE_THRESHOLD if complaint_limit is None else complaint_limit)
+        bounce_limit, complaint_limit = settings.bounce_rate_threshold, settings.complaint_rate_threshold
         bounce_rate = 100.0 * bounced / attempts
         complaint_rate = 100.0 * complained / sent if sent else 0.0
         if bounce_rate > bounce_limit:
@@ -207,8 +204,8 @@ class DeliveryGuards:
         """
         definition = (await conn.execute(select(tables.campaigns.c.definition).where(
             tables.campaigns.c.id == campaign_id))).scalar()
-        limit = int(((json.loads(definition) if definition else {}).get("settings") or {}).get(
-            "soft_bounce_limit") or DEFAULT_SOFT_BOUNCE_LIMIT)
+        limit = definition_from_json(definition).settings.soft_bounce_limit if definition \
+            else DEFAULT_SOFT_BOUNCE_LIMIT
         contact = (await conn.execute(select(tables.contacts).where(
             tables.contacts.c.id == contact_id))).mappings().first()
         if contact is None or contact["erased"] or not contact["email"]:

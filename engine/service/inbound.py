@@ -16,7 +16,6 @@ import email.message
 import email.policy
 import email.utils
 import hashlib
-import json
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -32,6 +31,7 @@ from engine.clock import Clock
 from engine.delivery.bounces import Classification, classify_message
 from engine.delivery.content.mime import parse_message_id
 from engine.delivery.inbound.imap import Checkpoint, MailboxError, MailboxReader
+from engine.domain.definition import CampaignSettings, definition_from_json
 from engine.domain.enrollment import FREE_EMAIL_DOMAINS
 from engine.errors import BadRequest, NotFound
 from engine.service.base import SenderConnections
@@ -367,14 +367,14 @@ class InboundService:
             workspace_id=ws, conn=conn)
         cmp = (await conn.execute(select(t.campaigns.c.definition).where(t.campaigns.c.id == row["campaign_id"]))
                ).scalar()
-        settings = (json.loads(cmp) if cmp else {}).get("settings") or {}
-        if ooo and settings.get("ignore_out_of_office", True):
+        settings = definition_from_json(cmp).settings if cmp else CampaignSettings()
+        if ooo and settings.ignore_out_of_office:
             return
-        if settings.get("stop_on_reply", True):
+        if settings.stop_on_reply:
             enrollment = await self._open_enrollment(conn, row["enrollment_id"])
             if enrollment is not None:
                 await self.stops.stop_rows(conn, ws, [enrollment], "replied", status="replied")
-        if settings.get("stop_on_company_reply") and not ooo:
+        if settings.stop_on_company_reply and not ooo:
             await self._stop_company(conn, ws, row)
 
     async def _stop_company(self, conn: AsyncConnection, ws: str, row: Any) -> None:

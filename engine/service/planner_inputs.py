@@ -19,7 +19,8 @@ from typing import Any
 from sqlalchemy import and_, func, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from engine.schedule import CampaignPlan, Delay, LastSend, QueueItem, ScheduleSpec, SenderPlan, Usage, Warmup
+from engine.domain.definition import CampaignDefinition, definition_from_json
+from engine.schedule import CampaignPlan, LastSend, QueueItem, SenderPlan, Usage, Warmup
 from events.registry import format_time, parse_time
 from projections import tables
 from projections import usage as usage_model
@@ -43,7 +44,7 @@ class PlannerInputs:
     senders: dict[str, SenderPlan]
     usage: Usage
     monthly_limits: dict[str, int | None]
-    definitions: dict[str, dict[str, Any]]
+    definitions: dict[str, CampaignDefinition]
     cut: dict[tuple[str, str | None], int] = field(default_factory=dict)
 
     def exhausted(self, taken: Iterable[QueueItem]) -> bool:
@@ -55,38 +56,39 @@ class PlannerInputs:
         return any(counts.get(key, 0) >= limit for key, limit in self.cut.items())
 
 
-def campaign_plan(row: Any, definition: dict[str, Any]) -> CampaignPlan:
+def campaign_plan(row: Any, definition: CampaignDefinition) -> CampaignPlan:
+    """What the planner needs of a campaign (``row``: its id and workspace id)."""
     return CampaignPlan(
         campaign_id=row["id"], workspace_id=row["workspace_id"],
-        schedule=ScheduleSpec.from_dict(definition.get("schedule") or {}),
-        sender_ids=tuple(definition.get("sender_ids") or ()),
-        step_delays=tuple(Delay.from_dict(s.get("delay")) for s in definition.get("steps") or []),
+        schedule=definition.schedule,
+        sender_ids=definition.sender_ids,
+        step_delays=tuple(step.delay for step in definition.steps),
         active=True,
     )
 
 
-_PARSED: dict[tuple[str, str], tuple[dict[str, Any], CampaignPlan]] = {}
+_PARSED: dict[tuple[str, str], tuple[CampaignDefinition, CampaignPlan]] = {}
 
 
-def parsed_campaign(row: Any) -> tuple[dict[str, Any], CampaignPlan]:
+def parsed_campaign(row: Any) -> tuple[CampaignDefinition, CampaignPlan]:
     """The row's definition and plan, parsed once per definition text (ticks run many times a second)."""
     key = (row["id"], row["definition"])
     found = _PARSED.get(key)
     if found is None:
         if len(_PARSED) > 4096:
             _PARSED.clear()
-        definition = json.loads(row["definition"])
+        definition = definition_from_json(row["definition"])
         found = _PARSED[key] = (definition, campaign_plan(row, definition))
     return found
 
 
 async def _campaigns(conn: AsyncConnection, workspace_id: str | None
-                     ) -> tuple[dict[str, dict[str, Any]], dict[str, CampaignPlan]]:
+                     ) -> tuple[dict[str, CampaignDefinition], dict[str, CampaignPlan]]:
     c = tables.campaigns.c
     query = select(c.id, c.workspace_id, c.definition).where(c.status.in_(PLANNED_STATUSES), c.deleted.is_(False))
     if workspace_id is not None:
         query = query.where(c.workspace_id == workspace_id)
-    definitions: dict[str, dict[str, Any]] = {}
+    definitions: dict[str, CampaignDefinition] = {}
     plans: dict[str, CampaignPlan] = {}
     for row in (await conn.execute(query)).mappings():
         definitions[row["id"]], plans[row["id"]] = parsed_campaign(row)
@@ -208,7 +210,7 @@ async def load_inputs(conn: AsyncConnection, now: datetime, workspace_id: str | 
 
 
 async def load_plans(conn: AsyncConnection, workspace_id: str | None = None
-                     ) -> tuple[dict[str, dict[str, Any]], dict[str, CampaignPlan], dict[str, SenderPlan],
+                     ) -> tuple[dict[str, CampaignDefinition], dict[str, CampaignPlan], dict[str, SenderPlan],
                                 dict[str, int | None]]:
     """(definitions, plans) of the planned campaigns, their workspaces' senders and monthly limits:
     what a forecast needs before it decides how much of each queue to read."""

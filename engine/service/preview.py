@@ -18,7 +18,7 @@ from engine.delivery.content.compose import TEST_CONTACT_ID, compose_email, rend
 from engine.delivery.outbound import dkim
 from engine.delivery.outbound.smtp import SmtpMailer
 from engine.domain.models import check_email
-from engine.domain.variants import choose_variant, variant_ids
+from engine.domain.variants import choose_variant
 from engine.errors import CampaignInvalid, NotFound, PlanLimitReached, ValidationFailed
 from engine.service.base import Reads, SenderConnections
 from engine.service.suppressions import Suppressions
@@ -79,7 +79,7 @@ class PreviewService:
         """
         state, _ = await self.reads.campaign(ws, cid)
         data = await self._merge_data(ws, contact_id)
-        steps = state.definition.get("steps") or []
+        steps = state.definition.steps
         if step is not None and not 1 <= step <= len(steps):
             raise ValidationFailed([{"field": "step", "message": f"step must be between 1 and {len(steps)}"}])
         enrollment_id = await self._enrollment_of(cid, contact_id)
@@ -104,7 +104,7 @@ class PreviewService:
                                    first_variant=first)
             entry: dict[str, Any] = {"step": number, "subject": rendered.subject, "body_html": rendered.body_html,
                                      "body_text": rendered.body_text}
-            ids = variant_ids(steps[number - 1])
+            ids = steps[number - 1].variant_ids()
             if ids:
                 entry["variant"] = chosen
                 entry["variants"] = []
@@ -165,11 +165,11 @@ class PreviewService:
         await self._refuse_suppressed(ws, normalized)
         w = (await self.reads.all(select(t.workspaces).where(t.workspaces.c.id == ws)))[0]
         definition = state.definition
-        steps = definition.get("steps") or []
+        steps = definition.steps
         if w["monthly_limit"] is not None and \
                 await self.usage.sent_this_month(ws) + len(steps) * len(emails) > w["monthly_limit"]:
             raise PlanLimitReached("the workspace's monthly limit is reached")
-        sender_ids = definition.get("sender_ids") or []
+        sender_ids = definition.sender_ids
         if not steps or not sender_ids:
             raise CampaignInvalid(["the campaign needs steps and a sender for a test send"])
         s = t.senders.c
@@ -180,7 +180,7 @@ class PreviewService:
         sender = rows[0]
         settings = self.connections.smtp(sender)
         data = await self._merge_data(ws, (body or {}).get("contact_id"))
-        options = definition.get("settings") or {}
+        options = definition.settings
         domain = sender["email"].rsplit("@", 1)[1]
         signing = dkim.signing_for(sender, self.vault.decrypt_secret)  # signed like the real sends
         now = self.clock.now()
@@ -192,7 +192,7 @@ class PreviewService:
                 email_id = f"{enrollment_id}.{number}"
                 message_id = mime.message_id_for(enrollment_id, number, domain)
                 tracking = mime.Tracking(public_url=self.public_url, secret=self.vault.token_key, email_id=email_id,
-                                         unsubscribe=bool(options.get("unsubscribe_link", True)), workspace_id=ws,
+                                         unsubscribe=options.unsubscribe_link, workspace_id=ws,
                                          contact_id=TEST_CONTACT_ID)
                 composed = compose_email(definition, number, data, sender, enrollment_id=enrollment_id,
                                          email_id=email_id, message_id=message_id, now=now, tracking=tracking,

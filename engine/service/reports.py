@@ -10,7 +10,6 @@ filters and the page limit pushed into one SQL query: no request scans the whole
 
 from __future__ import annotations
 
-import json
 from bisect import bisect_right
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
@@ -22,14 +21,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from engine.clock import Clock
 from engine.delivery.content.compose import subject_template
+from engine.domain.definition import CampaignDefinition, definition_from_json
 from engine.domain.enrollment import SKIP_REASONS
-from engine.domain.variants import variant_ids
 from engine.errors import NotFound, ValidationFailed
 from engine.schedule.tzutil import hour_start, local_day_start, resolve_wall, zone
 from engine.service.base import Reads
 from engine.service.cursors import Cursors, cursor_error
 from engine.service.stats import StatsService
-from engine.service.variants import winners_of
 from events import catalog as _catalog  # noqa: F401  (registers the event types listed below)
 from events import schema
 from events.catalog.email import EmailReplied
@@ -157,19 +155,15 @@ class ReportService:
         self.reads = Reads(store)
         self.stats = stats
 
-    async def _report_campaign(self, ws: str, cid: str) -> tuple[dict[str, Any], ZoneInfo]:
+    async def _report_campaign(self, ws: str, cid: str) -> tuple[CampaignDefinition, ZoneInfo]:
         """The campaign's definition and time zone; NotFound for an unknown, deleted or foreign id."""
         c = t.campaigns.c
         rows = await self.reads.all(select(c.definition).where(c.id == cid, c.workspace_id == ws,
                                                                c.deleted.is_(False)))
         if not rows:
             raise NotFound("campaign", cid)
-        definition = json.loads(rows[0]["definition"])
-        try:
-            tz = zone((definition.get("schedule") or {}).get("timezone") or "UTC")
-        except ValueError:
-            tz = zone("UTC")
-        return definition, tz
+        definition = definition_from_json(rows[0]["definition"])
+        return definition, zone(definition.schedule.timezone)
 
     async def _contact_emails(self, ws: str, ids: Sequence[str], conn: AsyncConnection | None = None
                               ) -> dict[str, str | None]:
@@ -193,14 +187,14 @@ class ReportService:
         definition, _ = await self._report_campaign(ws, cid)
         counted, variant_counts = await self.stats.step_counts(cid)  # the counters, kept as events land
         by_variant = self._variant_stats(definition, variant_counts)
-        steps = definition.get("steps") or []
+        steps = definition.steps
         out = []
         for n in sorted(set(range(1, len(steps) + 1)) | set(counted)):
             r = counted.get(n, {})
             sent = r.get("sent", 0)
             out.append({
                 "step": n, "subject": subject_template(definition, n) if n <= len(steps) else None,
-                "node_id": steps[n - 1].get("node_id") if n <= len(steps) else None,
+                "node_id": steps[n - 1].node_id if n <= len(steps) else None,
                 "sent": sent, "opened": r.get("opened", 0), "clicked": r.get("clicked", 0),
                 "replied": r.get("replied", 0), "bounced": r.get("bounced", 0),
                 "open_rate": _pct(r.get("opened", 0), sent), "click_rate": _pct(r.get("clicked", 0), sent),
@@ -211,15 +205,15 @@ class ReportService:
         return out
 
     @staticmethod
-    def _variant_stats(definition: dict[str, Any], counted: dict[int, dict[str, dict[str, int]]]
+    def _variant_stats(definition: CampaignDefinition, counted: dict[int, dict[str, dict[str, int]]]
                        ) -> dict[int, list[dict[str, Any]]]:
         """Per step, one entry per A/B variant (the definition's, in order, then any variant sent and
         since removed), with ``winner`` true for the one recorded by ``campaign.variant_won``."""
-        winners = winners_of(definition)
-        steps = definition.get("steps") or []
+        winners = definition.winners()
+        steps = definition.steps
         out: dict[int, list[dict[str, Any]]] = {}
         for n in sorted(set(range(1, len(steps) + 1)) | set(counted)):
-            ids = variant_ids(steps[n - 1]) if n <= len(steps) else []
+            ids = steps[n - 1].variant_ids() if n <= len(steps) else []
             found = counted.get(n, {})
             ids += sorted(set(found) - set(ids))
             entries = []
@@ -356,7 +350,7 @@ class ReportService:
             addresses = await self._contact_emails(ws, [_field(e, "contact_id") for e in page], conn)
             variants = await self._email_variants(ws, [e for e in page if _field(e, "variant") is None], conn)
         state, _ = await self.reads.campaign(ws, cid)
-        node_ids = [step.get("node_id") for step in state.definition.get("steps") or []]
+        node_ids = [step.node_id for step in state.definition.steps]
         items = [_activity_item(e, addresses, variants) for e in page]
         for item in items:  # a workflow's email node, where the step came from one
             step = item.get("step")

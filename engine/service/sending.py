@@ -37,6 +37,7 @@ from engine.delivery.content.compose import ComposedEmail, compose_email
 from engine.delivery.outbound.smtp import SendResult, SmtpMailer, SmtpSettings
 from engine.domain import campaign as campaign_domain
 from engine.domain import enrollment as enrollment_domain
+from engine.domain.definition import CampaignDefinition
 from engine.domain.enrollment import Attempt, ClaimedEmail, NextStep
 from engine.domain.variants import choose_variant
 from engine.schedule import Assignment, CampaignPlan, PlanRound, QueueItem, follow_up
@@ -52,7 +53,7 @@ from engine.service.planner_inputs import (
 )
 from engine.service.signals import StopNotes
 from engine.service.suppressions import Suppressions
-from engine.service.variants import record_variant_winners, winners_of
+from engine.service.variants import record_variant_winners
 from events.catalog import email as email_events
 from events.catalog import enrollment as enrollment_events
 from events.catalog import sender as sender_events
@@ -402,7 +403,7 @@ class SendingService:
             campaigns = (await conn.execute(select(c.id, c.workspace_id, c.definition).where(
                 c.status.in_(["active", "scheduled"]), c.deleted.is_(False)))).mappings().all()
             checked = [row["id"] for row in campaigns
-                       if (parsed_campaign(row)[0].get("settings") or {}).get("verify_mx")]
+                       if parsed_campaign(row)[0].settings.verify_mx]
             if not checked:
                 return set(), 0, None
             due = (await conn.execute(
@@ -823,7 +824,7 @@ class SendingService:
         streams = {f"enrollment-{o.claim.email.enrollment_id}" for o in batch if o.claim.email.email_id in live}
         return {ws: [a for a in appends if a.stream in streams] for ws, appends in by_workspace.items()}
 
-    def _compose(self, definition: dict[str, Any], claim: Claim, now: datetime) -> ComposedEmail:
+    def _compose(self, definition: CampaignDefinition, claim: Claim, now: datetime) -> ComposedEmail:
         """The message for one claim, through the one compose path that preview and test_send use.
 
         Signed with the sender's DKIM key when it has one, decrypted here at the edge.
@@ -833,21 +834,20 @@ class SendingService:
         )
 
         item = claim.assignment.item
-        settings = definition.get("settings") or {}
+        settings = definition.settings
         # A/B: a seeded draw per (enrollment, step), or the step's recorded winner (step 1's too,
         # whose subject a same-thread follow-up answers).
-        winners = winners_of(definition)
-        steps = definition.get("steps") or []
-        variant = choose_variant(steps[item.step - 1], item.enrollment_id, item.step, winners.get(item.step)) \
-            if 1 <= item.step <= len(steps) else None
-        first_variant = choose_variant(steps[0], item.enrollment_id, 1, winners.get(1)) if steps else None
+        winners = definition.winners()
+        steps = definition.steps
+        step = definition.step(item.step)  # ValueError for a step since removed: recorded as failed
+        variant = choose_variant(step, item.enrollment_id, item.step, winners.get(item.step))
+        first_variant = choose_variant(steps[0], item.enrollment_id, 1, winners.get(1))
         # a workflow's email node may turn tracking on or off for its own step
-        step = steps[item.step - 1] if 1 <= item.step <= len(steps) else {}
-        opens = step.get("track_opens") if step.get("track_opens") is not None else settings.get("track_opens")
-        clicks = step.get("track_clicks") if step.get("track_clicks") is not None else settings.get("track_clicks")
+        opens = step.track_opens if step.track_opens is not None else settings.track_opens
+        clicks = step.track_clicks if step.track_clicks is not None else settings.track_clicks
         tracking = mime.Tracking(public_url=self.public_url, secret=self.vault.token_key, email_id=item.email_id,
-                                 opens=bool(opens), clicks=bool(clicks),
-                                 unsubscribe=bool(settings.get("unsubscribe_link", True)),
+                                 opens=opens, clicks=clicks,
+                                 unsubscribe=settings.unsubscribe_link,
                                  workspace_id=claim.workspace_id, contact_id=item.contact_id)
         return compose_email(definition, item.step, claim.contact, claim.sender, enrollment_id=item.enrollment_id,
                              email_id=item.email_id, message_id=claim.email.message_id, now=now, tracking=tracking,
@@ -862,7 +862,7 @@ class SendingService:
         rows = (await conn.execute(select(c.id, c.workspace_id, c.definition).where(
             c.status == "active", c.deleted.is_(False), ~open_, any_))).mappings().all()
         # an evergreen campaign stays active with nothing open: it ends only when told to
-        rows = [r for r in rows if not (parsed_campaign(r)[0].get("settings") or {}).get("evergreen")]
+        rows = [r for r in rows if not parsed_campaign(r)[0].settings.evergreen]
         for row in rows:
             campaign_id, workspace_id = row["id"], row["workspace_id"]
             state, version = await self.reads.fold_campaign(conn, campaign_id)

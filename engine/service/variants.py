@@ -8,7 +8,6 @@ campaign without variants costs nothing.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -16,6 +15,7 @@ from sqlalchemy import Select, case, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from engine.domain import campaign as campaign_domain
+from engine.domain.definition import definition_from_json
 from engine.domain.variants import VariantCounts, pick_winner
 from events.catalog import campaign as campaign_events
 from events.catalog import email as email_events
@@ -23,12 +23,7 @@ from events.store import AppendBatch, EventStore
 from projections import tables as t
 from projections.sending import emails
 
-__all__ = ["by_step_and_variant", "record_variant_winners", "variant_counts_query", "winners_of"]
-
-
-def winners_of(definition: Mapping[str, Any]) -> dict[int, str]:
-    """Step number -> winning variant id, as the campaigns read model keeps them in the definition."""
-    return {int(step): str(variant) for step, variant in (definition.get("variant_winners") or {}).items()}
+__all__ = ["by_step_and_variant", "record_variant_winners", "variant_counts_query"]
 
 
 COUNTED = ("sent", "opened", "clicked", "replied", "bounced")
@@ -69,16 +64,19 @@ async def record_variant_winners(store: EventStore, conn: AsyncConnection,
     recorded = 0
     for workspace_id, campaign_id, step_number in sorted(touched):
         raw = (await conn.execute(select(t.campaigns.c.definition).where(t.campaigns.c.id == campaign_id))).scalar()
-        definition = json.loads(raw) if raw else {}
-        steps = definition.get("steps") or []
-        if not 1 <= step_number <= len(steps) or not steps[step_number - 1].get("winner") \
-                or step_number in winners_of(definition):
+        if not raw:
             continue
+        definition = definition_from_json(raw)
+        if not 1 <= step_number <= len(definition.steps) or step_number in definition.winners():
+            continue
+        step = definition.steps[step_number - 1]
+        if step.winner is None:
+            continue
+        metric = step.winner.metric
         rows = (await conn.execute(variant_counts_query(campaign_id).where(emails.c.step == step_number))).mappings()
         found = by_step_and_variant(rows).get(step_number, {})
         counts = [VariantCounts(variant, c["sent"], c["opened"], c["clicked"], c["replied"])
                   for variant, c in found.items()]
-        step = steps[step_number - 1]
         won = pick_winner(step, counts)
         if won is None:
             continue
@@ -87,11 +85,11 @@ async def record_variant_winners(store: EventStore, conn: AsyncConnection,
         events = await store.read_stream(stream, conn=conn)
         for stored in events:
             state = campaign_domain.evolve(state, stored.event)
-        if any(step == step_number for step, _ in state.variant_winners):
+        if any(number == step_number for number, _ in state.variant_winners):
             continue  # recorded meanwhile, the read model not yet showing it
         variant, value = won
         await store.append(stream, [campaign_events.CampaignVariantWon(
-            campaign_id=campaign_id, step=step_number, variant=variant, metric=str(step["winner"]["metric"]),
+            campaign_id=campaign_id, step=step_number, variant=variant, metric=metric,
             value=value)], events[-1].version if events else 0, workspace_id=workspace_id, conn=conn)
         recorded += 1
     return recorded

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from engine.domain.definition import CampaignDefinition, definition_from_json
+
 
 def _load(raw: Any) -> Any:
     return json.loads(raw) if isinstance(raw, str) else raw
@@ -62,12 +64,15 @@ def suppression_view(r: Any) -> dict[str, Any]:
 
 
 def campaign_view(r: Any, stats: dict[str, Any] | None = None) -> dict[str, Any]:
-    d = _load(r["definition"])
+    """The campaign: its definition in the shape it is stored in (an older shape upcast), plus
+    its status and lifecycle times."""
+    raw = r["definition"]
+    d = (definition_from_json(raw) if isinstance(raw, str) else CampaignDefinition.from_dict(raw)).to_dict()
     out = {
-        "id": r["id"], "name": d["name"], "description": d.get("description", ""), "emoji": d.get("emoji"),
-        "folder": d.get("folder"), "tags": d.get("tags", []), "goal": d.get("goal"),
-        "outreach_id": d.get("outreach_id"), "sender_ids": d.get("sender_ids", []), "schedule": d.get("schedule"),
-        "settings": d.get("settings"), "steps": d.get("steps", []), "workflow": d.get("workflow"),
+        "id": r["id"], "name": d["name"], "description": d["description"], "emoji": d["emoji"],
+        "folder": d["folder"], "tags": d["tags"], "goal": d["goal"],
+        "outreach_id": d["outreach_id"], "sender_ids": d["sender_ids"], "schedule": d["schedule"],
+        "settings": d["settings"], "steps": d["steps"], "workflow": d["workflow"],
         "status": r["status"], "created_at": r["created_at"], "updated_at": r["updated_at"],
         "launched_at": r["launched_at"], "completed_at": r["completed_at"], "approved_at": r["approved_at"],
         "paused_reason": r["paused_reason"] if r["status"] == "paused" else None,

@@ -8,9 +8,11 @@ import pytest
 
 from engine.domain import models as m
 from engine.domain.campaign import template_problems
+from engine.domain.definition import StepDefinition
 from engine.domain.variants import VariantCounts, choose_variant, pick_winner
 
-STEP = {"subject": "S", "variants": [{"id": "A", "weight": 1}, {"id": "B", "weight": 3}]}
+RAW_STEP = {"subject": "S", "variants": [{"id": "A", "weight": 1}, {"id": "B", "weight": 3}]}
+STEP = StepDefinition.from_dict(RAW_STEP)
 
 
 def test_choice_is_stable_per_enrollment_and_step() -> None:
@@ -30,11 +32,11 @@ def test_choice_follows_the_weights() -> None:
 def test_a_recorded_winner_gets_every_email_and_no_variants_means_none() -> None:
     assert {choose_variant(STEP, f"enr_{n}", 1, "A") for n in range(200)} == {"A"}
     assert choose_variant(STEP, "enr_1", 1, "Z") in ("A", "B")  # a winner no longer in the step: drawn
-    assert choose_variant({"subject": "S"}, "enr_1", 1) is None
+    assert choose_variant(StepDefinition.from_dict({"subject": "S"}), "enr_1", 1) is None
 
 
 def test_winner_once_the_step_has_sent_enough_across_its_variants() -> None:
-    step = {**STEP, "winner": {"metric": "reply_rate", "after_sends": 10}}
+    step = StepDefinition.from_dict({**RAW_STEP, "winner": {"metric": "reply_rate", "after_sends": 10}})
     few = [VariantCounts("A", 4, 0, 0, 1), VariantCounts("B", 5, 0, 0, 0)]
     assert pick_winner(step, few) is None
     enough = [VariantCounts("A", 4, 0, 0, 1), VariantCounts("B", 6, 0, 0, 0)]

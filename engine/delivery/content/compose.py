@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -42,7 +42,7 @@ from engine.delivery.content import mime
 from engine.delivery.content.templates import render, render_header
 from engine.delivery.outbound.dkim import DkimSigning
 from engine.delivery.outbound.dkim import sign as dkim_sign
-from engine.domain.variants import variant_id
+from engine.domain.definition import CampaignDefinition
 
 __all__ = [
     "TEST_CONTACT_ID",
@@ -100,55 +100,24 @@ class ComposedEmail:
     variant: str | None = None  # the step's A/B variant this email carries, recorded with its outcome
 
 
-def _steps(definition: Mapping[str, Any]) -> Sequence[Mapping[str, Any]]:
-    steps = definition.get("steps") or []
-    if not isinstance(steps, Sequence):
-        raise ValueError("the campaign definition's steps must be a list")
-    return steps
+def _parsed(definition: CampaignDefinition | Mapping[str, Any]) -> CampaignDefinition:
+    """The typed definition; a stored JSON one (a test's, a script's) is parsed here. The tick
+    passes the one its planner inputs parsed once per campaign row."""
+    if isinstance(definition, CampaignDefinition):
+        return definition
+    return CampaignDefinition.from_dict(definition)
 
 
-def _step(definition: Mapping[str, Any], step_number: int) -> Mapping[str, Any]:
-    steps = _steps(definition)
-    if not 1 <= step_number <= len(steps):
-        raise ValueError(f"step {step_number} does not exist (the campaign has {len(steps)})")
-    step = steps[step_number - 1]
-    if not isinstance(step, Mapping):
-        raise ValueError(f"step {step_number} is not an object")
-    return step
-
-
-def _same_thread(step: Mapping[str, Any], step_number: int) -> bool:
-    """Whether the step is a follow-up in the first step's thread (step 1 never is)."""
-    return step_number > 1 and bool(step.get("same_thread", True))
-
-
-def _blank(text: Any) -> bool:
-    return not isinstance(text, str) or not text.strip()
-
-
-def _with_variant(step: Mapping[str, Any], variant: str | None) -> Mapping[str, Any]:
-    """The step as variant ``variant`` sends it: the variant's subject and bodies where it gives
-    them, the step's own otherwise. None, or an id the step does not have, is the step itself."""
-    if variant is None:
-        return step
-    for position, candidate in enumerate(step.get("variants") or []):
-        if variant_id(candidate, position) == variant:
-            overrides = {name: candidate.get(name) for name in ("subject", "body_html", "body_text")
-                         if candidate.get(name) is not None}
-            return {**step, **overrides}
-    return step
-
-
-def subject_template(definition: Mapping[str, Any], step_number: int) -> str:
+def subject_template(definition: CampaignDefinition | Mapping[str, Any], step_number: int) -> str:
     """The subject template a step is sent with, before merging: for reports such as ``stats/steps``.
 
     A same-thread follow-up with a blank subject shows ``Re: `` + step 1's template, as it is sent.
     """
-    step = _step(definition, step_number)
-    own = step.get("subject") or ""
-    if _same_thread(step, step_number) and _blank(own):
-        return mime.follow_up_subject("", _step(definition, 1).get("subject") or "")
-    return str(own)
+    parsed = _parsed(definition)
+    step = parsed.step(step_number)
+    if step.follows_up(step_number) and not step.subject.strip():
+        return mime.follow_up_subject("", parsed.step(1).subject)
+    return step.subject
 
 
 def merge_data(contact: Mapping[str, Any], *, unsubscribe_url: str = "") -> dict[str, Any]:
@@ -170,8 +139,8 @@ def merge_data(contact: Mapping[str, Any], *, unsubscribe_url: str = "") -> dict
 
 
 def render_step(
-    definition: Mapping[str, Any], step_number: int, contact: Mapping[str, Any], *, unsubscribe_url: str = "",
-    variant: str | None = None, first_variant: str | None = None,
+    definition: CampaignDefinition | Mapping[str, Any], step_number: int, contact: Mapping[str, Any], *,
+    unsubscribe_url: str = "", variant: str | None = None, first_variant: str | None = None,
 ) -> RenderedStep:
     """Step ``step_number`` (1-based) of ``definition`` rendered for ``contact``; nothing is sent.
 
@@ -180,14 +149,15 @@ def render_step(
     where it has them); ``first_variant``: step 1's variant, whose subject a same-thread follow-up
     answers. ValueError when the step does not exist.
     """
-    step = _with_variant(_step(definition, step_number), variant)
+    parsed = _parsed(definition)
+    step = parsed.step(step_number).with_variant(variant)
     data = merge_data(contact, unsubscribe_url=unsubscribe_url)
-    subject = render_header(step.get("subject") or "", data)
-    if _same_thread(step, step_number):
-        first = _with_variant(_step(definition, 1), first_variant)
-        subject = mime.follow_up_subject(subject, render_header(first.get("subject") or "", data))
-    body_html = render(step.get("body_html") or "", data, html=True)
-    own_text = step.get("body_text")
+    subject = render_header(step.subject, data)
+    if step.follows_up(step_number):
+        first = parsed.step(1).with_variant(first_variant)
+        subject = mime.follow_up_subject(subject, render_header(first.subject, data))
+    body_html = render(step.body_html, data, html=True)
+    own_text = step.body_text
     body_text = render(own_text, data, html=False) if own_text else mime.html_to_text(body_html)
     return RenderedStep(step=step_number, subject=subject, body_html=body_html, body_text=body_text)
 
@@ -198,7 +168,7 @@ def _display_name(contact: Mapping[str, Any]) -> str | None:
 
 
 def compose_email(
-    definition: Mapping[str, Any],
+    definition: CampaignDefinition | Mapping[str, Any],
     step_number: int,
     contact: Mapping[str, Any],
     sender: Mapping[str, Any],
@@ -239,12 +209,13 @@ def compose_email(
     if tracking is not None and test:
         tracking = dataclasses.replace(tracking, opens=False, clicks=False)
     unsubscribe = (mime.unsubscribe_url(tracking) if tracking is not None else None) or ""
-    rendered = render_step(definition, step_number, contact, unsubscribe_url=unsubscribe, variant=variant,
+    parsed = _parsed(definition)
+    rendered = render_step(parsed, step_number, contact, unsubscribe_url=unsubscribe, variant=variant,
                            first_variant=first_variant)
-    step = _step(definition, step_number)
+    step = parsed.step(step_number)
     thread = None
     sender_email = str(sender["email"])
-    if enrollment_id is not None and _same_thread(step, step_number):
+    if enrollment_id is not None and step.follows_up(step_number):
         domain = sender_email.rsplit("@", 1)[1]
         thread = mime.Thread(previous_message_ids=tuple(
             mime.message_id_for(enrollment_id, earlier, domain) for earlier in range(1, step_number)))
