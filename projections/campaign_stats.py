@@ -44,7 +44,7 @@ from collections.abc import Iterable, Sequence
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Boolean, Column, Index, Integer, String, Table, and_, bindparam, select, text, update
+from sqlalchemy import Boolean, Column, Index, Integer, String, Table, bindparam, select, text, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -139,6 +139,10 @@ _EMAIL_UPDATE = Statement(
     lambda: update(email_facts).where(email_facts.c.email_id == bindparam("p_email_id")).values(
         {name: bindparam(f"p_{name}") for name in _EMAIL_COLUMNS[1:]}),
     [f"p_{name}" for name in _EMAIL_COLUMNS[1:]] + ["p_email_id"])
+_CONTACTED_READ = select(contacted.c.contact_id, contacted.c.sent).where(
+    contacted.c.campaign_id == bindparam("cid"), contacted.c.contact_id.in_(bindparam("ids", expanding=True)))
+_email_row = itemgetter(*_EMAIL_COLUMNS)
+_email_update_row = itemgetter(*_EMAIL_COLUMNS[1:], "email_id")
 _ENROLLMENT_INSERT = insert_statement(enrollment_facts)
 _ENROLLMENT_UPDATE = Statement(
     lambda: update(enrollment_facts).where(enrollment_facts.c.enrollment_id == bindparam("p_id"))
@@ -319,10 +323,12 @@ async def _load(conn: AsyncConnection, table: Table, ids: Sequence[str]) -> dict
     statement = _LOADS.get(table.name)
     if statement is None:  # built once: a fresh select per batch cost more than the read itself
         statement = _LOADS[table.name] = select(table).where(key.in_(bindparam("ids", expanding=True)))
+    names = [c.name for c in table.columns]
+    at = names.index(key.name)
     found: dict[str, Facts] = {}
     for i in range(0, len(ids), _CHUNK):
-        for row in (await conn.execute(statement, {"ids": ids[i:i + _CHUNK]})).mappings():
-            found[row[key.name]] = dict(row)
+        for row in (await conn.execute(statement, {"ids": ids[i:i + _CHUNK]})).all():
+            found[row[at]] = dict(zip(names, row, strict=True))
     return found
 
 
@@ -439,10 +445,8 @@ async def _apply(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
 
 async def _write_facts(conn: AsyncConnection, emails_: list[Facts], enrollments_: list[Facts],
                        new_emails: set[str], new_enrollments: set[str]) -> None:
-    await _EMAIL_INSERT.run(conn, [tuple(f[n] for n in _EMAIL_COLUMNS) for f in emails_
-                                   if f["email_id"] in new_emails])
-    await _EMAIL_UPDATE.run(conn, [tuple(f[n] for n in _EMAIL_COLUMNS[1:]) + (f["email_id"],) for f in emails_
-                                   if f["email_id"] not in new_emails])
+    await _EMAIL_INSERT.run(conn, [_email_row(f) for f in emails_ if f["email_id"] in new_emails])
+    await _EMAIL_UPDATE.run(conn, [_email_update_row(f) for f in emails_ if f["email_id"] not in new_emails])
     await _ENROLLMENT_INSERT.run(conn, [(f["enrollment_id"], f["campaign_id"], f["status"]) for f in enrollments_
                                         if f["enrollment_id"] in new_enrollments])
     await _ENROLLMENT_UPDATE.run(conn, [(f["status"], f["enrollment_id"]) for f in enrollments_
@@ -455,7 +459,6 @@ async def _count_contacted(conn: AsyncConnection, sent_deltas: dict[tuple[str, .
     pairs = [pair for pair, n in sent_deltas.items() if n]
     if not pairs:
         return
-    c = contacted.c
     stored: dict[tuple[str, ...], int] = {}
     for i in range(0, len(pairs), _CHUNK):
         chunk = pairs[i:i + _CHUNK]
@@ -463,8 +466,7 @@ async def _count_contacted(conn: AsyncConnection, sent_deltas: dict[tuple[str, .
         for cid, contact_id in chunk:
             by_campaign.setdefault(cid, []).append(contact_id)
         for cid, contact_ids in by_campaign.items():
-            for row in (await conn.execute(select(c.contact_id, c.sent).where(
-                    and_(c.campaign_id == cid, c.contact_id.in_(contact_ids))))).all():
+            for row in (await conn.execute(_CONTACTED_READ, {"cid": cid, "ids": contact_ids})).all():
                 stored[(cid, row[0])] = int(row[1])
     for pair in pairs:
         before = stored.get(pair, 0)
