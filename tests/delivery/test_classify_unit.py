@@ -449,11 +449,21 @@ def test_a_later_mx_refusal_is_read_in_the_class_of_the_status_field() -> None:
 
 
 @pytest.mark.parametrize("status", ["5.0.0", None])
-def test_550_user_unknown_is_a_dead_address_even_without_a_command(status: str | None) -> None:
+def test_550_user_unknown_at_an_unknown_stage_is_a_filter_as_sisimai_reads_it(status: str | None) -> None:
     # Given "550 User unknown" with a generic Status (or none) and no word about the SMTP stage
     entry = single(classify_message(report(status, "550 User unknown")))
-    # When it is classified, then the reply code and the words agree: the mailbox does not exist
-    assert (entry.type, entry.reason, entry.reply_code) == ("hard", "userunknown", "550")
+    # When it is classified, then the words alone do not condemn the address: filtering gateways
+    # answer so for mail their rules refuse (Sisimai: filtered), and the contact is not at fault
+    assert (entry.type, entry.reason, entry.reply_code) == ("block", "filtered", "550")
+
+
+def test_user_unknown_at_rcpt_is_a_dead_address() -> None:
+    # Given the same words, refused in reply to RCPT TO (the recipient was refused by name)
+    raw = report("5.0.0", "550 User unknown", notice="bob@example.org: host mx.example.org said: 550 User "
+                                                     "unknown (in reply to RCPT TO command)")
+    # When it is classified, then the mailbox does not exist
+    entry = single(classify_message(raw))
+    assert (entry.type, entry.reason) == ("hard", "userunknown")
 
 
 def test_user_unknown_after_data_is_a_filter() -> None:

@@ -28,9 +28,6 @@ SOFT_REASONS = frozenset(
      "systemfull", "onhold", "undefined", "speeding", "notaccept"}
 )
 _BEFORE_DATA = ("CONN", "EHLO", "HELO", "MAIL", "RCPT")
-# RFC 5321 replies that may say the mailbox is not there: 550 (and its temporary form 450) mailbox
-# unavailable, 551 user not local, 553 mailbox name not allowed.
-_MAILBOX_NOT_THERE = frozenset({"450", "550", "551", "553"})
 
 _PHRASES: dict[str, tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]] = {
     "userunknown": (reply_phrases.USERUNKNOWN, reply_phrases.USERUNKNOWN_SEQ),
@@ -97,13 +94,13 @@ def _explicit(reason: str) -> bool:
 def _probe_userunknown(f: Finding, by_status: str, text: str) -> bool:
     """A dead address: an ``X.1.1``-like status, or "user unknown" words that nothing contradicts.
 
-    The words count at ``RCPT`` (the recipient was refused by name). At an unknown stage they
-    count when the reply is one RFC 5321 gives for a mailbox that is not there (550 or 450
-    "mailbox unavailable", 551 "user not local", 553 "mailbox name not allowed") and the status
-    names no other reason (none, or a generic ``X.0.0``): reply code and words then agree. After
-    ``DATA`` the recipient had been accepted, so the same words describe a filter
-    (:func:`_probe_filtered`), as they do under an ``X.2.x`` status (RFC 3463: the mailbox exists)
-    or, as Sisimai reads them, when no reply code backs them.
+    Without such a status, the words count only at ``RCPT``: the recipient was refused by name
+    before any content was seen. At any other stage, or an unknown one, the words alone do not
+    prove the mailbox is gone: after ``DATA`` the recipient had been accepted, and filtering
+    gateways (McAfee, MXLogic, SurfControl, Zoho) answer "550 No such user" for mail their rules
+    refuse. Sisimai, the reference this classifier is scored against, reads those as ``filtered``
+    (:func:`_probe_filtered`), and so do we: a wrongly condemned address is never mailed again,
+    while a filter refusal only counts against the sender.
     """
     if by_status == "suspend":
         return False
@@ -112,8 +109,6 @@ def _probe_userunknown(f: Finding, by_status: str, text: str) -> bool:
         return not any(says(o, text) for o in others)
     if f.command == "RCPT":
         return says("userunknown", text)
-    if f.command == "" and not by_status and f.reply_code in _MAILBOX_NOT_THERE:
-        return says("userunknown", text) and not says("filtered", text)
     return False
 
 
