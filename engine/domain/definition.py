@@ -21,7 +21,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal, cast
 
 from engine.schedule.model import Delay, InvalidSchedule, ScheduleSpec
 from engine.schedule.validation import SCHEDULE_DEFAULTS
@@ -39,6 +39,7 @@ __all__ = [
 ]
 
 JsonObject = dict[str, Any]
+WinnerMetric = Literal["reply_rate", "open_rate", "click_rate"]
 
 
 def _text_or_none(value: object) -> str | None:
@@ -91,13 +92,13 @@ class WinnerRule:
     """Auto-winner: once the step sent ``after_sends`` emails across its variants, the best variant
     by ``metric`` gets every later email of the step."""
 
-    metric: str = "reply_rate"
+    metric: WinnerMetric = "reply_rate"
     after_sends: int = 200
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> WinnerRule:
         default = cls()
-        return cls(metric=str(data.get("metric") or default.metric),
+        return cls(metric=cast(WinnerMetric, str(data.get("metric") or default.metric)),
                    after_sends=int(data.get("after_sends") or default.after_sends))
 
     def to_dict(self) -> JsonObject:

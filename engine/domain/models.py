@@ -11,13 +11,42 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from email_validator import EmailNotValidError, validate_email
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from engine.domain.definition import CampaignSettings, StepDefinition, VariantDefinition, WinnerMetric, WinnerRule
 from engine.errors import ValidationFailed
-from engine.schedule.closed_days import format_holidays, parse_holidays, parse_skip_date
+from engine.schedule.model import Delay, ScheduleSpec
+from engine.schedule.validation import (
+    MAX_EVERY_MINUTES,
+    MAX_SKIP_DATES,
+    MAX_WAIT_SECONDS,
+    cron_problems,
+    days_problems,
+    end_time_problems,
+    every_minutes_problems,
+    holidays_problems,
+    launch_at_problems,
+    limit_problems,
+    normalised_days,
+    normalised_holidays,
+    normalised_skip_dates,
+    send_window,
+    skip_dates_problems,
+    start_time_problems,
+    timezone_problems,
+    wait_order_problems,
+    wait_problems,
+    window_order_problems,
+)
 
-_HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
-DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+# The contract's defaults, kept once by the engine's own types: a field left out of a request
+# gets the value a definition stored without it is read with.
+_SCHEDULE = ScheduleSpec()
+_SETTINGS = CampaignSettings()
+_STEP = StepDefinition()
+_DELAY = Delay()
+_VARIANT = VariantDefinition(id="A")
+_WINNER = WinnerRule()
 
 
 class Strict(BaseModel):
@@ -189,10 +218,10 @@ class SuppressionIn(Strict):
 
 # -- campaigns --------------------------------------------------------------------------------
 class DelayIn(Strict):
-    days: int = Field(default=0, ge=0, le=365)
-    hours: int = Field(default=0, ge=0, le=10_000)
-    minutes: int = Field(default=0, ge=0, le=100_000)
-    business_days: bool = False
+    days: int = Field(default=_DELAY.days, ge=0, le=365)
+    hours: int = Field(default=_DELAY.hours, ge=0, le=10_000)
+    minutes: int = Field(default=_DELAY.minutes, ge=0, le=100_000)
+    business_days: bool = _DELAY.business_days
 
 
 class VariantIn(Strict):
@@ -202,30 +231,30 @@ class VariantIn(Strict):
     subject: str | None = Field(default=None, max_length=998)
     body_html: str | None = Field(default=None, max_length=1_000_000)
     body_text: str | None = Field(default=None, max_length=1_000_000)
-    weight: int = Field(default=1, ge=1, le=100)
+    weight: int = Field(default=_VARIANT.weight, ge=1, le=100)
 
 
 class WinnerIn(Strict):
     """Auto-winner: once the step has sent ``after_sends`` emails across its variants, the best
     variant by ``metric`` gets every later email of the step."""
 
-    metric: Literal["reply_rate", "open_rate", "click_rate"] = "reply_rate"
-    after_sends: int = Field(default=200, ge=1, le=1_000_000)
+    metric: WinnerMetric = _WINNER.metric
+    after_sends: int = Field(default=_WINNER.after_sends, ge=1, le=1_000_000)
 
 
 class StepIn(Strict):
-    subject: str = Field(default="", max_length=998)
-    body_html: str = Field(default="", max_length=1_000_000)
-    body_text: str | None = Field(default=None, max_length=1_000_000)
+    subject: str = Field(default=_STEP.subject, max_length=998)
+    body_html: str = Field(default=_STEP.body_html, max_length=1_000_000)
+    body_text: str | None = Field(default=_STEP.body_text, max_length=1_000_000)
     delay: DelayIn = Field(default_factory=DelayIn)
-    same_thread: bool = True
+    same_thread: bool = _STEP.same_thread
     variants: list[VariantIn] | None = Field(default=None, min_length=2, max_length=5)
     winner: WinnerIn | None = None
     # From a workflow graph: the email node's id (in stats/steps and activity), and per-step tracking
     # that overrides the campaign's settings when given.
-    node_id: str | None = Field(default=None, max_length=255)
-    track_opens: bool | None = None
-    track_clicks: bool | None = None
+    node_id: str | None = Field(default=_STEP.node_id, max_length=255)
+    track_opens: bool | None = _STEP.track_opens
+    track_clicks: bool | None = _STEP.track_clicks
 
     @model_validator(mode="after")
     def _variants(self) -> StepIn:
@@ -244,119 +273,141 @@ class StepIn(Strict):
         return self
 
 
+def _refuse(problems: list[str]) -> None:
+    """Raise the shared check's problems for pydantic to report under the field's name."""
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+# A schedule is checked by the same functions as engine.schedule.validate_schedule (field by field,
+# so each problem is reported under its own field) with the same defaults (ScheduleSpec's). The
+# rules that tie two fields together (the window's order, the waits' order) are reported under
+# ``schedule``, the cron's fit in the window under ``schedule.cron``. (Comments, not a docstring:
+# a model's docstring becomes its description in the public OpenAPI document.)
 class ScheduleIn(Strict):
-    timezone: str = "UTC"
-    days: list[str] = Field(default_factory=lambda: ["mon", "tue", "wed", "thu", "fri"])
-    start_time: str = "09:00"
-    end_time: str = "17:00"
-    every_minutes: int | None = Field(default=None, ge=1, le=1440)
-    cron: str | None = None
-    min_wait_seconds: int = Field(default=120, ge=0, le=86_400)
-    max_wait_seconds: int = Field(default=420, ge=0, le=86_400)
-    max_per_hour: int | None = Field(default=None, ge=1)
-    daily_limit: int | None = Field(default=None, ge=1)
+    timezone: str = _SCHEDULE.timezone
+    days: list[str] = Field(default_factory=lambda: list(_SCHEDULE.days))
+    start_time: str = _SCHEDULE.start_time
+    end_time: str = _SCHEDULE.end_time
+    every_minutes: int | None = Field(default=_SCHEDULE.every_minutes, ge=1, le=MAX_EVERY_MINUTES)
+    cron: str | None = _SCHEDULE.cron
+    min_wait_seconds: int = Field(default=_SCHEDULE.min_wait_seconds, ge=0, le=MAX_WAIT_SECONDS)
+    max_wait_seconds: int = Field(default=_SCHEDULE.max_wait_seconds, ge=0, le=MAX_WAIT_SECONDS)
+    max_per_hour: int | None = Field(default=_SCHEDULE.max_per_hour, ge=1)
+    daily_limit: int | None = Field(default=_SCHEDULE.daily_limit, ge=1)
     max_per_domain_per_hour: int | None = Field(
-        default=None, ge=1, description="Per sender and recipient domain, per clock hour in the schedule's zone.")
+        default=_SCHEDULE.max_per_domain_per_hour, ge=1,
+        description="Per sender and recipient domain, per clock hour in the schedule's zone.")
     max_per_domain_per_day: int | None = Field(
-        default=None, ge=1, description="Per sender and recipient domain, per calendar day in the schedule's zone.")
-    launch_at: datetime | None = None
-    use_contact_timezone: bool = False
-    skip_dates: list[str] = Field(default_factory=list, max_length=1000)
-    holidays: str | None = None
+        default=_SCHEDULE.max_per_domain_per_day, ge=1,
+        description="Per sender and recipient domain, per calendar day in the schedule's zone.")
+    launch_at: datetime | None = _SCHEDULE.launch_at
+    use_contact_timezone: bool = _SCHEDULE.use_contact_timezone
+    skip_dates: list[str] = Field(default_factory=list, max_length=MAX_SKIP_DATES)
+    holidays: str | None = _SCHEDULE.holidays
 
     @field_validator("timezone")
     @classmethod
     def _tz(cls, v: str) -> str:
-        return check_timezone(v)
-
-    @field_validator("skip_dates")
-    @classmethod
-    def _skip_dates(cls, v: list[str]) -> list[str]:
-        """Strict YYYY-MM-DD (the planner reads the stored JSON), kept sorted without repeats."""
-        return sorted({parse_skip_date(day).isoformat() for day in v})
-
-    @field_validator("holidays")
-    @classmethod
-    def _holidays(cls, v: str | None) -> str | None:
-        """A country (``FR``) or country-subdivision (``US-CA``) the ``holidays`` package knows."""
-        if v is None:
-            return v
-        return format_holidays(*parse_holidays(v))
+        _refuse(timezone_problems(v))
+        return v
 
     @field_validator("days")
     @classmethod
     def _days(cls, v: list[str]) -> list[str]:
-        days = [d.lower() for d in v]
-        bad = [d for d in days if d not in DAYS]
-        if bad or not days:
-            raise ValueError(f"days must be a non-empty list of {', '.join(DAYS)}")
-        return sorted(set(days), key=DAYS.index)
+        _refuse(days_problems(v))
+        return normalised_days(v)
 
     @field_validator("start_time")
     @classmethod
     def _start(cls, v: str) -> str:
-        if not _HHMM.match(v):
-            raise ValueError("start_time must be HH:MM")
+        _refuse(start_time_problems(v))
         return v
 
     @field_validator("end_time")
     @classmethod
     def _end(cls, v: str) -> str:
-        if v != "24:00" and not _HHMM.match(v):
-            raise ValueError("end_time must be HH:MM or 24:00")
+        _refuse(end_time_problems(v))
+        return v
+
+    @field_validator("every_minutes")
+    @classmethod
+    def _every(cls, v: int | None) -> int | None:
+        _refuse(every_minutes_problems(v))
         return v
 
     @field_validator("cron")
     @classmethod
-    def _cron(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        from apscheduler.triggers.cron import CronTrigger
+    def _cron(cls, v: str | None, info: ValidationInfo) -> str | None:
+        """Parsed as the planner parses it (standard weekday numbers), and it must fire inside
+        the window of the fields before it."""
+        window = send_window(info.data.get("timezone"), info.data.get("days"), info.data.get("start_time"),
+                             info.data.get("end_time"))
+        _refuse(cron_problems(v, window))
+        return v
 
-        if len(v.split()) != 5:
-            raise ValueError("cron must have 5 fields")
-        try:
-            CronTrigger.from_crontab(v, timezone="UTC")
-        except ValueError as exc:
-            raise ValueError(f"invalid cron expression: {exc}") from exc
+    @field_validator("min_wait_seconds", "max_wait_seconds")
+    @classmethod
+    def _wait(cls, v: int) -> int:
+        _refuse(wait_problems(v))
+        return v
+
+    @field_validator("max_per_hour", "daily_limit", "max_per_domain_per_hour", "max_per_domain_per_day")
+    @classmethod
+    def _limit(cls, v: int | None) -> int | None:
+        _refuse(limit_problems(v))
         return v
 
     @field_validator("launch_at")
     @classmethod
     def _launch_at(cls, v: datetime | None) -> datetime | None:
-        if v is not None and v.tzinfo is None:
-            raise ValueError("launch_at needs a timezone (use Z for UTC)")
+        _refuse(launch_at_problems(v))
         return v
+
+    @field_validator("skip_dates")
+    @classmethod
+    def _skip_dates(cls, v: list[str]) -> list[str]:
+        """Strict YYYY-MM-DD (the planner reads the stored JSON), kept sorted without repeats."""
+        _refuse(skip_dates_problems(v))
+        return normalised_skip_dates(v)
+
+    @field_validator("holidays")
+    @classmethod
+    def _holidays(cls, v: str | None) -> str | None:
+        """A country (``FR``) or country-subdivision (``US-CA``) the ``holidays`` package knows."""
+        _refuse(holidays_problems(v))
+        return normalised_holidays(v)
 
     @model_validator(mode="after")
     def _order(self) -> ScheduleIn:
-        if self.end_time != "24:00" and self.end_time <= self.start_time:
-            raise ValueError("end_time must be later than start_time")
-        if self.min_wait_seconds > self.max_wait_seconds:
-            raise ValueError("min_wait_seconds must not exceed max_wait_seconds")
+        _refuse([f"end_time {problem}" for problem in window_order_problems(self.start_time, self.end_time)]
+                + [f"max_wait_seconds {problem}"
+                   for problem in wait_order_problems(self.min_wait_seconds, self.max_wait_seconds)])
         return self
 
 
+# Campaign settings; the defaults are engine.domain.definition.CampaignSettings'.
 class SettingsIn(Strict):
-    stop_on_reply: bool = True
-    stop_on_company_reply: bool = False
-    ignore_out_of_office: bool = True
-    skip_if_enrolled_elsewhere: bool = False
-    skip_previously_bounced: bool = True
-    skip_previously_replied: bool = False
-    verify_mx: bool = False
-    allow_free_email_domains: bool = True
-    track_opens: bool = False
-    track_clicks: bool = False
-    unsubscribe_link: bool = True
-    bounce_rate_threshold: float = Field(default=8.0, gt=0, le=100)
+    stop_on_reply: bool = _SETTINGS.stop_on_reply
+    stop_on_company_reply: bool = _SETTINGS.stop_on_company_reply
+    ignore_out_of_office: bool = _SETTINGS.ignore_out_of_office
+    skip_if_enrolled_elsewhere: bool = _SETTINGS.skip_if_enrolled_elsewhere
+    skip_previously_bounced: bool = _SETTINGS.skip_previously_bounced
+    skip_previously_replied: bool = _SETTINGS.skip_previously_replied
+    verify_mx: bool = _SETTINGS.verify_mx
+    allow_free_email_domains: bool = _SETTINGS.allow_free_email_domains
+    track_opens: bool = _SETTINGS.track_opens
+    track_clicks: bool = _SETTINGS.track_clicks
+    unsubscribe_link: bool = _SETTINGS.unsubscribe_link
+    bounce_rate_threshold: float = Field(default=_SETTINGS.bounce_rate_threshold, gt=0, le=100)
     # Percent of sent emails reported as spam; 0.3 is Gmail's line for bulk senders.
-    complaint_rate_threshold: float = Field(default=0.3, ge=0, le=100)
-    soft_bounce_limit: int = Field(default=3, ge=1, le=1000)  # soft bounces in a row that suppress an address
-    manual_batches: bool = False
+    complaint_rate_threshold: float = Field(default=_SETTINGS.complaint_rate_threshold, ge=0, le=100)
+    # soft bounces in a row that suppress an address
+    soft_bounce_limit: int = Field(default=_SETTINGS.soft_bounce_limit, ge=1, le=1000)
+    manual_batches: bool = _SETTINGS.manual_batches
     # An evergreen campaign stays active with nothing open, to take enrollments at any time;
     # POST /v1/campaigns/{id}/complete ends it.
-    evergreen: bool = False
+    evergreen: bool = _SETTINGS.evergreen
     auto_enroll: AutoEnrollIn | None = Field(default=None, description=(
         "Enroll contacts as they enter this selection: members of one of `list_ids` (when given) that "
         "match `filter` (when given), checked when a contact is created, updated, imported or added to a "

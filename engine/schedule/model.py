@@ -12,11 +12,13 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from engine.schedule.closed_days import ClosedDays, closed_days, format_holidays, parse_holidays, parse_skip_date
+from engine.schedule.closed_days import ClosedDays, closed_days, parse_skip_date
 from engine.schedule.tzutil import as_utc, hour_start, local_date, zone
 from engine.schedule.validation import (
     SCHEDULE_DEFAULTS,
     WEEKDAYS,
+    normalised_days,
+    normalised_holidays,
     parse_hhmm,
     parse_launch_at,
     validate_schedule,
@@ -78,13 +80,11 @@ class ScheduleSpec:
         problems = validate_schedule(self._raw())
         if problems:
             raise InvalidSchedule(problems)
-        lowered = {d.lower() for d in self.days}
-        object.__setattr__(self, "days", tuple(d for d in WEEKDAYS if d in lowered))
+        object.__setattr__(self, "days", tuple(normalised_days(self.days)))
         if self.launch_at is not None:
             object.__setattr__(self, "launch_at", parse_launch_at(self.launch_at))
         object.__setattr__(self, "skip_dates", tuple(sorted({parse_skip_date(d) for d in self.skip_dates})))
-        if self.holidays is not None:
-            object.__setattr__(self, "holidays", format_holidays(*parse_holidays(self.holidays)))
+        object.__setattr__(self, "holidays", normalised_holidays(self.holidays))
 
     def _raw(self) -> dict[str, object]:
         return {

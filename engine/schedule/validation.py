@@ -9,15 +9,42 @@ client may send, including wrong types. Field names are the schedule's own keys 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
-from engine.schedule.closed_days import parse_holidays, parse_skip_date
+from engine.schedule.closed_days import format_holidays, parse_holidays, parse_skip_date
 from engine.schedule.cron import next_fire_at_or_after, parse_cron
 from engine.schedule.tzutil import is_timezone
 from engine.schedule.windows import Window
 
-__all__ = ["SCHEDULE_DEFAULTS", "WEEKDAYS", "parse_hhmm", "parse_launch_at", "validate_schedule"]
+__all__ = [
+    "MAX_EVERY_MINUTES",
+    "MAX_SKIP_DATES",
+    "MAX_WAIT_SECONDS",
+    "SCHEDULE_DEFAULTS",
+    "WEEKDAYS",
+    "cron_problems",
+    "days_problems",
+    "end_time_problems",
+    "every_minutes_problems",
+    "flag_problems",
+    "holidays_problems",
+    "launch_at_problems",
+    "limit_problems",
+    "normalised_days",
+    "normalised_holidays",
+    "normalised_skip_dates",
+    "parse_hhmm",
+    "parse_launch_at",
+    "send_window",
+    "skip_dates_problems",
+    "start_time_problems",
+    "timezone_problems",
+    "validate_schedule",
+    "wait_order_problems",
+    "wait_problems",
+    "window_order_problems",
+]
 
 WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -41,6 +68,7 @@ SCHEDULE_DEFAULTS: Mapping[str, object] = {
 }
 
 MAX_WAIT_SECONDS = 86_400
+MAX_EVERY_MINUTES = 1440
 # Enough for years of blackout days, small enough that a schedule stays a small document.
 MAX_SKIP_DATES = 1000
 _HHMM = re.compile(r"^(\d{2}):(\d{2})$")
@@ -97,6 +125,150 @@ def _cron_fires_in_window(expr: str, window: Window) -> bool:
     return False
 
 
+# -- one check per field ---------------------------------------------------------------------
+# Each returns the field's problems as messages (empty when it is fine). validate_schedule runs
+# them over schedule JSON, and the API's request model (engine.domain.models.ScheduleIn) runs the
+# same ones from its field validators, so both refuse the same values with the same words.
+
+
+def timezone_problems(value: object) -> list[str]:
+    return [] if is_timezone(value) else ["must be an IANA time zone name such as Europe/Paris"]
+
+
+def day_numbers(value: object) -> frozenset[int]:
+    """The ``date.weekday()`` numbers of the known days in ``value`` (unknown ones left out)."""
+    if not isinstance(value, list | tuple):
+        return frozenset()
+    return frozenset(WEEKDAYS.index(day.lower()) for day in value if isinstance(day, str) and day.lower() in WEEKDAYS)
+
+
+def normalised_days(value: Sequence[str]) -> list[str]:
+    """Lower-case, in week order, without repeats (how a schedule stores its days)."""
+    lowered = {day.lower() for day in value}
+    return [day for day in WEEKDAYS if day in lowered]
+
+
+def days_problems(value: object) -> list[str]:
+    if not isinstance(value, list | tuple):
+        return ["must be a list of mon, tue, wed, thu, fri, sat, sun"]
+    if not value:
+        return ["must contain at least one day"]
+    return [f"unknown day {day!r}; use mon, tue, wed, thu, fri, sat, sun" for day in value
+            if not (isinstance(day, str) and day.lower() in WEEKDAYS)]
+
+
+def start_time_problems(value: object) -> list[str]:
+    return [] if parse_hhmm(value, allow_24=False) is not None else ["must be HH:MM between 00:00 and 23:59"]
+
+
+def end_time_problems(value: object) -> list[str]:
+    return [] if parse_hhmm(value, allow_24=True) is not None else ["must be HH:MM between 00:00 and 24:00"]
+
+
+def window_order_problems(start_time: object, end_time: object) -> list[str]:
+    """``end_time``'s problem with ``start_time`` (only when both are well formed)."""
+    start, end = parse_hhmm(start_time, allow_24=False), parse_hhmm(end_time, allow_24=True)
+    return ["must be later than start_time"] if start is not None and end is not None and end <= start else []
+
+
+def every_minutes_problems(value: object) -> list[str]:
+    return [] if value is None or _int_in(value, 1, MAX_EVERY_MINUTES) else [
+        f"must be null or an integer from 1 to {MAX_EVERY_MINUTES}"]
+
+
+def send_window(timezone: object, days: object, start_time: object, end_time: object) -> Window | None:
+    """The weekly window these fields describe, or None when one of them is not usable."""
+    start, end = parse_hhmm(start_time, allow_24=False), parse_hhmm(end_time, allow_24=True)
+    weekdays = day_numbers(days)
+    if not is_timezone(timezone) or not weekdays or start is None or end is None or end <= start:
+        return None
+    return Window(str(timezone), weekdays, start, end)
+
+
+def cron_problems(value: object, window: Window | None) -> list[str]:
+    """A 5-field crontab that fires at all, and inside ``window`` when there is one."""
+    if value is None:
+        return []
+    if not isinstance(value, str):
+        return ["must be null or a 5-field crontab expression"]
+    try:
+        parse_cron(value)
+    except ValueError as exc:
+        return [f"invalid crontab expression: {exc}"]
+    if next_fire_at_or_after(value, "UTC", _REFERENCE) is None:
+        return ["never fires"]
+    if window is not None and not _cron_fires_in_window(value, window):
+        return ["never fires inside the send window"]
+    return []
+
+
+def wait_problems(value: object) -> list[str]:
+    return [] if _int_in(value, 0, MAX_WAIT_SECONDS) else [f"must be an integer from 0 to {MAX_WAIT_SECONDS}"]
+
+
+def wait_order_problems(low: object, high: object) -> list[str]:
+    """``max_wait_seconds``' problem with ``min_wait_seconds`` (only when both are in range)."""
+    if isinstance(low, int) and isinstance(high, int) and _int_in(low, 0, MAX_WAIT_SECONDS) \
+            and _int_in(high, 0, MAX_WAIT_SECONDS) and low > high:
+        return ["must be at least min_wait_seconds"]
+    return []
+
+
+def limit_problems(value: object) -> list[str]:
+    """``max_per_hour``, ``daily_limit`` and the per-domain limits."""
+    return [] if value is None or _int_in(value, 1) else ["must be null or a positive integer"]
+
+
+def launch_at_problems(value: object) -> list[str]:
+    if value is None:
+        return []
+    try:
+        parse_launch_at(value)
+    except ValueError as exc:
+        return [str(exc)]
+    return []
+
+
+def flag_problems(value: object) -> list[str]:
+    return [] if isinstance(value, bool) else ["must be true or false"]
+
+
+def skip_dates_problems(value: object) -> list[str]:
+    if not isinstance(value, list | tuple):
+        return ["must be a list of dates written YYYY-MM-DD"]
+    if len(value) > MAX_SKIP_DATES:
+        return [f"must hold at most {MAX_SKIP_DATES} dates"]
+    problems = []
+    for day in value:
+        try:
+            parse_skip_date(day)
+        except ValueError as exc:
+            problems.append(str(exc))
+    return problems
+
+
+def normalised_skip_dates(value: Iterable[object]) -> list[str]:
+    """Sorted ``YYYY-MM-DD`` without repeats (how a schedule stores them)."""
+    return sorted({parse_skip_date(day).isoformat() for day in value})
+
+
+def holidays_problems(value: object) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, str):
+        return ["must be null or a country code such as FR or US-CA"]
+    try:
+        parse_holidays(value)
+    except ValueError as exc:
+        return [str(exc)]
+    return []
+
+
+def normalised_holidays(value: str | None) -> str | None:
+    """The ``holidays`` package's spelling (``"us-ca"`` -> ``"US-CA"``)."""
+    return None if value is None else format_holidays(*parse_holidays(value))
+
+
 def validate_schedule(d: object) -> list[tuple[str, str]]:
     """Every problem of schedule JSON `d` as (field, message); empty when `d` is valid.
 
@@ -108,100 +280,24 @@ def validate_schedule(d: object) -> list[tuple[str, str]]:
     problems += [(str(k), "unknown field") for k in sorted(map(str, d)) if k not in SCHEDULE_DEFAULTS]
     values = {**SCHEDULE_DEFAULTS, **{k: v for k, v in d.items() if k in SCHEDULE_DEFAULTS}}
 
-    tz = values["timezone"]
-    tz_ok = is_timezone(tz)
-    if not tz_ok:
-        problems.append(("timezone", "must be an IANA time zone name such as Europe/Paris"))
+    def check(name: str, messages: list[str]) -> None:
+        problems.extend((name, message) for message in messages)
 
-    days = values["days"]
-    weekdays: set[int] = set()
-    if not isinstance(days, list | tuple):
-        problems.append(("days", "must be a list of mon, tue, wed, thu, fri, sat, sun"))
-    elif not days:
-        problems.append(("days", "must contain at least one day"))
-    else:
-        for day in days:
-            if isinstance(day, str) and day.lower() in WEEKDAYS:
-                weekdays.add(WEEKDAYS.index(day.lower()))
-            else:
-                problems.append(("days", f"unknown day {day!r}; use mon, tue, wed, thu, fri, sat, sun"))
-
-    start = parse_hhmm(values["start_time"], allow_24=False)
-    end = parse_hhmm(values["end_time"], allow_24=True)
-    if start is None:
-        problems.append(("start_time", "must be HH:MM between 00:00 and 23:59"))
-    if end is None:
-        problems.append(("end_time", "must be HH:MM between 00:00 and 24:00"))
-    if start is not None and end is not None and end <= start:
-        problems.append(("end_time", "must be later than start_time"))
-
-    every = values["every_minutes"]
-    if every is not None and not _int_in(every, 1, 1440):
-        problems.append(("every_minutes", "must be null or an integer from 1 to 1440"))
-
-    cron = values["cron"]
-    if cron is not None:
-        if not isinstance(cron, str):
-            problems.append(("cron", "must be null or a 5-field crontab expression"))
-        else:
-            try:
-                parse_cron(cron)
-            except ValueError as exc:
-                problems.append(("cron", f"invalid crontab expression: {exc}"))
-            else:
-                if next_fire_at_or_after(cron, "UTC", _REFERENCE) is None:
-                    problems.append(("cron", "never fires"))
-                elif tz_ok and weekdays and start is not None and end is not None and end > start:
-                    window = Window(str(tz), frozenset(weekdays), start, end)
-                    if not _cron_fires_in_window(cron, window):
-                        problems.append(("cron", "never fires inside the send window"))
-
-    low, high = values["min_wait_seconds"], values["max_wait_seconds"]
-    for name, value in (("min_wait_seconds", low), ("max_wait_seconds", high)):
-        if not _int_in(value, 0, MAX_WAIT_SECONDS):
-            problems.append((name, f"must be an integer from 0 to {MAX_WAIT_SECONDS}"))
-    if (
-        isinstance(low, int)
-        and isinstance(high, int)
-        and _int_in(low, 0, MAX_WAIT_SECONDS)
-        and _int_in(high, 0, MAX_WAIT_SECONDS)
-        and low > high
-    ):
-        problems.append(("max_wait_seconds", "must be at least min_wait_seconds"))
-
+    check("timezone", timezone_problems(values["timezone"]))
+    check("days", days_problems(values["days"]))
+    check("start_time", start_time_problems(values["start_time"]))
+    check("end_time", end_time_problems(values["end_time"]))
+    check("end_time", window_order_problems(values["start_time"], values["end_time"]))
+    check("every_minutes", every_minutes_problems(values["every_minutes"]))
+    window = send_window(values["timezone"], values["days"], values["start_time"], values["end_time"])
+    check("cron", cron_problems(values["cron"], window))
+    check("min_wait_seconds", wait_problems(values["min_wait_seconds"]))
+    check("max_wait_seconds", wait_problems(values["max_wait_seconds"]))
+    check("max_wait_seconds", wait_order_problems(values["min_wait_seconds"], values["max_wait_seconds"]))
     for name in ("max_per_hour", "daily_limit", "max_per_domain_per_hour", "max_per_domain_per_day"):
-        value = values[name]
-        if value is not None and not _int_in(value, 1):
-            problems.append((name, "must be null or a positive integer"))
-
-    if values["launch_at"] is not None:
-        try:
-            parse_launch_at(values["launch_at"])
-        except ValueError as exc:
-            problems.append(("launch_at", str(exc)))
-
-    if not isinstance(values["use_contact_timezone"], bool):
-        problems.append(("use_contact_timezone", "must be true or false"))
-
-    skip_dates = values["skip_dates"]
-    if not isinstance(skip_dates, list | tuple):
-        problems.append(("skip_dates", "must be a list of dates written YYYY-MM-DD"))
-    elif len(skip_dates) > MAX_SKIP_DATES:
-        problems.append(("skip_dates", f"must hold at most {MAX_SKIP_DATES} dates"))
-    else:
-        for value in skip_dates:
-            try:
-                parse_skip_date(value)
-            except ValueError as exc:
-                problems.append(("skip_dates", str(exc)))
-
-    calendar = values["holidays"]
-    if calendar is not None:
-        if not isinstance(calendar, str):
-            problems.append(("holidays", "must be null or a country code such as FR or US-CA"))
-        else:
-            try:
-                parse_holidays(calendar)
-            except ValueError as exc:
-                problems.append(("holidays", str(exc)))
+        check(name, limit_problems(values[name]))
+    check("launch_at", launch_at_problems(values["launch_at"]))
+    check("use_contact_timezone", flag_problems(values["use_contact_timezone"]))
+    check("skip_dates", skip_dates_problems(values["skip_dates"]))
+    check("holidays", holidays_problems(values["holidays"]))
     return problems

@@ -10,7 +10,8 @@ import pytest
 
 from engine.domain import models as m
 from engine.domain.definition import CampaignDefinition, CampaignSettings, StepDefinition, definition_from_json
-from engine.schedule import ScheduleSpec
+from engine.errors import ValidationFailed
+from engine.schedule import ScheduleSpec, validate_schedule
 from engine.service.campaigns import _definition
 
 DEMO: dict[str, Any] = {  # the demo's campaign (engine/demo.py)
@@ -140,3 +141,40 @@ def test_parsed_once_per_text() -> None:
     text = json.dumps(stored(DEMO))
     assert definition_from_json(text) is definition_from_json(text)
     assert StepDefinition.from_dict({}).to_dict() == m.StepIn().model_dump()
+
+
+@pytest.mark.parametrize(("schedule", "field"), [
+    ({"timezone": "europe/paris"}, "schedule.timezone"),
+    ({"days": ["mon", "funday"]}, "schedule.days"),
+    ({"start_time": "12:60"}, "schedule.start_time"),
+    ({"end_time": "24:01"}, "schedule.end_time"),
+    ({"start_time": "18:00"}, "schedule"),  # end_time (default 17:00) before start_time
+    ({"cron": "0 9 * * 5-1"}, "schedule.cron"),
+    ({"cron": "0 0 31 2 *"}, "schedule.cron"),  # never fires
+    ({"cron": "0 20 * * *"}, "schedule.cron"),  # never inside 09:00-17:00: the planner could not use it
+    ({"cron": "0 10 * * 6,0"}, "schedule.cron"),  # standard weekday numbers: the weekend, outside mon-fri
+    ({"min_wait_seconds": 500, "max_wait_seconds": 400}, "schedule"),
+    ({"skip_dates": ["25/12/2026"]}, "schedule.skip_dates"),
+    ({"holidays": "US-ZZ"}, "schedule.holidays"),
+    ({"launch_at": "2026-01-05T08:00:00"}, "schedule.launch_at"),
+])
+def test_the_api_refuses_what_the_schedule_validator_refuses(schedule: dict[str, Any], field: str) -> None:
+    """One validator: the request model reports validate_schedule's problems under the same fields."""
+    assert validate_schedule(schedule)
+    with pytest.raises(ValidationFailed) as refused:
+        m.parse(m.CampaignIn, {"name": "x", "schedule": schedule})
+    assert [error["field"] for error in refused.value.errors] == [field]
+
+
+def test_every_schedule_the_api_takes_is_one_the_planner_takes() -> None:
+    for schedule in ({}, {"cron": "0 10 * * 1-5"}, {"cron": "0 10 * * 7", "days": ["SUN"]},
+                     {"every_minutes": "5", "end_time": "24:00"}, FULL["schedule"], DEMO["schedule"]):
+        dumped = m.dump_schedule(m.parse(m.ScheduleIn, schedule))
+        assert validate_schedule(dumped) == []
+        assert ScheduleSpec.from_dict(dumped).to_dict()["days"] == dumped["days"]
+
+
+def test_request_defaults_are_the_definitions() -> None:
+    assert m.SettingsIn().model_dump() == CampaignSettings().to_dict()
+    assert m.StepIn().model_dump() == StepDefinition().to_dict()
+    assert m.dump_schedule(m.ScheduleIn()) == CampaignDefinition(name="x").to_dict()["schedule"]
