@@ -83,9 +83,7 @@ for _action in ("approve", "launch", "pause", "resume", "cancel", "archive", "co
 
 @router.get("/{campaign_id}/stats")
 async def stats(request: Request, campaign_id: str, ws: str = Ws) -> Any:
-    engine = _engine(request)
-    await engine.get_campaign(ws, campaign_id)
-    return await engine.campaign_stats(ws, campaign_id)
+    return await _engine(request).campaign_stats(ws, campaign_id)  # 404 for another workspace's campaign
 
 
 # -- enrollments ------------------------------------------------------------------------------

@@ -561,6 +561,11 @@ class CampaignService:
 
     # -- stats ----------------------------------------------------------------------------------
     async def campaign_stats(self, ws: str, cid: str) -> dict[str, Any]:
+        """``GET .../stats``: NotFound for an unknown, deleted or foreign campaign (a primary-key
+        read of its id alone), then its counters."""
+        c = t.campaigns.c
+        await self.reads.one(select(c.id).where(c.id == cid, c.workspace_id == ws, c.deleted.is_(False)),
+                             "campaign", cid)
         return (await self.campaign_stats_many(ws, [cid]))[cid]
 
     async def campaign_stats_many(self, ws: str, cids: Sequence[str]) -> dict[str, dict[str, Any]]:
