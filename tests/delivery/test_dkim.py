@@ -157,3 +157,26 @@ def test_one_click_is_offered_only_over_https() -> None:
     assert plain["List-Unsubscribe-Post"] is None
     header = " ".join(plain["List-Unsubscribe"].split())
     assert "<http://t.example.test/u/" in header and f"<mailto:sales@{DOMAIN}?subject=unsubscribe" in header
+
+
+def test_rsa_signatures_are_made_by_openssl_and_equal_dkimpys_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given an RSA key and a composed email, and one signing time for both signers (t= is dkimpy's clock)
+    monkeypatch.setattr(dkimpy.time, "time", lambda: 1767600000.0)
+    pem = dkim.generate_private_key("rsa-sha256")
+    raw = composed(None)
+    # When dkimpy signs it alone with its pure-Python RSA, and then the engine signs it with that
+    # arithmetic made unavailable
+    pkcs1 = serialization.load_pem_private_key(pem.encode(), password=None).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption())
+    theirs = dkimpy.sign(raw, b"ce1", DOMAIN.encode(), pkcs1, canonicalize=(b"relaxed", b"relaxed"),
+                         include_headers=[b"From", b"To", b"Subject", b"Date", b"Message-ID", b"List-Unsubscribe",
+                                          b"List-Unsubscribe-Post"], linesep=b"\r\n") + raw
+
+    def pure_python_rsa(*_args: object) -> bytes:
+        raise AssertionError("the engine must not sign with dkimpy's pure-Python RSA")
+
+    monkeypatch.setattr(dkimpy, "RSASSA_PKCS1_v1_5_sign", pure_python_rsa)
+    ours = dkim.sign(raw, selector="ce1", domain=DOMAIN, private_key_pem=pem, algorithm="rsa-sha256")
+    # Then the bytes are the same (PKCS#1 v1.5 is deterministic): only the arithmetic moved to OpenSSL
+    assert ours == theirs
+    assert b"a=rsa-sha256" in ours.split(b"\r\n\r\n", 1)[0]
