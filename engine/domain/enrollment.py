@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from engine.delivery.bounces import refusal_type  # the one RFC 3463 status rule, the DSN classifier's
 from engine.domain.campaign import CampaignState
 from engine.domain.definition import CampaignSettings
 from engine.errors import InvalidState
@@ -228,32 +229,6 @@ class NextStep:
     sender_id: str | None
     priority: int
     seq: int
-
-
-def refusal_type(code: int | None, status: str | None) -> str:
-    """A synchronous 5xx refusal read as RFC 3463 says: ``hard``, ``soft`` or ``block``.
-
-    X.1.x is about the address (hard), except the sender's own (5.1.7, 5.1.8: block); X.2.x about
-    the mailbox: full or over quota (5.2.2) or disabled for now (5.2.1) may pass later (soft), a
-    message too big for it (5.2.3) is the content (block); X.3.4 (too big), X.5.x (protocol),
-    X.6.x (content) and X.7.x (policy, security) are refusals of the message or the sender (block);
-    X.4.x (routing, network) may pass later (soft). Without an enhanced status, 552 (storage) is
-    soft and other 5xx codes hard, the common meaning of 550/551/553.
-    """
-    if status:
-        parts = status.split(".")
-        subject = parts[1] if len(parts) == 3 else ""
-        if status in ("5.1.7", "5.1.8"):
-            return "block"
-        if subject == "1":
-            return "hard"
-        if subject == "2":
-            return "block" if status.endswith(".3") else "soft"
-        if subject == "4":
-            return "soft"
-        if subject in ("3", "5", "6", "7"):
-            return "block" if subject != "3" or status.endswith(".4") else "soft"
-    return "soft" if code == 552 else "hard"
 
 
 def decide_outcome(claim: ClaimedEmail, attempt: Attempt, next_step: NextStep | None, now: datetime,

@@ -104,8 +104,11 @@ def test_a_worker_death_before_smtp_releases_the_claim_until_it_is_the_third_whi
 
 
 def test_refusal_type_reads_rfc_3463() -> None:
+    """The DSN classifier's reading (tests/delivery/test_refusal_type.py): 5.2.1 (mailbox disabled)
+    is a filter's refusal, 5.2.3 (too big for the mailbox) an exceeded limit that may pass, 5.4.4
+    (unable to route) a dead domain."""
     assert [refusal_type(550, s) for s in ("5.1.1", "5.1.8", "5.2.1", "5.2.3", "5.3.4", "5.4.4", "5.6.0")] == [
-        "hard", "block", "soft", "block", "block", "soft", "block"]
+        "hard", "block", "block", "soft", "block", "hard", "block"]
 
 
 def test_unsendable_fails_the_email_without_blaming_the_address() -> None:

@@ -287,4 +287,30 @@ def bounce_type(reason: str, status: str, diagnosis: str) -> str:
     return "block"
 
 
-__all__ = ["HARD_REASONS", "RETRY_REASONS", "SOFT_REASONS", "bounce_type", "find_reason", "says"]
+# The type of an enhanced status code the table of status.py does not know, by its subject
+# (RFC 3463 section 3): the address (X.1) is dead, the mailbox (X.2) and routing (X.4) may work
+# later, the mail system (X.3), protocol (X.5), content (X.6) and policy (X.7) refuse this message
+# or this sender. X.0 says nothing: the reply code decides.
+_SUBJECT_TYPE = {"1": "hard", "2": "soft", "3": "block", "4": "soft", "5": "block", "6": "block", "7": "block"}
+
+
+def refusal_type(code: int | None, status: str | None) -> str:
+    """The bounce type of an SMTP refusal from its reply ``code`` and enhanced ``status`` alone.
+
+    The RFC 3463 status-to-type rule of the engine, in one place: a code the status table knows
+    names a reason, typed by :func:`bounce_type` as a delivery status notification's is (so an
+    answer refused during the SMTP dialogue and the same answer quoted in a DSN count alike); any
+    other code goes by its subject (``_SUBJECT_TYPE``); without either, 552 (storage) is soft and
+    other 5xx codes hard, the common meaning of 550/551/553.
+    """
+    if status:
+        reason = status_reason(status)
+        if reason:
+            return bounce_type(reason, status, "")
+        parts = status.split(".")
+        if len(parts) == 3 and parts[1] in _SUBJECT_TYPE:
+            return _SUBJECT_TYPE[parts[1]]
+    return "soft" if code == 552 else "hard"
+
+
+__all__ = ["HARD_REASONS", "RETRY_REASONS", "SOFT_REASONS", "bounce_type", "find_reason", "refusal_type", "says"]
