@@ -258,7 +258,7 @@ def _starts(
     starts: list[datetime] = []
     for pool in pools:
         seen: set[str | None] = set()
-        for item_due, email_id in pool.dues:
+        for item_due, email_id in pool.dues():
             at = item_due if floor is None else max(item_due, floor)
             domain = items[email_id].domain
             if domain in seen:
@@ -378,17 +378,36 @@ def _campaign_rotation(ctx: Context, usage: Usage, c: str) -> dict[tuple[str, st
     return {(c, s): (index - after - 1) % len(senders) for index, s in enumerate(senders)}
 
 
-def _may_repeat(ctx: Context, usage: Usage, c: str, s: str, now: datetime) -> bool:
-    """Whether the pair may send again at `now`: its spacing after the send just made is zero.
-
-    A schedule with no wait between sends (min = max = 0 seconds) means "as fast as the limits
-    allow"; cron and every_minutes always space sends.
-    """
+def _spaced(ctx: Context, c: str) -> bool:
+    """Whether the campaign's pairs send at most once per instant: any schedule but one with no wait
+    between sends (min = max = 0 seconds, "as fast as the limits allow"); cron and every_minutes
+    always space sends, and a drawn wait of 0 s within a range still spaces sends by an instant."""
     spec = ctx.campaigns[c].schedule
-    if spec.cron is not None or spec.every_minutes is not None or spec.max_wait_seconds != 0:
-        return False  # a drawn wait of 0 s within a range still spaces sends by an instant
+    return spec.cron is not None or spec.every_minutes is not None or spec.max_wait_seconds != 0
+
+
+def _may_repeat(ctx: Context, usage: Usage, c: str, s: str, now: datetime) -> bool:
+    """Whether the pair may send again at `now`: its spacing after the send just made is zero."""
+    if _spaced(ctx, c):
+        return False
     bound = _lower_bound(ctx, usage, c, s)
     return not isinstance(bound, _Never) and (bound is None or bound <= now)
+
+
+def _send_alone(now: datetime, queue: ItemQueue, ctx: Context, usage: Usage, c: str, s: str, owned: bool
+                ) -> tuple[list[Assignment], Usage]:
+    """:func:`send_now` when next_due found one pair able to send at `now`, its slot `now`, and it
+    sends at most once per instant: its best due item, unless a limit is full (what the general
+    loop does for that one pair, without its heap and rotation: a forecast's usual round)."""
+    key = _candidate(ctx, queue, usage, c, s, now, True)
+    if key is None or _limits_release(ctx, usage, c, s, now) != now:
+        return [], usage
+    item = queue.remove(key[-1])
+    campaign = ctx.campaigns[c]
+    usage = (usage.record_in_place if owned else usage.record)(
+        campaign_id=c, sender_id=s, workspace_id=campaign.workspace_id, at=now,
+        timezone=campaign.schedule.timezone, domain=item.domain)
+    return [Assignment(item=item, sender_id=s, at=now)], usage
 
 
 def send_now(
@@ -411,6 +430,10 @@ def send_now(
     """
     # each campaign's sender rotation, worked out when one of its pairs is first weighed (and again
     # after each of its sends): a round usually weighs one or two pairs of all those planned
+    if able is not None and len(able) == 1 and (limit is None or limit > 0):
+        (c, s), known = next(iter(able.items()))
+        if known and not _domain_limited(ctx, c) and _spaced(ctx, c):
+            return _send_alone(now, queue, ctx, usage, c, s, owned)
     rotations: dict[str, dict[tuple[str, str], int]] = {}
     versions: dict[str, int] = dict.fromkeys(ctx.campaigns, 0)
     heap: list[tuple[RankKey, int, str, str, int]] = []

@@ -9,8 +9,9 @@ the last tie-break), so a queue built at once and one built incrementally are id
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
+from typing import Any
 
 from engine.schedule.model import QueueItem
 
@@ -38,38 +39,63 @@ def rank_key(item: QueueItem) -> RankKey:
 
 
 class Pool:
-    """Items of one (campaign, pin, zone), in rank order and in due order."""
+    """Items of one (campaign, pin, zone), in rank order and in due order.
 
-    __slots__ = ("dues", "ranked")
+    The best item is the one that goes, so removals are mostly at the front of both lists: those
+    only move a head index (deleting the first of tens of thousands of entries shifts them all),
+    and the dead prefix is dropped once it is half the list.
+    """
+
+    __slots__ = ("_due_head", "_dues", "_rank_head", "_ranked")
 
     def __init__(self) -> None:
-        self.ranked: list[RankKey] = []
-        self.dues: list[tuple[datetime, str]] = []
+        self._ranked: list[RankKey] = []
+        self._dues: list[tuple[datetime, str]] = []
+        self._rank_head = 0
+        self._due_head = 0
 
     def add(self, item: QueueItem) -> None:
-        insort(self.ranked, rank_key(item))
-        insort(self.dues, (item.due_at, item.email_id))
+        insort(self._ranked, rank_key(item), lo=self._rank_head)
+        insort(self._dues, (item.due_at, item.email_id), lo=self._due_head)
 
     def remove(self, item: QueueItem) -> None:
-        key = rank_key(item)
-        del self.ranked[bisect_left(self.ranked, key)]
-        due = (item.due_at, item.email_id)
-        del self.dues[bisect_left(self.dues, due)]
+        self._rank_head = _drop(self._ranked, self._rank_head, rank_key(item))
+        self._due_head = _drop(self._dues, self._due_head, (item.due_at, item.email_id))
 
     def __len__(self) -> int:
-        return len(self.ranked)
+        return len(self._ranked) - self._rank_head
 
     def min_due(self) -> datetime:
-        return self.dues[0][0]
+        return self._dues[self._due_head][0]
+
+    def dues(self) -> Iterator[tuple[datetime, str]]:
+        """(due_at, email_id) of every item, earliest first."""
+        dues = self._dues
+        return (dues[index] for index in range(self._due_head, len(dues)))  # islice would walk the dead prefix
 
     def best_due(self, now: datetime, accept: Callable[[RankKey], bool] | None = None) -> RankKey | None:
         """The best-ranked item already due at `now` (and that `accept` lets go, when given)."""
-        if self.dues[0][0] > now:
+        if self._dues[self._due_head][0] > now:
             return None
-        for key in self.ranked:
+        ranked = self._ranked
+        for index in range(self._rank_head, len(ranked)):
+            key = ranked[index]
             if key[1] <= now and (accept is None or accept(key)):
                 return key
         return None
+
+
+def _drop(entries: list[Any], head: int, entry: object) -> int:
+    """Remove `entry` from the sorted live part ``entries[head:]``; returns the new head."""
+    index = bisect_left(entries, entry, lo=head)
+    if index != head:
+        del entries[index]
+        return head
+    head += 1
+    if head * 2 > len(entries):
+        del entries[:head]
+        return 0
+    return head
 
 
 class ItemQueue:
