@@ -200,3 +200,19 @@ def test_the_property_reaches_every_counter(backend: str) -> None:
     assert by_name["contacts"] == 5 and by_name["contacts.unsubscribed"] == 1 and by_name["contacts.active"] == 4
     assert by_name["list_members"] >= 1 and by_name["suppressions"] == 2
     assert by_name["campaigns"] == 1 and by_name["campaigns.paused"] == 1
+
+
+def test_the_counters_follow_the_read_models_rules() -> None:
+    """The counters re-state two rules of other read models (they may not read those tables): the
+    events that give a campaign its status (``projections/campaigns.py``) and those that make a
+    contact ``unsubscribed`` (``projections/contacts.py``). A rule changed there must change here."""
+    from projections import campaigns as campaign_model
+    from projections import contacts as contact_model
+
+    assert lt._CAMPAIGN_STATUS == campaign_model._STATUS_BY_TYPE
+    assert {"campaign.created", "campaign.launched", "campaign.deleted"} <= set(campaign_model.campaigns.handlers)
+    unsubscribing = contact_model.contacts.handlers["contact.unsubscribed"]
+    assert {t for t, handler in contact_model.contacts.handlers.items() if handler is unsubscribing} == {
+        "contact.unsubscribed", "email.complained"}
+    assert set(lt.listing_totals.handlers) >= {"contact.unsubscribed", "email.complained", "contact.erased",
+                                                 "contact.created", *campaign_model._STATUS_BY_TYPE}
