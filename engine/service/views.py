@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from typing import Any
 
-from engine.domain.definition import CampaignDefinition, definition_from_json
+from engine.domain.definition import definition_from_json
 
 
 def _load(raw: Any) -> Any:
@@ -63,11 +64,20 @@ def suppression_view(r: Any) -> dict[str, Any]:
             "created_at": r["created_at"]}
 
 
+@lru_cache(maxsize=1024)
+def _definition_text(stored: str) -> str:
+    """A campaigns row's definition as the view shows it: parsed (an older shape upcast to the
+    current one) and written back as the read model writes it (compact, keys sorted), so that a
+    current definition is shown byte for byte as stored."""
+    return json.dumps(definition_from_json(stored).to_dict(), separators=(",", ":"), sort_keys=True,
+                      ensure_ascii=False)
+
+
 def campaign_view(r: Any, stats: dict[str, Any] | None = None) -> dict[str, Any]:
     """The campaign: its definition in the shape it is stored in (an older shape upcast), plus
     its status and lifecycle times."""
     raw = r["definition"]
-    d = (definition_from_json(raw) if isinstance(raw, str) else CampaignDefinition.from_dict(raw)).to_dict()
+    d = json.loads(_definition_text(raw if isinstance(raw, str) else json.dumps(raw)))
     out = {
         "id": r["id"], "name": d["name"], "description": d["description"], "emoji": d["emoji"],
         "folder": d["folder"], "tags": d["tags"], "goal": d["goal"],

@@ -178,3 +178,18 @@ def test_request_defaults_are_the_definitions() -> None:
     assert m.SettingsIn().model_dump() == CampaignSettings().to_dict()
     assert m.StepIn().model_dump() == StepDefinition().to_dict()
     assert m.dump_schedule(m.ScheduleIn()) == CampaignDefinition(name="x").to_dict()["schedule"]
+
+
+@pytest.mark.parametrize("body", [{"name": "defaults"}, DEMO, FULL, WORKFLOW], ids=["defaults", "demo", "full",
+                                                                                    "workflow"])
+def test_the_campaign_view_shows_a_stored_definition_byte_for_byte(body: dict[str, Any]) -> None:
+    from engine.service.views import campaign_view
+    from projections.base import compact_json
+
+    text = compact_json(stored(body))  # as the campaigns read model stores it
+    row = {"id": "cmp_1", "definition": text, "status": "draft", "created_at": "t", "updated_at": "t",
+           "launched_at": None, "completed_at": None, "approved_at": None, "paused_reason": None}
+    shown = campaign_view(row)
+    before = json.loads(text)  # what the view showed before the typed definition
+    for key in ("schedule", "settings", "steps", "workflow", "tags", "sender_ids", "description"):
+        assert json.dumps(shown[key]) == json.dumps(before[key]), key
