@@ -328,8 +328,11 @@ class ManagementService:
             chunk = items[start:start + IMPORT_CHUNK]
             async with self.store.transaction() as conn:
                 c = t.contacts.c
+                # Erased rows are dropped here, not in the SQL: with ``erased`` in the WHERE, SQLite
+                # prefers the listing index (workspace, erased, ...) to the (workspace, email_hash)
+                # one for a long IN list, and reads every contact of the workspace per chunk.
                 existing = {r["email_hash"]: r for r in await self.reads.all(select(t.contacts).where(
-                    c.workspace_id == ws, c.erased.is_(False), c.email_hash.in_([h for h, _ in chunk])), conn)}
+                    c.workspace_id == ws, c.email_hash.in_([h for h, _ in chunk])), conn) if not r["erased"]}
                 batches: list[AppendBatch] = []
                 members: list[str] = []
                 new_ids = {h: new_id("con", self.clock.now()) for h, _ in chunk if h not in existing}
