@@ -43,6 +43,7 @@ _TUPLE_FIELDS: dict[type[Event], frozenset[str]] = {}
 _FIELD_NAMES: dict[type[Event], tuple[str, ...]] = {}
 _FIELD_SET: dict[type[Event], frozenset[str]] = {}
 _PLAIN: set[type[Event]] = set()  # classes encode_data may hand to orjson
+_PLAIN_ONCE_ENCRYPTED: set[type[Event]] = set()  # classes encode_encrypted may hand to orjson
 _FAST_NEW: dict[type[Event], Callable[[dict[str, Any]], Event]] = {}
 
 
@@ -65,6 +66,8 @@ def register(cls: E) -> E:
     _FIELD_SET[cls] = frozenset(_FIELD_NAMES[cls])
     if all(_is_plain(hints[f.name]) for f in dataclasses.fields(cls)):
         _PLAIN.add(cls)
+    if all(f.name in cls.PERSONAL or _is_plain(hints[f.name]) for f in dataclasses.fields(cls)):
+        _PLAIN_ONCE_ENCRYPTED.add(cls)
     if hasattr(cls, "__post_init__") or not hasattr(cls, "__slots__"):
         raise ValueError(f"{cls.__name__}: events are slotted dataclasses without __post_init__")
     _FAST_NEW[cls] = _fast_new(cls)
@@ -206,6 +209,21 @@ def encode_data(event: Event) -> str:
     else:
         _refuse_wide_integers(payload, cls.TYPE)
     return _STDLIB_ENCODER.encode(payload)
+
+
+def encode_encrypted(cls: type[Event], data: dict[str, Any]) -> str:
+    """``dumps(data)`` for the payload of a ``cls`` event whose personal fields the vault encrypted.
+
+    Each personal field is then a ``pii:`` token or None, so when every other field is of the
+    plain types (:func:`encode_data`'s rule) orjson writes the standard library's text byte for byte,
+    several times faster: a bulk import encodes one such payload per contact.
+    """
+    if cls in _PLAIN_ONCE_ENCRYPTED:
+        try:
+            return orjson.dumps(data, default=_default, option=_ORJSON_OPTIONS).decode()
+        except orjson.JSONEncodeError:  # a wide integer: dumps names it
+            pass
+    return dumps(data)
 
 
 _PLAIN_LEAVES = (str, int, bool, type(None), datetime)

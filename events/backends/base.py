@@ -26,6 +26,7 @@ from events.registry import (
     Event,
     dumps,
     encode_data,
+    encode_encrypted,
     event_class,
     format_time,
     from_owned_data,
@@ -186,7 +187,7 @@ class SqlEventStore(ABC):
             for ev in batch.events:
                 version += 1
                 position += 1
-                data_s = dumps(self._encrypt(ev, keys)) if ev.PERSONAL else encode_data(ev)
+                data_s = encode_encrypted(type(ev), self._encrypt(ev, keys)) if ev.PERSONAL else encode_data(ev)
                 prev = hasher(prev, stream_part, version, ev.TYPE, ev.VERSION, data_s, tail)
                 rows.append((position, batch.stream, version, ev.TYPE, ev.VERSION, data_s, meta_s, recorded_s, ws,
                              prev))
