@@ -215,23 +215,39 @@ class SqlEventStore(ABC):
         missing = [subject for subject in subjects if subject not in keys]
         if create and missing:
             new = {subject: Vault.new_key() for subject in missing}
-            await conn.execute(schema.vault_keys.insert(), [
-                {"subject_id": subject, "workspace_id": workspace_id, "wrapped_key": self.vault.wrap(subject, key)}
-                for subject, key in new.items()
-            ])
+            await self._insert_keys(conn, [(subject, workspace_id, wrapped)
+                                           for subject, wrapped in self.vault.wrap_many(new)])
             keys.update(new)
         return keys
 
     async def _unwrapped_keys(self, conn: AsyncConnection, subjects: Sequence[str]) -> dict[str, bytes]:
         """The data keys of the subjects that still have one (an erased subject has none)."""
+        unwrap = self.vault.unwrap
+        found = await self._wrapped_keys(conn, subjects)
+        return {subject_id: unwrap(subject_id, wrapped) for subject_id, wrapped in found}
+
+    async def _wrapped_keys(self, conn: AsyncConnection, subjects: Sequence[str]) -> list[tuple[str, bytes]]:
+        """(subject, wrapped key) of the ``subjects`` that have a key row: portable, one query per chunk.
+
+        A backend may answer in fewer round trips (its driver's own parameter style and limits).
+        """
         table = schema.vault_keys
-        keys: dict[str, bytes] = {}
+        found: list[tuple[str, bytes]] = []
         for start in range(0, len(subjects), LOOKUP_CHUNK):
             res = await conn.execute(select(table.c.subject_id, table.c.wrapped_key)
                                      .where(table.c.subject_id.in_(subjects[start:start + LOOKUP_CHUNK])))
-            for subject_id, wrapped in res:
-                keys[subject_id] = self.vault.unwrap(subject_id, wrapped)
-        return keys
+            found.extend((subject_id, wrapped) for subject_id, wrapped in res)
+        return found
+
+    async def _insert_keys(self, conn: AsyncConnection, rows: list[tuple[str, str, bytes]]) -> None:
+        """New key rows (subject, workspace, wrapped key): portable, through SQLAlchemy's executemany.
+
+        A backend may hand the tuples to its driver as they are (an import writes one per contact).
+        """
+        await conn.execute(schema.vault_keys.insert(), [
+            {"subject_id": subject, "workspace_id": workspace, "wrapped_key": wrapped}
+            for subject, workspace, wrapped in rows
+        ])
 
     def _encrypt(self, ev: Event, keys: dict[str, bytes]) -> dict[str, Any]:
         data = to_data(ev)

@@ -21,6 +21,9 @@ from events.vault import Vault
 
 INSERT = (f"INSERT INTO events ({COLUMNS}) SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], "
           "$4::text[], $5::int[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])")
+WRAPPED_KEYS = "SELECT subject_id, wrapped_key FROM vault_keys WHERE subject_id = ANY($1::text[])"
+INSERT_KEYS = ("INSERT INTO vault_keys (subject_id, workspace_id, wrapped_key) "
+               "SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[])")
 HEADS_AND_TOP = ("SELECT stream, version, last_hash FROM streams WHERE stream = ANY($1::text[]) "
                  "UNION ALL SELECT NULL, COALESCE(MAX(position), 0), NULL FROM events")
 
@@ -50,6 +53,15 @@ class PostgresEventStore(SqlEventStore):
         """One ``INSERT ... SELECT FROM unnest`` of one array per column, instead of one execution per row."""
         columns = tuple(map(list, zip(*rows, strict=True)))
         await conn.exec_driver_sql(INSERT, columns)
+
+    async def _wrapped_keys(self, conn: AsyncConnection, subjects: Sequence[str]) -> list[tuple[str, bytes]]:
+        """The key rows in one query, the subjects as one array parameter."""
+        found: Any = await conn.exec_driver_sql(WRAPPED_KEYS, (list(subjects),))
+        return [(subject_id, bytes(wrapped)) for subject_id, wrapped in found]
+
+    async def _insert_keys(self, conn: AsyncConnection, rows: list[tuple[str, str, bytes]]) -> None:
+        """One ``INSERT ... SELECT FROM unnest``, like the events' rows."""
+        await conn.exec_driver_sql(INSERT_KEYS, tuple(map(list, zip(*rows, strict=True))))
 
     async def _heads_and_top(self, conn: AsyncConnection, names: Sequence[str]) -> tuple[StreamHeads, int]:
         heads: StreamHeads = {}
