@@ -24,6 +24,11 @@ from events.backends.base import COLUMN_NAMES, COLUMNS, SqlEventStore, StreamHea
 from events.store import StoredEvent
 from events.vault import Vault
 
+WRITER_CACHE_KIB = 32_768
+"""The writer's page cache (SQLite's default is 2 MiB). A contact's index entries land at random
+pages (keyed by email hash): past the default, each import chunk re-read and re-dirtied much of the
+index, so imports slowed as the table grew (a 10,000-contact request at 100,000 contacts: its
+projection's inserts 0.12 s instead of 0.07 s). Pages are taken as needed, up to this."""
 DEFAULT_BUSY_TIMEOUT_MS = 60_000
 """How long an SQLite write waits for another process's lock before failing with "database is locked"."""
 LOOKUP_CHUNK = 5000
@@ -63,6 +68,8 @@ def install_pragmas(engine: AsyncEngine, *, immediate: bool, busy_timeout_ms: in
         for pragma in ("journal_mode=WAL", f"busy_timeout={busy_timeout_ms}", "synchronous=NORMAL",
                        "secure_delete=ON", "foreign_keys=ON"):
             cursor.execute(f"PRAGMA {pragma}")
+        if immediate:  # the writer: the one connection that inserts, so the one whose cache counts
+            cursor.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
