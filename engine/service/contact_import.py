@@ -3,7 +3,7 @@
 An import of 10,000 contacts spent most of its time in ``email_validator``: each address's
 domain goes through IDNA and UTS #46 character by character, although the rows of one file share
 few domains (a CRM export has many people per company; consumer lists share a handful of
-providers). :class:`BatchEmails` checks each distinct domain once per batch and applies the
+providers). :class:`BatchEmails` checks each distinct domain once (per process) and applies the
 library's own local-part rule to the rest; any address off that plain path (non-ASCII, quoted,
 a display name, a role mailbox the library lowercases, an invalid domain, a length near the limit)
 goes through :func:`engine.domain.models.check_email` itself, so the normalised address and
@@ -24,15 +24,27 @@ from engine.errors import ValidationFailed
 _PROBE_LOCAL = "a"  # a local part valid everywhere: the probe's outcome depends on the domain alone
 _ROLE_MAILBOXES = frozenset(CASE_INSENSITIVE_MAILBOX_NAMES)
 _FIELDS = frozenset(m.ContactIn.model_fields)  # read once: the class attribute is a descriptor, costly per row
+DOMAIN_CACHE_SIZE = 100_000
+"""Distinct domains whose probe outcome the process keeps (a few MB); past it the cache starts afresh."""
+
+DomainProbe = tuple[str, int] | None
+"""(normalised domain, longest UTF-8 length of its written, normalised and IDNA ASCII forms), or
+None when the domain alone makes an address invalid."""
+_DOMAINS: dict[str, DomainProbe] = {}
+"""domain as written -> its probe, shared by every import of the process.
+
+A probe depends on the domain's text alone (no DNS: ``check_deliverability=False``), so an answer
+stays true. Each request of a large import arrives in its own batch of 10,000, and the batches
+of one file share their domains: probing each again cost about 0.05 s a request (1,000 domains at
+50 µs), a tenth of what the rest of the import costs.
+"""
 
 
 class BatchEmails:
-    """``check_email`` for the addresses of one batch, each distinct domain validated once."""
+    """``check_email`` for the addresses of one batch, each distinct domain validated once per process."""
 
     def __init__(self) -> None:
-        # domain as written -> (normalised domain, longest UTF-8 length of its written, normalised
-        # and IDNA ASCII forms), or None when the domain alone makes an address invalid
-        self._domains: dict[str, tuple[str, int] | None] = {}
+        self._domains = _DOMAINS
 
     def check(self, address: str) -> str:
         """The normalised address, or ``ValueError`` with :func:`~engine.domain.models.check_email`'s message.
@@ -51,16 +63,23 @@ class BatchEmails:
                 return f"{local}@{known[0]}"
         return m.check_email(address)
 
-    def _domain(self, domain: str) -> tuple[str, int] | None:
-        if domain not in self._domains:
-            try:
-                probe = validate_email(f"{_PROBE_LOCAL}@{domain}", check_deliverability=False)
-            except EmailNotValidError:
-                self._domains[domain] = None
-            else:
-                longest = max(len(form.encode()) for form in (domain, probe.domain, probe.ascii_domain))
-                self._domains[domain] = (probe.domain, longest)
-        return self._domains[domain]
+    def _domain(self, domain: str) -> DomainProbe:
+        try:
+            return self._domains[domain]
+        except KeyError:
+            pass
+        found: DomainProbe
+        try:
+            probe = validate_email(f"{_PROBE_LOCAL}@{domain}", check_deliverability=False)
+        except EmailNotValidError:
+            found = None
+        else:
+            longest = max(len(form.encode()) for form in (domain, probe.domain, probe.ascii_domain))
+            found = (probe.domain, longest)
+        if len(self._domains) >= DOMAIN_CACHE_SIZE:
+            self._domains.clear()
+        self._domains[domain] = found
+        return found
 
 
 class ImportRow(m.ContactIn):
