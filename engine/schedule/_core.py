@@ -115,6 +115,9 @@ class Context:
         return found
 
     def sender_limit(self, sender_id: str, utc_day: date, usage: Usage) -> int | None:
+        key = (sender_id, utc_day)
+        if key in self._limits:
+            return self._limits[key]
         sender = self.senders[sender_id]
         first = sender.first_send_day
         if sender.warmup is not None and first is None:
@@ -122,10 +125,8 @@ class Context:
             days = [day for (sid, day), count in usage.sender_days.items() if sid == sender_id and count > 0]
             first = min(days) if days else None
             return effective_daily_limit(sender, utc_day, first)
-        key = (sender_id, utc_day)
-        if key not in self._limits:
-            self._limits[key] = effective_daily_limit(sender, utc_day)
-        return self._limits[key]
+        found = self._limits[key] = effective_daily_limit(sender, utc_day)
+        return found
 
 
 def build_queue(ctx: Context, items: Iterable[QueueItem]) -> ItemQueue:
@@ -153,8 +154,9 @@ def _limits_release(ctx: Context, usage: Usage, c: str, s: str, at: datetime) ->
             day = local_date(at, tz)
             if usage.sent_by_campaign_on(c, day) >= spec.daily_limit:
                 release = max(release, local_day_start(day + timedelta(days=1), tz))
-    limit = ctx.sender_limit(s, at.date(), usage)
-    if limit is not None and usage.sent_by_sender_on(s, at.date()) >= limit:
+    day = at.date()
+    limit = ctx.sender_limit(s, day, usage)
+    if limit is not None and usage.sender_days.get((s, day), 0) >= limit:
         release = max(release, next_utc_midnight(at))
     monthly = ctx.monthly_limits.get(campaign.workspace_id)
     if monthly is not None:
@@ -554,6 +556,20 @@ def next_due(now: datetime, queue: ItemQueue, ctx: Context, usage: Usage,
     return best
 
 
+def _first_dues(groups: list[tuple[str, list[Pool]]]) -> tuple[datetime, ...]:
+    """The earliest due time of each zone's pools: all a pair's slot search reads of its queue
+    (without per-domain limits)."""
+    firsts: list[datetime] = []
+    for _, pools in groups:
+        first = pools[0].min_due()
+        for pool in pools[1:]:
+            due = pool.min_due()
+            if due < first:
+                first = due
+        firsts.append(first)
+    return tuple(firsts)
+
+
 _DAWN = datetime.min.replace(tzinfo=UTC)  # "work this pair out again": below every answer
 
 
@@ -580,6 +596,15 @@ class DueTracker:
         # pairs with no answer up to `until`: only an item joining or leaving their queue can change that
         self._parked: dict[str, set[tuple[str, str]]] = {}
         self._by_campaign: dict[str, list[tuple[str, str]]] = {}
+        # A pair's answer as worked out, with the groups of its queue and their earliest due times
+        # then. While those are the same (no pool of the campaign appeared or emptied, no earlier
+        # item joined: that lowers the pair's bound and forgets this) and no limit is full at that
+        # moment, the answer still holds: the moments before it were not open and cannot have
+        # opened since (limits only fill up), and it is still open. Not under per-domain limits,
+        # whose searches start from each domain's release.
+        self._exact: dict[tuple[str, str], tuple[datetime, object, tuple[datetime, ...]]] = {}
+        self._domain_limited = {c: _domain_limited(ctx, c) for c in ctx.campaigns}
+        self._pairs = set(ctx.pairs)
         for pair in ctx.pairs:
             self._by_campaign.setdefault(pair[0], []).append(pair)
             self._lower(pair, _DAWN)
@@ -589,15 +614,20 @@ class DueTracker:
     def _lower(self, pair: tuple[str, str], bound: datetime) -> None:
         kept = self._bounds.get(pair)
         if kept is None or bound < kept:
+            self._exact.pop(pair, None)
             self._bounds[pair] = bound
             heapq.heappush(self._heap, (bound, pair[0], pair[1]))
 
     def added(self, item: QueueItem) -> None:
         """`item` joined the queue: the pairs that may send it could now send sooner."""
-        for pair in self._by_campaign.get(item.campaign_id, ()):
-            if item.sender_id is None or item.sender_id == pair[1]:
-                self._parked.get(pair[0], set()).discard(pair)
-                self._lower(pair, _DAWN)
+        if item.sender_id is None:
+            pairs = self._by_campaign.get(item.campaign_id, [])
+        else:
+            pair = (item.campaign_id, item.sender_id)
+            pairs = [pair] if pair in self._pairs else []
+        for pair in pairs:
+            self._parked.get(pair[0], set()).discard(pair)
+            self._lower(pair, _DAWN)
 
     def sent(self, campaign_id: str, sender_id: str) -> None:
         """A send was recorded: items left the campaign's queue (its parked pairs are worked out
@@ -639,7 +669,11 @@ class DueTracker:
             stop = self._until if best is None else best
             value = None
             groups = queue.groups(c, s)
-            if groups:
+            kept = self._exact.pop(pair, None)
+            if kept is not None and kept[0] == bound and bound >= after and kept[1] is groups \
+                    and kept[2] == _first_dues(groups) and _limits_release(ctx, usage, c, s, bound) == bound:
+                value = bound  # still exact (see _exact)
+            elif groups:
                 floor = _lower_bound(ctx, usage, c, s)
                 if not isinstance(floor, _Never):
                     value = _value(ctx, queue, usage, pair, groups, floor, after, stop)
@@ -654,6 +688,9 @@ class DueTracker:
             found.append((value, pair))
         for value, pair in found:
             self._lower(pair, value)
+            if not self._domain_limited[pair[0]]:
+                groups = queue.groups(*pair)
+                self._exact[pair] = (value, groups, _first_dues(groups))
         for pair in unknown:
             heapq.heappush(heap, (bounds[pair], pair[0], pair[1]))
         if able is not None and best is not None:

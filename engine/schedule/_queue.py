@@ -87,7 +87,7 @@ class Pool:
 
 def _drop(entries: list[Any], head: int, entry: object) -> int:
     """Remove `entry` from the sorted live part ``entries[head:]``; returns the new head."""
-    index = bisect_left(entries, entry, lo=head)
+    index = head if entries[head] == entry else bisect_left(entries, entry, lo=head)  # mostly the first
     if index != head:
         del entries[index]
         return head

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from engine.schedule.closed_days import ClosedDays, closed_days, parse_skip_date
-from engine.schedule.tzutil import as_utc, hour_start, local_date, zone
+from engine.schedule.tzutil import as_utc, zone
 from engine.schedule.validation import (
     SCHEDULE_DEFAULTS,
     WEEKDAYS,
@@ -421,14 +421,15 @@ def _apply(
     domain: str | None = None,
 ) -> None:
     sender_days, campaign_days, campaign_hours, months, last_sends, last_senders, domain_hours, domain_days = maps
-    tz = zone(tz_name)
-    day = local_date(at, tz)
+    local = at.astimezone(zone(tz_name))  # once: the local day and hour both come from it (see hour_start)
+    day = local.date()
+    hour = at - timedelta(minutes=local.minute, seconds=local.second, microseconds=local.microsecond)
     if domain:
-        _bump(domain_hours, (sender_id, domain, hour_start(at, tz)))
+        _bump(domain_hours, (sender_id, domain, hour))
         _bump(domain_days, (sender_id, domain, day))
     _bump(sender_days, (sender_id, at.date()))
     _bump(campaign_days, (campaign_id, day))
-    _bump(campaign_hours, (campaign_id, hour_start(at, tz)))
+    _bump(campaign_hours, (campaign_id, hour))
     _bump(months, (workspace_id, at.year, at.month))
     last = last_sends.get((campaign_id, sender_id))
     if last is None or at >= last.at:
