@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import String, bindparam, func, literal, select, union_all
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from engine.clock import Clock
 from engine.service.base import Reads
@@ -72,33 +73,34 @@ class StatsService:
         self.clock = clock
         self.reads = Reads(store)
 
-    async def counters_many(self, cids: Sequence[str]) -> dict[str, Counters]:
-        """Every counter row of the campaigns: one read on the counters' primary key."""
+    async def counters_many(self, cids: Sequence[str], conn: AsyncConnection | None = None) -> dict[str, Counters]:
+        """Every counter row of the campaigns: one read on the counters' primary key (on ``conn`` when given)."""
         found: dict[str, Counters] = {cid: {} for cid in cids}
         if not cids:
             return found
         c = cs.counts.c
-        for row in await self.reads.all(select(cs.counts).where(c.campaign_id.in_(list(cids)))):
+        for row in await self.reads.all(select(cs.counts).where(c.campaign_id.in_(list(cids))), conn):
             found[row["campaign_id"]].setdefault(row["kind"], {})[row["key"]] = {
                 name: int(row[name]) for name in cs.FIGURES}
         return found
 
-    async def email_stats_many(self, ws: str, cids: Sequence[str],
-                               counters: dict[str, Counters] | None = None) -> dict[str, dict[str, Any]]:
+    async def email_stats_many(self, ws: str, cids: Sequence[str], counters: dict[str, Counters] | None = None,
+                               conn: AsyncConnection | None = None) -> dict[str, dict[str, Any]]:
         """The email part of ``GET .../stats`` for several campaigns at once: the counters' rows, the
         sends of the last day (an index range), the senders' statuses; a fixed number of reads
         whatever the number of campaigns, so a page of the campaign list costs one campaign's.
-        ``counters``, when the caller has read them already (:meth:`counters_many`), spares a read."""
+        ``counters``, when the caller has read them already (:meth:`counters_many`), spares a read;
+        ``conn``, when given, is the connection to read on."""
         if not cids:
             return {}
         if counters is None:
-            counters = await self.counters_many(cids)
-        windows = await self._throughput_many(cids, self.clock.now())
+            counters = await self.counters_many(cids, conn)
+        windows = await self._throughput_many(cids, self.clock.now(), conn)
         sender_ids = sorted({key for cid in cids for key, n in counters[cid].get(cs.SENDER, {}).items()
                              if n["total"]})
         sc = t.senders.c
         statuses = {r["id"]: r["status"] for r in await self.reads.all(
-            select(sc.id, sc.status).where(sc.id.in_(sender_ids), sc.workspace_id == ws))} if sender_ids else {}
+            select(sc.id, sc.status).where(sc.id.in_(sender_ids), sc.workspace_id == ws), conn)} if sender_ids else {}
         out = {}
         for cid in cids:
             kinds = counters[cid]
@@ -150,8 +152,8 @@ class StatsService:
                         "throughput": {"last_hour": float(last_hour), "last_day": round(last_day / 24, 2)}})
         return out
 
-    async def _throughput_many(self, cids: Sequence[str],
-                               now: datetime) -> dict[str, dict[str | None, tuple[int, int]]]:
+    async def _throughput_many(self, cids: Sequence[str], now: datetime, conn: AsyncConnection | None = None
+                               ) -> dict[str, dict[str | None, tuple[int, int]]]:
         """Per campaign and sender (None: no sender now), its emails sent in the last hour and the
         last day, by the engine clock (a later send, from a clock set back, is left out rather
         than counted ahead of time).
@@ -169,7 +171,10 @@ class StatsService:
                   "this_minute": now.replace(second=0, microsecond=0), "now": now}
         params: dict[str, Any] = {name: format_time(at) for name, at in bounds.items()}
         params["ids"] = list(cids)
-        async with self.reads.store.reading() as conn:
+        if conn is None:
+            async with self.reads.store.reading() as own:
+                found = (await own.execute(_throughput_statement(), params)).mappings().all()
+        else:
             found = (await conn.execute(_throughput_statement(), params)).mappings().all()
         out: dict[str, dict[str | None, tuple[int, int]]] = {}
         for row in found:
