@@ -132,9 +132,11 @@ class Context:
 def build_queue(ctx: Context, items: Iterable[QueueItem]) -> ItemQueue:
     """A queue of the `items` that `ctx` admits (the others wait outside the plan)."""
     queue = ItemQueue()
-    for item in sorted(items, key=lambda i: i.email_id):
-        tz = ctx.admit(item)
-        if tz is not None:
+    admitted = [(item, tz) for item in sorted(items, key=lambda i: i.email_id) if (tz := ctx.admit(item)) is not None]
+    if len({item.email_id for item, _ in admitted}) == len(admitted):
+        queue.fill(admitted)
+    else:  # an email id given twice: the later one replaces the earlier, as add() does
+        for item, tz in admitted:
             queue.add(item, tz)
     return queue
 

@@ -58,6 +58,12 @@ class Pool:
         insort(self._ranked, rank_key(item), lo=self._rank_head)
         insort(self._dues, (item.due_at, item.email_id), lo=self._due_head)
 
+    def fill(self, items: list[QueueItem]) -> None:
+        """Add `items` to an empty pool: one sort of each list, instead of an insertion per item."""
+        assert not self._ranked, "fill() starts a pool"
+        self._ranked = sorted(rank_key(item) for item in items)
+        self._dues = sorted((item.due_at, item.email_id) for item in items)
+
     def remove(self, item: QueueItem) -> None:
         self._rank_head = _drop(self._ranked, self._rank_head, rank_key(item))
         self._due_head = _drop(self._dues, self._due_head, (item.due_at, item.email_id))
@@ -122,6 +128,26 @@ class ItemQueue:
             pool = pools[(item.sender_id, tz)] = Pool()
             self._forget_groups(item.campaign_id)
         pool.add(item)
+
+    def fill(self, entries: list[tuple[QueueItem, str]]) -> None:
+        """Add (item, zone) `entries` with distinct email ids to an empty queue, in their order: the
+        same queue as adding them one by one, with one sort per pool instead of an insertion per item
+        (a forecast starts from tens of thousands)."""
+        assert not self.items, "fill() starts a queue"
+        members: dict[Pool, list[QueueItem]] = {}
+        for item, tz in entries:
+            self.items[item.email_id] = item
+            self._zones[item.email_id] = tz
+            pools = self._pools.setdefault(item.campaign_id, {})
+            pool = pools.get((item.sender_id, tz))
+            if pool is None:
+                pool = pools[(item.sender_id, tz)] = Pool()
+                members[pool] = []
+            members[pool].append(item)
+        for pool, items in members.items():
+            pool.fill(items)
+        self._groups.clear()
+        self.changes += len(entries)
 
     def remove(self, email_id: str) -> QueueItem:
         item = self.items.pop(email_id)
