@@ -309,19 +309,7 @@ class ManagementService:
         """
         if list_id is not None:
             await self._list_row(ws, list_id)
-        invalid: list[dict[str, Any]] = []
-        parsed: dict[str, tuple[int, m.ContactIn]] = {}
-        emails = contact_import.BatchEmails()
-        for i, raw in enumerate(rows, start=1):
-            if not isinstance(raw, dict):
-                invalid.append({"row": i, "error": "each row must be an object"})
-                continue
-            try:
-                item = contact_import.parse_row(raw, emails)
-            except ValidationFailed as exc:
-                invalid.append({"row": i, "error": "; ".join(f"{e['field']}: {e['message']}" for e in exc.errors)})
-                continue
-            parsed[self._email_hash(item.email)] = (i, item)
+        parsed, invalid = contact_import.parse_rows(rows, self._email_hash)
         created = updated = added = enrolled = 0
         items = list(parsed.items())
         for start in range(0, len(items), IMPORT_CHUNK):

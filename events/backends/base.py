@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from events import schema
 from events.chain import GENESIS, ChainHasher
 from events.context import event_metadata
+from events.gc_pause import paused_gc
 from events.registry import (
     Event,
     dumps,
@@ -170,29 +171,7 @@ class SqlEventStore(ABC):
                 raise ConcurrencyError(batch.stream, batch.expected_version, actual)
         personal = [ev for batch in batches for ev in batch.events if ev.PERSONAL]
         keys = await self._subject_keys(conn, personal, workspace_id, create=True) if personal else {}
-        recorded_s = format_time(self.now())
-        recorded = parse_time(recorded_s)
-        meta_s = dumps(metadata)
-        hasher = ChainHasher(metadata=meta_s, recorded_at=recorded_s, workspace_id=workspace_id,
-                             key=self.vault.chain_key)
-        rows: list[tuple[Any, ...]] = []
-        stored: list[StoredEvent] = []
-        position = top
-        for batch in batches:
-            ws = batch.workspace_id or workspace_id
-            tail = None if ws == workspace_id else hasher.tail_for(metadata=meta_s, recorded_at=recorded_s,
-                                                                   workspace_id=ws)
-            version, prev = heads.get(batch.stream, (0, GENESIS))
-            stream_part = hasher.stream_part(batch.stream)
-            for ev in batch.events:
-                version += 1
-                position += 1
-                data_s = encode_encrypted(type(ev), self._encrypt(ev, keys)) if ev.PERSONAL else encode_data(ev)
-                prev = hasher(prev, stream_part, version, ev.TYPE, ev.VERSION, data_s, tail)
-                rows.append((position, batch.stream, version, ev.TYPE, ev.VERSION, data_s, meta_s, recorded_s, ws,
-                             prev))
-                stored.append(StoredEvent(position, batch.stream, version, ev.TYPE, ev.VERSION, ev, metadata,
-                                          recorded, ws, prev))
+        rows, stored = self._encoded(batches, heads, top, keys, workspace_id, metadata)
         try:
             await self._insert_rows(conn, rows)
         except IntegrityError as exc:  # the database's own version check: another writer got there first
@@ -203,6 +182,37 @@ class SqlEventStore(ABC):
         if pending is not None:
             pending.extend(stored)
         return stored
+
+    def _encoded(self, batches: Sequence[AppendBatch], heads: StreamHeads, top: int, keys: dict[str, bytes],
+                 workspace_id: str, metadata: dict[str, Any]) -> tuple[list[tuple[Any, ...]], list[StoredEvent]]:
+        """The events' rows (in :data:`COLUMNS` order) and stored events: positions, versions, encrypted
+        payloads and the hash chain. One synchronous pass with the cyclic collector paused (see
+        :func:`~events.gc_pause.paused_gc`): an import's append builds tens of thousands of objects."""
+        with paused_gc():
+            recorded_s = format_time(self.now())
+            recorded = parse_time(recorded_s)
+            meta_s = dumps(metadata)
+            hasher = ChainHasher(metadata=meta_s, recorded_at=recorded_s, workspace_id=workspace_id,
+                                 key=self.vault.chain_key)
+            rows: list[tuple[Any, ...]] = []
+            stored: list[StoredEvent] = []
+            position = top
+            for batch in batches:
+                ws = batch.workspace_id or workspace_id
+                tail = None if ws == workspace_id else hasher.tail_for(metadata=meta_s, recorded_at=recorded_s,
+                                                                       workspace_id=ws)
+                version, prev = heads.get(batch.stream, (0, GENESIS))
+                stream_part = hasher.stream_part(batch.stream)
+                for ev in batch.events:
+                    version += 1
+                    position += 1
+                    data_s = encode_encrypted(type(ev), self._encrypt(ev, keys)) if ev.PERSONAL else encode_data(ev)
+                    prev = hasher(prev, stream_part, version, ev.TYPE, ev.VERSION, data_s, tail)
+                    rows.append((position, batch.stream, version, ev.TYPE, ev.VERSION, data_s, meta_s, recorded_s, ws,
+                                 prev))
+                    stored.append(StoredEvent(position, batch.stream, version, ev.TYPE, ev.VERSION, ev, metadata,
+                                              recorded, ws, prev))
+        return rows, stored
 
     # -- personal data ------------------------------------------------------------------------
     async def _subject_keys(
