@@ -29,6 +29,11 @@ WRITER_CACHE_KIB = 32_768
 pages (keyed by email hash): past the default, each import chunk re-read and re-dirtied much of the
 index, so imports slowed as the table grew (a 10,000-contact request at 100,000 contacts: its
 projection's inserts 0.12 s instead of 0.07 s). Pages are taken as needed, up to this."""
+WRITER_CHECKPOINT_PAGES = 10_000
+"""WAL pages (40 MiB) after which a commit of the writer copies them into the database file (SQLite's
+default: 1,000). A 2,000-contact chunk of an import writes about 1,300 pages (5 MB), many of them
+index pages the next chunk writes again: at the default every such commit checkpointed, copying
+them to the file and syncing it each time (18 ms of CPU per commit; about 10 ms now)."""
 DEFAULT_BUSY_TIMEOUT_MS = 60_000
 """How long an SQLite write waits for another process's lock before failing with "database is locked"."""
 LOOKUP_CHUNK = 5000
@@ -68,8 +73,9 @@ def install_pragmas(engine: AsyncEngine, *, immediate: bool, busy_timeout_ms: in
         for pragma in ("journal_mode=WAL", f"busy_timeout={busy_timeout_ms}", "synchronous=NORMAL",
                        "secure_delete=ON", "foreign_keys=ON"):
             cursor.execute(f"PRAGMA {pragma}")
-        if immediate:  # the writer: the one connection that inserts, so the one whose cache counts
+        if immediate:  # the writer: the one connection that inserts and commits, so the one these concern
             cursor.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
+            cursor.execute(f"PRAGMA wal_autocheckpoint={WRITER_CHECKPOINT_PAGES}")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
