@@ -162,7 +162,7 @@ class Reads:
             found_total = int((await rc.execute(total)).scalar() or 0)
             if position is None:
                 offset = (page.page - 1) * page.per_page
-                rows = (await rc.execute(ordered.limit(page.per_page).offset(offset))).mappings().all()
+                rows = await self._page_at(rc, q, ordered, listing, offset, page.per_page)
                 has_more = page.page * page.per_page < found_total
             else:
                 offset = position.offset
@@ -174,6 +174,29 @@ class Reads:
         return {"data": [view(r) for r in rows],
                 "pagination": {"page": offset // page.per_page + 1, "per_page": page.per_page, "total": found_total,
                                "has_more": has_more, "next_cursor": next_cursor}}
+
+    @staticmethod
+    async def _page_at(conn: AsyncConnection, q: Select[Any], ordered: Select[Any], listing: Listing, offset: int,
+                       limit: int) -> Sequence[Any]:
+        """The ``limit`` rows from ``offset`` on, in the listing's order.
+
+        The OFFSET walks only the sort key's columns, to find the key of the row before the page
+        (a walk of the listing's index alone, where the index covers the filters: no table row is
+        read for the rows skipped, which made a deep page on PostgreSQL cost tens of milliseconds),
+        then the page is the seek after that key, as a cursor's page is.
+        """
+        found: Sequence[Any]
+        if not offset:
+            found = (await conn.execute(ordered.limit(limit))).mappings().all()
+            return found
+        keys = q.with_only_columns(*[key.column for key in listing.order]).order_by(None).order_by(
+            *listing.ordering())
+        before = (await conn.execute(keys.offset(offset - 1).limit(1))).first()
+        if before is None:
+            return []
+        found = (await conn.execute(ordered.where(after_key(listing.order, tuple(before))).limit(limit))
+                 ).mappings().all()
+        return found
 
     async def all(self, q: Any, conn: AsyncConnection | None = None) -> Sequence[Any]:
         """Every row of ``q`` as mappings, in the caller's transaction when given one."""
