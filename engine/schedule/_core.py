@@ -400,11 +400,12 @@ def _may_repeat(ctx: Context, usage: Usage, c: str, s: str, now: datetime) -> bo
 
 def _send_alone(now: datetime, queue: ItemQueue, ctx: Context, usage: Usage, c: str, s: str, owned: bool
                 ) -> tuple[list[Assignment], Usage]:
-    """:func:`send_now` when next_due found one pair able to send at `now`, its slot `now`, and it
-    sends at most once per instant: its best due item, unless a limit is full (what the general
-    loop does for that one pair, without its heap and rotation: a forecast's usual round)."""
+    """:func:`send_now` when next_due found one pair able to send at `now`, its slot `now` (so its
+    limits open at `now`, on this very usage), and it sends at most once per instant: its best due
+    item (what the general loop does for that one pair, without its heap and rotation: a
+    forecast's usual round)."""
     key = _candidate(ctx, queue, usage, c, s, now, True)
-    if key is None or _limits_release(ctx, usage, c, s, now) != now:
+    if key is None:
         return [], usage
     item = queue.remove(key[-1])
     campaign = ctx.campaigns[c]

@@ -247,6 +247,14 @@ async def load_queue(conn: AsyncConnection, campaigns: dict[str, CampaignPlan],
         rows += (await conn.execute(select(*columns).select_from(joined)
                                     .where(queued, QUEUE.campaign_id.in_(whole)))).mappings().all()
     for campaign_id, most in most_sends.items():
+        if not campaigns[campaign_id].schedule.use_contact_timezone:
+            # one window zone for every email: rank the queue alone, join the contacts of the first K only
+            place = func.rank().over(partition_by=(QUEUE.sender_id, QUEUE.priority), order_by=(QUEUE.due_at, QUEUE.seq))
+            first = (select(QUEUE.email_id.label("first_id"), place.label("place"))
+                     .where(queued, QUEUE.campaign_id == campaign_id).subquery())
+            rows += (await conn.execute(select(*columns).select_from(first.join(joined, QUEUE.email_id == first.c.first_id))
+                                        .where(first.c.place <= most))).mappings().all()
+            continue
         place = func.rank().over(partition_by=(QUEUE.sender_id, k.timezone, QUEUE.priority),
                                  order_by=(QUEUE.due_at, QUEUE.seq))
         ranked = (select(*columns, place.label("place")).select_from(joined)
