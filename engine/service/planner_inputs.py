@@ -252,7 +252,8 @@ async def load_queue(conn: AsyncConnection, campaigns: dict[str, CampaignPlan],
             place = func.rank().over(partition_by=(QUEUE.sender_id, QUEUE.priority), order_by=(QUEUE.due_at, QUEUE.seq))
             first = (select(QUEUE.email_id.label("first_id"), place.label("place"))
                      .where(queued, QUEUE.campaign_id == campaign_id).subquery())
-            rows += (await conn.execute(select(*columns).select_from(first.join(joined, QUEUE.email_id == first.c.first_id))
+            kept = first.join(joined, QUEUE.email_id == first.c.first_id)
+            rows += (await conn.execute(select(*columns).select_from(kept)
                                         .where(first.c.place <= most))).mappings().all()
             continue
         place = func.rank().over(partition_by=(QUEUE.sender_id, k.timezone, QUEUE.priority),
