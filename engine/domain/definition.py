@@ -368,5 +368,7 @@ class CampaignDefinition:
 @lru_cache(maxsize=4096)
 def definition_from_json(text: str) -> CampaignDefinition:
     """The definition of a campaigns row's JSON text, parsed once per text: the tick, the guards and
-    the reports read the same rows many times a second, and an edit changes the text."""
+    the reports read the same rows many times a second, and an edit changes the text. The value is
+    shared by every caller: read it, never change what its JSON parts (``workflow``, an
+    auto-enroll ``filter``) hold (:meth:`CampaignDefinition.to_dict` gives copies)."""
     return CampaignDefinition.from_dict(json.loads(text))
