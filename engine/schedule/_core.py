@@ -86,6 +86,9 @@ class Context:
         self.senders = senders
         self.monthly_limits = monthly_limits
         self.pairs = [(c, s) for c, sids in self.active_senders.items() for s in sids]
+        self.domain_limited = frozenset(  # campaigns under per-recipient-domain limits
+            c for c, plan in self.campaigns.items()
+            if plan.schedule.max_per_domain_per_hour is not None or plan.schedule.max_per_domain_per_day is not None)
         self._windows: dict[tuple[str, str], Window] = {}
         self._limits: dict[tuple[str, date], int | None] = {}
         # each pair's lower bound, with the last send it was worked out from (a forecast asks at every round)
@@ -219,8 +222,7 @@ def _work_out_bound(ctx: Context, c: str, s: str, last: LastSend | None) -> date
 
 
 def _domain_limited(ctx: Context, c: str) -> bool:
-    spec = ctx.campaigns[c].schedule
-    return spec.max_per_domain_per_hour is not None or spec.max_per_domain_per_day is not None
+    return c in ctx.domain_limited
 
 
 def _domain_release(ctx: Context, usage: Usage, c: str, s: str, domain: str | None, at: datetime) -> datetime:
@@ -606,7 +608,6 @@ class DueTracker:
         # opened since (limits only fill up), and it is still open. Not under per-domain limits,
         # whose searches start from each domain's release.
         self._exact: dict[tuple[str, str], tuple[datetime, object, tuple[datetime, ...]]] = {}
-        self._domain_limited = {c: _domain_limited(ctx, c) for c in ctx.campaigns}
         self._pairs = set(ctx.pairs)
         for pair in ctx.pairs:
             self._by_campaign.setdefault(pair[0], []).append(pair)
@@ -691,7 +692,7 @@ class DueTracker:
             found.append((value, pair))
         for value, pair in found:
             self._lower(pair, value)
-            if not self._domain_limited[pair[0]]:
+            if not _domain_limited(ctx, pair[0]):
                 groups = queue.groups(*pair)
                 self._exact[pair] = (value, groups, _first_dues(groups))
         for pair in unknown:

@@ -114,6 +114,7 @@ class ItemQueue:
         # groups() per (campaign, sender), valid while no pool of the campaign is created or emptied
         self._groups: dict[tuple[str, str], list[tuple[str, list[Pool]]]] = {}
         self.changes = 0  # bumped by every add and remove: memos of "the best item" key on it
+        self._pins: dict[tuple[str, str], int] = {}  # pools per (campaign, pinned sender)
 
     def add(self, item: QueueItem, tz: str) -> None:
         """Add `item`, whose window is read in zone `tz`. An email id already queued is replaced."""
@@ -126,7 +127,7 @@ class ItemQueue:
         pool = pools.get((item.sender_id, tz))
         if pool is None:
             pool = pools[(item.sender_id, tz)] = Pool()
-            self._forget_groups(item.campaign_id)
+            self._pool_made(item.campaign_id, item.sender_id)
         pool.add(item)
 
     def fill(self, entries: list[tuple[QueueItem, str]]) -> None:
@@ -142,11 +143,11 @@ class ItemQueue:
             pool = pools.get((item.sender_id, tz))
             if pool is None:
                 pool = pools[(item.sender_id, tz)] = Pool()
+                self._pool_made(item.campaign_id, item.sender_id)
                 members[pool] = []
             members[pool].append(item)
         for pool, items in members.items():
             pool.fill(items)
-        self._groups.clear()
         self.changes += len(entries)
 
     def remove(self, email_id: str) -> QueueItem:
@@ -159,13 +160,20 @@ class ItemQueue:
         if not pools[key]:
             del pools[key]
             self._forget_groups(item.campaign_id)
+            if item.sender_id is not None:
+                self._pins[(item.campaign_id, item.sender_id)] -= 1
             if not pools:
                 del self._pools[item.campaign_id]
         return item
 
     def has_pinned(self, campaign_id: str, sender_id: str) -> bool:
         """Whether some queued item of the campaign is pinned to this sender."""
-        return any(pin == sender_id for pin, _ in self._pools.get(campaign_id, {}))
+        return self._pins.get((campaign_id, sender_id), 0) > 0
+
+    def _pool_made(self, campaign_id: str, pin: str | None) -> None:
+        self._forget_groups(campaign_id)
+        if pin is not None:
+            self._pins[(campaign_id, pin)] = self._pins.get((campaign_id, pin), 0) + 1
 
     def _forget_groups(self, campaign_id: str) -> None:
         for key in [k for k in self._groups if k[0] == campaign_id]:
