@@ -651,7 +651,7 @@ class DueTracker:
         ctx, queue, heap, bounds = self._ctx, self._queue, self._heap, self._bounds
         after = now + _EPSILON
         best: datetime | None = None
-        found: list[tuple[datetime, tuple[str, str]]] = []
+        found: list[tuple[datetime, tuple[str, str], tuple[datetime, object, tuple[datetime, ...]] | None]] = []
         unknown: list[tuple[str, str]] = []  # bound at the answer, not worked out
         while heap:
             bound, c, s = heap[0]
@@ -678,6 +678,7 @@ class DueTracker:
                     and kept[2] == _first_dues(groups) and _limits_release(ctx, usage, c, s, bound) == bound:
                 value = bound  # still exact (see _exact)
             elif groups:
+                kept = None
                 floor = _lower_bound(ctx, usage, c, s)
                 if not isinstance(floor, _Never):
                     value = _value(ctx, queue, usage, pair, groups, floor, after, stop)
@@ -689,15 +690,17 @@ class DueTracker:
                 continue
             if best is None or value < best:
                 best = value
-            found.append((value, pair))
-        for value, pair in found:
+            found.append((value, pair, kept))
+        for value, pair, kept in found:
             self._lower(pair, value)
-            if not _domain_limited(ctx, pair[0]):
+            if kept is not None:
+                self._exact[pair] = kept
+            elif not _domain_limited(ctx, pair[0]):
                 groups = queue.groups(*pair)
                 self._exact[pair] = (value, groups, _first_dues(groups))
         for pair in unknown:
             heapq.heappush(heap, (bounds[pair], pair[0], pair[1]))
         if able is not None and best is not None:
-            able.update((pair, True) for value, pair in found if value == best)
+            able.update((pair, True) for value, pair, _ in found if value == best)
             able.update((pair, False) for pair in unknown)
         return best
