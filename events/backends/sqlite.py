@@ -24,11 +24,12 @@ from events.backends.base import COLUMN_NAMES, COLUMNS, SqlEventStore, StreamHea
 from events.store import StoredEvent
 from events.vault import Vault
 
-WRITER_CACHE_KIB = 32_768
+WRITER_CACHE_KIB = 16_384
 """The writer's page cache (SQLite's default is 2 MiB). A contact's index entries land at random
-pages (keyed by email hash): past the default, each import chunk re-read and re-dirtied much of the
-index, so imports slowed as the table grew (a 10,000-contact request at 100,000 contacts: its
-projection's inserts 0.12 s instead of 0.07 s). Pages are taken as needed, up to this."""
+pages (keyed by email hash, 12 MB of index at 100,000 contacts): past the default, each import chunk
+re-read much of the index, so imports slowed as the table grew (a 10,000-contact request at 100,000
+contacts: its projection's inserts 0.12 s instead of 0.09 s). Pages are taken as needed, up to this,
+which a long-running process holds (peak RSS about 16 MB higher)."""
 WRITER_CHECKPOINT_PAGES = 10_000
 """WAL pages (40 MiB) after which a commit of the writer copies them into the database file (SQLite's
 default: 1,000). A 2,000-contact chunk of an import writes about 1,300 pages (5 MB), many of them
