@@ -10,7 +10,7 @@ single interval, never counted twice. A window that falls entirely in a DST gap 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -58,6 +58,11 @@ class Window:
     start_minute: int
     end_minute: int  # up to 1440 (24:00)
     closed: ClosedDays | None = None
+    # The last interval found open: the planner asks about moments inside one window interval again
+    # and again (every send of a day), and each full answer converts the moment to local time.
+    # Any interval of this window is a right answer for a moment inside it, so a stale or racing
+    # value is harmless; it takes no part in equality, hashing or repr.
+    _last: tuple[datetime, datetime] | None = field(default=None, init=False, repr=False, compare=False, hash=False)
 
     def bounds(self, day: date) -> tuple[datetime, datetime] | None:
         """The window of local day `day` as UTC [open, close), or None when there is none."""
@@ -69,15 +74,25 @@ class Window:
 
     def contains(self, at: datetime) -> bool:
         """True when instant `at` is inside the window."""
+        last = self._last
+        if last is not None and last[0] <= at < last[1]:
+            return True
         bounds = self.bounds(local_date(at, zone(self.timezone)))
-        return bounds is not None and bounds[0] <= at < bounds[1]
+        if bounds is not None and bounds[0] <= at < bounds[1]:
+            object.__setattr__(self, "_last", bounds)
+            return True
+        return False
 
     def _next_bounds(self, at: datetime) -> tuple[datetime, datetime]:
+        last = self._last
+        if last is not None and last[0] <= at < last[1]:
+            return last  # intervals never overlap: the one holding `at` is the first to close after it
         day = local_date(at, zone(self.timezone))
         search = _SEARCH_DAYS if self.closed is None else _SEARCH_DAYS + self.closed.search_days
         for offset in range(search):
             bounds = self.bounds(day + timedelta(days=offset))
             if bounds is not None and at < bounds[1]:
+                object.__setattr__(self, "_last", bounds)
                 return bounds
         raise ValueError(f"window {self} never opens after {at.isoformat()}")
 
