@@ -85,7 +85,11 @@ def resolve_wall(naive: datetime, tz: ZoneInfo) -> datetime:
     An ambiguous wall time (fall back) resolves to its first occurrence; a missing one (spring
     forward) to the moment of the jump, i.e. the first instant whose wall time is later.
     """
-    first = naive.replace(tzinfo=tz, fold=0).astimezone(UTC)
+    aware = naive.replace(tzinfo=tz, fold=0)
+    offset = aware.utcoffset()
+    if offset is not None and aware.replace(fold=1).utcoffset() == offset:
+        return (naive - offset).replace(tzinfo=UTC)  # neither in a gap nor repeated: the usual case
+    first = aware.astimezone(UTC)
     if wall(first, tz) == naive:
         return first
     other = naive.replace(tzinfo=tz, fold=1).astimezone(UTC)
