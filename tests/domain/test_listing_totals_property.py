@@ -170,7 +170,7 @@ async def run(history: list[Op], backend: str = "sqlite") -> dict[tuple[str, str
 ops = st.tuples(st.sampled_from(KINDS), st.integers(0, 1), st.integers(0, 11))
 
 
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 # Erased twice (a raced erasure), then added to a list and unsubscribed after it: nothing moves.
 @example([("list", 0, 0), ("create", 0, 1), ("add", 0, 0), ("erase", 0, 0), ("raw_erase", 0, 0), ("raw_add", 0, 0),
           ("unsubscribe", 0, 0)])
