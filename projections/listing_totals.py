@@ -15,10 +15,12 @@ name                       owner           counts
 ``campaigns``              workspace id    campaigns not deleted (``GET /v1/campaigns``)
 ``campaigns.<status>``     workspace id    of those, the ones in that status (``?status=``)
 ``suppressions``           workspace id    suppressed emails and domains
+``enrollments.batch=<n>``  campaign id     the campaign's enrollments of batch n (``?batch_number=``)
 =========================  ==============  =====================================================
 
 Enrollments per campaign and status are counted by ``projections/campaign_stats.py`` already
-(its ``enrollment`` rows), which the enrollment listing reads.
+(its ``enrollment`` rows), which the enrollment listing reads. An enrollment keeps its batch and
+its row for good (a removal or a stop changes its status only), so a batch's counter only grows.
 
 A counter moves only when a row enters or leaves what it counts, so the handlers keep what they
 need to know about that, and only that, in small tables of their own (a read model may not read
@@ -86,7 +88,8 @@ suppression_facts = Table(
     Column("value_hash", String(64), primary_key=True),
 )
 
-listing_totals = Projection("listing_totals", 1, [totals, contact_marks, list_members, campaign_facts,
+# Version 2: enrollments per campaign and batch.
+listing_totals = Projection("listing_totals", 2, [totals, contact_marks, list_members, campaign_facts,
                                                   suppression_facts])
 
 # The campaigns read model's statuses by event (projections/campaigns.py); campaign.launched names its own.
@@ -98,6 +101,7 @@ _CONTACT_TYPES = ("contact.created", "contact.unsubscribed", "email.complained",
 _LIST_TYPES = ("list.contacts_added", "list.contacts_removed")
 _CAMPAIGN_TYPES = ("campaign.created", "campaign.launched", "campaign.deleted", *_CAMPAIGN_STATUS)
 _SUPPRESSION_TYPES = ("suppression.added", "suppression.removed")
+_ENROLLMENT_TYPES = ("enrollment.created",)
 _CHUNK = 500  # ids per IN (...) look-up, well under the bound-parameter limits
 
 _MARK_INSERT = insert_statement(contact_marks)
@@ -118,6 +122,11 @@ def status_name(listing: str, status: str) -> str:
     return f"{listing}.{status}"
 
 
+def batch_name(batch_number: int) -> str:
+    """The counter of a campaign's enrollments of one batch (``?batch_number=``)."""
+    return f"enrollments.batch={batch_number}"
+
+
 def total_query(owner: str, name: str) -> Select[Any]:
     """The total a counter holds (0 when it has no row): one primary-key read."""
     return select(func.coalesce(func.sum(totals.c.total), 0)).where(totals.c.owner == owner, totals.c.name == name)
@@ -134,7 +143,7 @@ def _move(deltas: Deltas, owner: str, name: str, change: int) -> None:
     deltas[(owner, name)] = deltas.get((owner, name), 0) + change
 
 
-@listing_totals.on(*_CONTACT_TYPES, *_LIST_TYPES, *_CAMPAIGN_TYPES, *_SUPPRESSION_TYPES)
+@listing_totals.on(*_CONTACT_TYPES, *_LIST_TYPES, *_CAMPAIGN_TYPES, *_SUPPRESSION_TYPES, *_ENROLLMENT_TYPES)
 async def _apply(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
     """One call per batch: what the batch's events need to know is read once, the events are
     applied in log order in memory (a contact erased after joining a list in the same batch leaves
@@ -153,6 +162,9 @@ async def _apply(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
             members.apply(type_, d.list_id, d.contact_ids, marks, deltas)
         elif type_ in _SUPPRESSION_TYPES:
             suppressions.apply(type_, (e.workspace_id, d.kind, d.value_hash), deltas)
+        elif type_ in _ENROLLMENT_TYPES:
+            if d.batch_number is not None:
+                _move(deltas, d.campaign_id, batch_name(d.batch_number), 1)
         else:
             campaigns.apply(type_, d, e.workspace_id, deltas)
     await marks.write(conn)

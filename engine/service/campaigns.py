@@ -508,13 +508,16 @@ class CampaignService:
                                               "batch_number": batch_number},
                           (SortKey(e.seq, "seq"), SortKey(e.id, "id")))
         # Without a batch filter the total is the campaign's enrollment counters (by status, kept by
-        # projections/campaign_stats.py): a primary-key range of at most one row per status.
+        # projections/campaign_stats.py): a primary-key range of at most one row per status. A batch
+        # has its own counter (projections/listing_totals.py); a batch and a status together count.
         total = None
         if batch_number is None:
             k = cs.counts.c
             total = select(func.coalesce(func.sum(k.total), 0)).where(k.campaign_id == cid, k.kind == cs.ENROLLMENT)
             if status:
                 total = total.where(k.key == status)
+        elif not status:
+            total = totals.total_query(cid, totals.batch_name(batch_number))
         return await self.reads.paged(q, paging, views.enrollment_view, listing, counted=counted, total=total)
 
     async def remove_enrollments(self, ws: str, cid: str, body: dict[str, Any]) -> dict[str, Any]:

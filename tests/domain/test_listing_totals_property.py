@@ -30,7 +30,8 @@ from projections import tables as t
 from tests.conftest import pg_database
 
 KINDS = ["create", "create", "import", "import_to_list", "list", "add", "add", "remove", "erase", "unsubscribe",
-         "raw_erase", "raw_add", "suppress", "unsuppress", "campaign", "launch", "pause", "cancel", "delete"]
+         "raw_erase", "raw_add", "suppress", "unsuppress", "campaign", "launch", "pause", "cancel", "delete",
+         "enroll", "enroll"]
 EMAILS = 6  # contact i of a workspace has the address person<i>@corp<i % 3>.io
 Op = tuple[str, int, int]  # (kind, workspace 0 or 1, a free parameter)
 
@@ -52,8 +53,13 @@ async def _scalar(engine: CampaignEngine, q: Any) -> int:
 
 async def recount(engine: CampaignEngine, workspaces: list[str], lists: list[str]) -> dict[tuple[str, str], int]:
     """Every counter as a COUNT(*) over the rows its listing answers (zeros left out, as the table does)."""
-    c, m, k, s = t.contacts.c, t.list_members.c, t.campaigns.c, t.suppressions.c
+    c, m, k, s, e = t.contacts.c, t.list_members.c, t.campaigns.c, t.suppressions.c, t.enrollments.c
     found: dict[tuple[str, str], int] = {}
+    async with engine.store.reading() as conn:
+        for row in (await conn.execute(select(e.campaign_id, e.batch_number, func.count()).where(
+                e.workspace_id.in_(workspaces), e.batch_number.is_not(None)).group_by(
+                e.campaign_id, e.batch_number))).all():
+            found[(row[0], lt.batch_name(row[1]))] = int(row[2])
     for ws in workspaces:
         found[(ws, lt.CONTACTS)] = await _scalar(engine, select(func.count()).where(
             c.workspace_id == ws, c.erased.is_(False)))
@@ -133,6 +139,11 @@ async def run(history: list[Op], backend: str = "sqlite") -> dict[tuple[str, str
                         campaigns[w].append((await engine.create_campaign(ws, {
                             "name": f"c{param}", "sender_ids": [senders[w]],
                             "steps": [{"subject": "Hi", "body_html": "b"}]}))["id"])
+                    elif kind == "enroll" and campaigns[w]:
+                        ids = await contact_ids(w, param)
+                        if ids:
+                            await engine.enroll(ws, campaigns[w][param % len(campaigns[w])], {
+                                "contact_ids": ids, "batch_number": param % 3 or None})
                     elif campaigns[w] and kind in ("launch", "pause", "cancel", "delete"):
                         cid = campaigns[w][param % len(campaigns[w])]
                         await getattr(engine, f"{kind}_campaign")(ws, cid)
@@ -161,6 +172,13 @@ async def run(history: list[Op], backend: str = "sqlite") -> dict[tuple[str, str
                     assert page["pagination"]["total"] == expected.get((ws, name), 0)
                 assert (await engine.list_suppressions(ws, per_page=1))["pagination"]["total"] == expected.get(
                     (ws, lt.SUPPRESSIONS), 0)
+                for cid in campaigns[w]:
+                    for batch in (1, 2):
+                        try:
+                            page = await engine.list_enrollments(ws, cid, batch_number=batch, per_page=1)
+                        except EngineError:
+                            continue  # a deleted campaign
+                        assert page["pagination"]["total"] == expected.get((cid, lt.batch_name(batch)), 0)
             inline = await tables(engine)
             await engine.rebuild_projections()
             assert await tables(engine) == inline
@@ -192,7 +210,7 @@ def test_the_property_reaches_every_counter(backend: str) -> None:
     history = [("list", 0, 0), ("create", 0, 0), ("create", 0, 1), ("create", 0, 2), ("import_to_list", 0, 3),
                ("add", 0, 0), ("unsubscribe", 0, 1), ("unsubscribe", 0, 1), ("erase", 0, 2), ("suppress", 0, 1),
                ("suppress", 0, 1), ("suppress", 0, 2), ("campaign", 0, 0), ("campaign", 0, 1), ("launch", 0, 0),
-               ("pause", 0, 0), ("delete", 0, 1), ("create", 1, 0)]
+               ("pause", 0, 0), ("delete", 0, 1), ("create", 1, 0), ("enroll", 0, 1), ("enroll", 0, 4)]
     found = asyncio.run(run(history, backend))
     by_name: dict[str, int] = {}
     for (_, name), n in found.items():
@@ -200,6 +218,7 @@ def test_the_property_reaches_every_counter(backend: str) -> None:
     assert by_name["contacts"] == 5 and by_name["contacts.unsubscribed"] == 1 and by_name["contacts.active"] == 4
     assert by_name["list_members"] >= 1 and by_name["suppressions"] == 2
     assert by_name["campaigns"] == 1 and by_name["campaigns.paused"] == 1
+    assert by_name[lt.batch_name(1)] >= 1
 
 
 def test_the_counters_follow_the_read_models_rules() -> None:
