@@ -153,20 +153,20 @@ async def _apply(conn: AsyncConnection, evs: Sequence[StoredEvent]) -> None:
     members = await _Members.load(conn, evs, marks)
     campaigns = await _Campaigns.load(conn, evs)
     suppressions = await _Suppressions.load(conn, evs)
-    for e in evs:
-        d: Any = e.event
-        type_ = e.type
+    for stored in evs:
+        data: Any = stored.event
+        type_ = stored.type
         if type_ in _CONTACT_TYPES:
-            marks.apply(type_, d.contact_id, e.workspace_id, deltas, members)
+            marks.apply(type_, data.contact_id, stored.workspace_id, deltas, members)
         elif type_ in _LIST_TYPES:
-            members.apply(type_, d.list_id, d.contact_ids, marks, deltas)
+            members.apply(type_, data.list_id, data.contact_ids, marks, deltas)
         elif type_ in _SUPPRESSION_TYPES:
-            suppressions.apply(type_, (e.workspace_id, d.kind, d.value_hash), deltas)
+            suppressions.apply(type_, (stored.workspace_id, data.kind, data.value_hash), deltas)
         elif type_ in _ENROLLMENT_TYPES:
-            if d.batch_number is not None:
-                _move(deltas, d.campaign_id, batch_name(d.batch_number), 1)
+            if data.batch_number is not None:
+                _move(deltas, data.campaign_id, batch_name(data.batch_number), 1)
         else:
-            campaigns.apply(type_, d, e.workspace_id, deltas)
+            campaigns.apply(type_, data, stored.workspace_id, deltas)
     await marks.write(conn)
     await members.write(conn)
     await campaigns.write(conn)
@@ -186,12 +186,12 @@ class _Marks:
     async def load(cls, conn: AsyncConnection, evs: Sequence[StoredEvent]) -> _Marks:
         # A created contact has no mark yet (its stream starts at version 0): nothing to read for it.
         # The contacts added to a list are read too: an erased contact joins no listing.
-        wanted = {event_of(e).contact_id for e in evs if e.type in _CONTACT_TYPES and e.type != "contact.created"}
-        for e in evs:
-            if e.type == "list.contacts_added":
-                wanted.update(event_of(e).contact_ids)
-        c = contact_marks.c
-        rows = await _in_chunks(conn, select(c.contact_id, c.mark), c.contact_id, sorted(wanted))
+        wanted = {event_of(ev).contact_id for ev in evs if ev.type in _CONTACT_TYPES and ev.type != "contact.created"}
+        for ev in evs:
+            if ev.type == "list.contacts_added":
+                wanted.update(event_of(ev).contact_ids)
+        cols = contact_marks.c
+        rows = await _in_chunks(conn, select(cols.contact_id, cols.mark), cols.contact_id, sorted(wanted))
         return cls({row[0]: row[1] for row in rows})
 
     def erased(self, contact_id: str) -> bool:
@@ -236,20 +236,20 @@ class _Members:
 
     @classmethod
     async def load(cls, conn: AsyncConnection, evs: Sequence[StoredEvent], marks: _Marks) -> _Members:
-        m = list_members.c
+        cols = list_members.c
         by_list: dict[str, set[str]] = {}
         erased: set[str] = set()
-        for e in evs:
-            if e.type in _LIST_TYPES:
-                by_list.setdefault(event_of(e).list_id, set()).update(event_of(e).contact_ids)
-            elif e.type == "contact.erased":
-                erased.add(event_of(e).contact_id)
+        for ev in evs:
+            if ev.type in _LIST_TYPES:
+                by_list.setdefault(event_of(ev).list_id, set()).update(event_of(ev).contact_ids)
+            elif ev.type == "contact.erased":
+                erased.add(event_of(ev).contact_id)
         stored: set[tuple[str, str]] = set()
         for list_id, contact_ids in by_list.items():
-            rows = await _in_chunks(conn, select(m.list_id, m.contact_id).where(m.list_id == list_id), m.contact_id,
-                                    sorted(contact_ids))
+            rows = await _in_chunks(conn, select(cols.list_id, cols.contact_id).where(cols.list_id == list_id),
+                                    cols.contact_id, sorted(contact_ids))
             stored.update((row[0], row[1]) for row in rows)
-        rows = await _in_chunks(conn, select(m.list_id, m.contact_id), m.contact_id, sorted(erased))
+        rows = await _in_chunks(conn, select(cols.list_id, cols.contact_id), cols.contact_id, sorted(erased))
         stored.update((row[0], row[1]) for row in rows)
         return cls(stored)
 
@@ -277,10 +277,10 @@ class _Members:
         await _MEMBER_INSERT.run(conn, sorted(self.now - self.stored))
         gone = sorted(self.stored - self.now)
         if gone:
-            m = list_members.c
+            cols = list_members.c
             for start in range(0, len(gone), _CHUNK):
                 await conn.execute(list_members.delete().where(
-                    tuple_(m.list_id, m.contact_id).in_(gone[start:start + _CHUNK])))
+                    tuple_(cols.list_id, cols.contact_id).in_(gone[start:start + _CHUNK])))
 
 
 class _Campaigns:
@@ -292,15 +292,15 @@ class _Campaigns:
 
     @classmethod
     async def load(cls, conn: AsyncConnection, evs: Sequence[StoredEvent]) -> _Campaigns:
-        wanted = sorted({event_of(e).campaign_id for e in evs
-                         if e.type in _CAMPAIGN_TYPES and e.type != "campaign.created"})
-        c = campaign_facts.c
-        rows = await _in_chunks(conn, select(c.campaign_id, c.workspace_id, c.status, c.deleted), c.campaign_id,
-                                wanted)
+        wanted = sorted({event_of(ev).campaign_id for ev in evs
+                         if ev.type in _CAMPAIGN_TYPES and ev.type != "campaign.created"})
+        cols = campaign_facts.c
+        rows = await _in_chunks(conn, select(cols.campaign_id, cols.workspace_id, cols.status, cols.deleted),
+                                cols.campaign_id, wanted)
         return cls({row[0]: (row[1], row[2], bool(row[3])) for row in rows})
 
-    def apply(self, type_: str, d: Any, ws: str, deltas: Deltas) -> None:
-        cid = d.campaign_id
+    def apply(self, type_: str, data: Any, ws: str, deltas: Deltas) -> None:
+        cid = data.campaign_id
         if type_ == "campaign.created":
             self.now[cid] = (ws, "draft", False)
             _move(deltas, ws, CAMPAIGNS, 1)
@@ -317,7 +317,7 @@ class _Campaigns:
             _move(deltas, owner, CAMPAIGNS, -1)
             _move(deltas, owner, status_name(CAMPAIGNS, status), -1)
             return
-        new = d.status if type_ == "campaign.launched" else _CAMPAIGN_STATUS[type_]
+        new = data.status if type_ == "campaign.launched" else _CAMPAIGN_STATUS[type_]
         if new != status:
             self.now[cid] = (owner, new, False)
             _move(deltas, owner, status_name(CAMPAIGNS, status), -1)
@@ -339,13 +339,13 @@ class _Suppressions:
 
     @classmethod
     async def load(cls, conn: AsyncConnection, evs: Sequence[StoredEvent]) -> _Suppressions:
-        s = suppression_facts.c
+        cols = suppression_facts.c
         stored: set[tuple[str, str, str]] = set()
-        keys = sorted({(e.workspace_id, event_of(e).kind, event_of(e).value_hash) for e in evs
-                       if e.type in _SUPPRESSION_TYPES})
+        keys = sorted({(ev.workspace_id, event_of(ev).kind, event_of(ev).value_hash) for ev in evs
+                       if ev.type in _SUPPRESSION_TYPES})
         for start in range(0, len(keys), _CHUNK):
-            rows = (await conn.execute(select(s.workspace_id, s.kind, s.value_hash).where(
-                tuple_(s.workspace_id, s.kind, s.value_hash).in_(keys[start:start + _CHUNK])))).all()
+            rows = (await conn.execute(select(cols.workspace_id, cols.kind, cols.value_hash).where(
+                tuple_(cols.workspace_id, cols.kind, cols.value_hash).in_(keys[start:start + _CHUNK])))).all()
             stored.update((row[0], row[1], row[2]) for row in rows)
         return cls(stored)
 
@@ -360,10 +360,10 @@ class _Suppressions:
     async def write(self, conn: AsyncConnection) -> None:
         await _SUPPRESSION_INSERT.run(conn, sorted(self.now - self.stored))
         gone = sorted(self.stored - self.now)
-        s = suppression_facts.c
+        cols = suppression_facts.c
         for start in range(0, len(gone), _CHUNK):
             await conn.execute(suppression_facts.delete().where(
-                tuple_(s.workspace_id, s.kind, s.value_hash).in_(gone[start:start + _CHUNK])))
+                tuple_(cols.workspace_id, cols.kind, cols.value_hash).in_(gone[start:start + _CHUNK])))
 
 
 async def _add(conn: AsyncConnection, deltas: Deltas) -> None:
@@ -378,6 +378,6 @@ async def _add(conn: AsyncConnection, deltas: Deltas) -> None:
                        [{"owner": owner, "name": name, "total": change} for owner, name, change in changes])
     lowered = [{"k_owner": owner, "k_name": name} for owner, name, change in changes if change < 0]
     if lowered:
-        c = totals.c
-        await conn.execute(totals.delete().where(and_(c.owner == bindparam("k_owner"), c.name == bindparam("k_name"),
-                                                      c.total == 0)), lowered)
+        cols = totals.c
+        await conn.execute(totals.delete().where(and_(cols.owner == bindparam("k_owner"),
+                                                      cols.name == bindparam("k_name"), cols.total == 0)), lowered)

@@ -512,10 +512,11 @@ class CampaignService:
         # has its own counter (projections/listing_totals.py); a batch and a status together count.
         total = None
         if batch_number is None:
-            k = cs.counts.c
-            total = select(func.coalesce(func.sum(k.total), 0)).where(k.campaign_id == cid, k.kind == cs.ENROLLMENT)
+            counts = cs.counts.c
+            total = select(func.coalesce(func.sum(counts.total), 0)).where(counts.campaign_id == cid,
+                                                                          counts.kind == cs.ENROLLMENT)
             if status:
-                total = total.where(k.key == status)
+                total = total.where(counts.key == status)
         elif not status:
             total = totals.total_query(cid, totals.batch_name(batch_number))
         return await self.reads.paged(q, paging, views.enrollment_view, listing, counted=counted, total=total)

@@ -41,27 +41,30 @@ def _throughput_statement() -> Any:
     """The throughput windows' one UNION ALL, built once with its bounds as parameters (see
     :meth:`StatsService._throughput_many`): building its eight parts again at every read cost more
     than running them."""
-    f, c = cs.email_facts.c, cs.sends.c
+    facts, sends = cs.email_facts.c, cs.sends.c
     ids: Any = bindparam("ids", expanding=True)
 
     def emails(part: str, lo: str, hi: Any) -> Any:
-        return (select(f.campaign_id, f.sender_id, literal(part, String).label("part"), func.count().label("n"))
-                .where(f.campaign_id.in_(ids), f.sent_at >= bindparam(lo), hi)
-                .group_by(f.campaign_id, f.sender_id))
+        return (select(facts.campaign_id, facts.sender_id, literal(part, String).label("part"),
+                       func.count().label("n"))
+                .where(facts.campaign_id.in_(ids), facts.sent_at >= bindparam(lo), hi)
+                .group_by(facts.campaign_id, facts.sender_id))
 
     def counted(part: str, span: str, lo: str, hi: str) -> Any:
-        return (select(c.campaign_id, c.sender_id, literal(part, String).label("part"), func.sum(c.sent).label("n"))
-                .where(c.campaign_id.in_(ids), c.span == span, c.start >= bindparam(lo), c.start < bindparam(hi))
-                .group_by(c.campaign_id, c.sender_id))
+        return (select(sends.campaign_id, sends.sender_id, literal(part, String).label("part"),
+                       func.sum(sends.sent).label("n"))
+                .where(sends.campaign_id.in_(ids), sends.span == span, sends.start >= bindparam(lo),
+                       sends.start < bindparam(hi))
+                .group_by(sends.campaign_id, sends.sender_id))
 
     parts = []
     for window in ("day", "hour"):
-        parts += [emails(window, f"{window}_lo", f.sent_at < bindparam(f"{window}_minute")),
+        parts += [emails(window, f"{window}_lo", facts.sent_at < bindparam(f"{window}_minute")),
                   counted(window, "minute", f"{window}_minute", f"{window}_hour")]
     # Whole hours before the hour window's first whole hour count in the day only.
     parts += [counted("day", "hour", "day_hour", "hour_hour"), counted("both", "hour", "hour_hour", "this_hour"),
               counted("both", "minute", "this_hour", "this_minute"),
-              emails("both", "this_minute", f.sent_at <= bindparam("now"))]
+              emails("both", "this_minute", facts.sent_at <= bindparam("now"))]
     return union_all(*parts)
 
 

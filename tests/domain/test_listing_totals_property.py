@@ -53,34 +53,35 @@ async def _scalar(engine: CampaignEngine, q: Any) -> int:
 
 async def recount(engine: CampaignEngine, workspaces: list[str], lists: list[str]) -> dict[tuple[str, str], int]:
     """Every counter as a COUNT(*) over the rows its listing answers (zeros left out, as the table does)."""
-    c, m, k, s, e = t.contacts.c, t.list_members.c, t.campaigns.c, t.suppressions.c, t.enrollments.c
+    contact, member, campaign, suppressed, enrolled = (t.contacts.c, t.list_members.c, t.campaigns.c,
+                                                       t.suppressions.c, t.enrollments.c)
     found: dict[tuple[str, str], int] = {}
     async with engine.store.reading() as conn:
-        for row in (await conn.execute(select(e.campaign_id, e.batch_number, func.count()).where(
-                e.workspace_id.in_(workspaces), e.batch_number.is_not(None)).group_by(
-                e.campaign_id, e.batch_number))).all():
+        for row in (await conn.execute(select(enrolled.campaign_id, enrolled.batch_number, func.count()).where(
+                enrolled.workspace_id.in_(workspaces), enrolled.batch_number.is_not(None)).group_by(
+                enrolled.campaign_id, enrolled.batch_number))).all():
             found[(row[0], lt.batch_name(row[1]))] = int(row[2])
     for ws in workspaces:
         found[(ws, lt.CONTACTS)] = await _scalar(engine, select(func.count()).where(
-            c.workspace_id == ws, c.erased.is_(False)))
+            contact.workspace_id == ws, contact.erased.is_(False)))
         for status in ("active", "unsubscribed", "erased"):
             found[(ws, lt.status_name(lt.CONTACTS, status))] = await _scalar(engine, select(func.count()).where(
-                c.workspace_id == ws, c.erased.is_(False), c.status == status))
+                contact.workspace_id == ws, contact.erased.is_(False), contact.status == status))
         found[(ws, lt.CAMPAIGNS)] = await _scalar(engine, select(func.count()).where(
-            k.workspace_id == ws, k.deleted.is_(False)))
+            campaign.workspace_id == ws, campaign.deleted.is_(False)))
         for status in ("draft", "scheduled", "active", "paused", "completed", "cancelled", "archived"):
             found[(ws, lt.status_name(lt.CAMPAIGNS, status))] = await _scalar(engine, select(func.count()).where(
-                k.workspace_id == ws, k.deleted.is_(False), k.status == status))
-        found[(ws, lt.SUPPRESSIONS)] = await _scalar(engine, select(func.count()).where(s.workspace_id == ws))
+                campaign.workspace_id == ws, campaign.deleted.is_(False), campaign.status == status))
+        found[(ws, lt.SUPPRESSIONS)] = await _scalar(engine, select(func.count()).where(suppressed.workspace_id == ws))
     for lid in lists:
         found[(lid, lt.LIST_MEMBERS)] = await _scalar(engine, select(func.count()).select_from(t.list_members).join(
-            t.contacts, c.id == m.contact_id).where(m.list_id == lid, c.erased.is_(False)))
+            t.contacts, contact.id == member.contact_id).where(member.list_id == lid, contact.erased.is_(False)))
     return {key: n for key, n in found.items() if n}
 
 
 async def tables(engine: CampaignEngine) -> dict[str, list[tuple[Any, ...]]]:
     async with engine.store.reading() as conn:
-        return {table.name: [tuple(r) for r in (await conn.execute(
+        return {table.name: [tuple(row) for row in (await conn.execute(
             select(table).order_by(*table.primary_key.columns))).all()] for table in lt.listing_totals.tables}
 
 
@@ -88,42 +89,42 @@ async def run(history: list[Op], backend: str = "sqlite") -> dict[tuple[str, str
     async with database(backend) as url:
         clock = ManualClock(datetime(2026, 1, 5, 8, tzinfo=UTC))
         async with CampaignEngine(url, clock=clock, secret_key="k" * 32) as engine:
-            workspaces = [(await engine.create_workspace(f"w{i}")).id for i in range(2)]
-            senders = [(await engine.create_sender(ws, {"email": f"rep@s{i}.io", "smtp": {
-                "host": "127.0.0.1", "port": 9, "security": "none"}}))["id"] for i, ws in enumerate(workspaces)]
+            workspaces = [(await engine.create_workspace(f"w{number}")).id for number in range(2)]
+            senders = [(await engine.create_sender(ws, {"email": f"rep@s{number}.io", "smtp": {
+                "host": "127.0.0.1", "port": 9, "security": "none"}}))["id"] for number, ws in enumerate(workspaces)]
             contacts: list[dict[int, str]] = [{}, {}]  # per workspace: address number -> contact id
             lists: list[list[str]] = [[], []]
             campaigns: list[list[str]] = [[], []]
 
-            async def contact_ids(w: int, param: int) -> list[str]:
-                found = await engine.list_contacts(workspaces[w], per_page=200)
+            async def contact_ids(at: int, param: int) -> list[str]:
+                found = await engine.list_contacts(workspaces[at], per_page=200)
                 return [item["id"] for item in found["data"]][param % 3::2]
 
-            for kind, w, param in history:
-                ws = workspaces[w]
+            for kind, at, param in history:
+                ws = workspaces[at]
                 email = f"person{param % EMAILS}@corp{param % 3}.io"
                 try:
                     if kind == "create":
-                        contacts[w][param % EMAILS] = (await engine.create_contact(ws, {"email": email}))["id"]
+                        contacts[at][param % EMAILS] = (await engine.create_contact(ws, {"email": email}))["id"]
                     elif kind in ("import", "import_to_list"):
-                        list_id = lists[w][param % len(lists[w])] if kind == "import_to_list" and lists[w] else None
+                        list_id = lists[at][param % len(lists[at])] if kind == "import_to_list" and lists[at] else None
                         await engine.import_contacts(ws, [{"email": email}, {"email": f"x{param}@corp.io"}],
                                                      list_id=list_id)
                     elif kind == "list":
-                        lists[w].append((await engine.create_list(ws, {"name": f"l{param}"}))["id"])
-                    elif kind in ("add", "remove") and lists[w]:
-                        ids = await contact_ids(w, param)
+                        lists[at].append((await engine.create_list(ws, {"name": f"l{param}"}))["id"])
+                    elif kind in ("add", "remove") and lists[at]:
+                        ids = await contact_ids(at, param)
                         if ids:
                             action = engine.add_list_contacts if kind == "add" else engine.remove_list_contacts
-                            await action(ws, lists[w][param % len(lists[w])], {"contact_ids": ids})
-                    elif kind == "erase" and contacts[w]:
-                        await engine.erase_contact(ws, sorted(contacts[w].values())[param % len(contacts[w])])
-                    elif kind in ("unsubscribe", "raw_erase", "raw_add") and contacts[w]:
+                            await action(ws, lists[at][param % len(lists[at])], {"contact_ids": ids})
+                    elif kind == "erase" and contacts[at]:
+                        await engine.erase_contact(ws, sorted(contacts[at].values())[param % len(contacts[at])])
+                    elif kind in ("unsubscribe", "raw_erase", "raw_add") and contacts[at]:
                         # Events the commands would not write in this order, but the log can hold.
-                        cid = sorted(contacts[w].values())[param % len(contacts[w])]
+                        cid = sorted(contacts[at].values())[param % len(contacts[at])]
                         if kind == "raw_add":
-                            if lists[w]:
-                                lid = lists[w][param % len(lists[w])]
+                            if lists[at]:
+                                lid = lists[at][param % len(lists[at])]
                                 await engine.store.append(f"list-{lid}", [ce.ListContactsAdded(
                                     list_id=lid, contact_ids=(cid, cid))], None, workspace_id=ws)
                         else:
@@ -136,16 +137,16 @@ async def run(history: list[Op], backend: str = "sqlite") -> dict[tuple[str, str
                     elif kind == "unsuppress":
                         await engine.delete_suppression(ws, email if param % 2 else f"corp{param % 3}.io")
                     elif kind == "campaign":
-                        campaigns[w].append((await engine.create_campaign(ws, {
-                            "name": f"c{param}", "sender_ids": [senders[w]],
+                        campaigns[at].append((await engine.create_campaign(ws, {
+                            "name": f"c{param}", "sender_ids": [senders[at]],
                             "steps": [{"subject": "Hi", "body_html": "b"}]}))["id"])
-                    elif kind == "enroll" and campaigns[w]:
-                        ids = await contact_ids(w, param)
+                    elif kind == "enroll" and campaigns[at]:
+                        ids = await contact_ids(at, param)
                         if ids:
-                            await engine.enroll(ws, campaigns[w][param % len(campaigns[w])], {
+                            await engine.enroll(ws, campaigns[at][param % len(campaigns[at])], {
                                 "contact_ids": ids, "batch_number": param % 3 or None})
-                    elif campaigns[w] and kind in ("launch", "pause", "cancel", "delete"):
-                        cid = campaigns[w][param % len(campaigns[w])]
+                    elif campaigns[at] and kind in ("launch", "pause", "cancel", "delete"):
+                        cid = campaigns[at][param % len(campaigns[at])]
                         await getattr(engine, f"{kind}_campaign")(ws, cid)
                 except EngineError:
                     pass  # refused (a conflict, an unknown or erased id): it appended nothing
@@ -153,26 +154,26 @@ async def run(history: list[Op], backend: str = "sqlite") -> dict[tuple[str, str
             all_lists = lists[0] + lists[1]
             expected = await recount(engine, workspaces, all_lists)
             async with engine.store.reading() as conn:
-                rows = {(r.owner, r.name): r.total for r in (await conn.execute(select(lt.totals))).all()}
+                rows = {(row.owner, row.name): row.total for row in (await conn.execute(select(lt.totals))).all()}
             assert rows == expected
-            for w, ws in enumerate(workspaces):  # and each listing answers it
+            for at, ws in enumerate(workspaces):  # and each listing answers it
                 for status in (None, "active", "unsubscribed"):
                     page = await engine.list_contacts(ws, status=status, per_page=1)
                     name = lt.status_name(lt.CONTACTS, status) if status else lt.CONTACTS
                     assert page["pagination"]["total"] == expected.get((ws, name), 0)
-                for lid in lists[w]:
+                for lid in lists[at]:
                     page = await engine.list_contacts(ws, list_id=lid, per_page=1)
                     assert page["pagination"]["total"] == expected.get((lid, lt.LIST_MEMBERS), 0)
                 listed = await engine.list_lists(ws, per_page=200)
                 assert {item["id"]: item["contact_count"] for item in listed["data"]} == {
-                    lid: expected.get((lid, lt.LIST_MEMBERS), 0) for lid in lists[w]}
+                    lid: expected.get((lid, lt.LIST_MEMBERS), 0) for lid in lists[at]}
                 for status in (None, "draft", "active", "paused"):
                     page = await engine.list_campaigns(ws, status=status, per_page=1)
                     name = lt.status_name(lt.CAMPAIGNS, status) if status else lt.CAMPAIGNS
                     assert page["pagination"]["total"] == expected.get((ws, name), 0)
                 assert (await engine.list_suppressions(ws, per_page=1))["pagination"]["total"] == expected.get(
                     (ws, lt.SUPPRESSIONS), 0)
-                for cid in campaigns[w]:
+                for cid in campaigns[at]:
                     for batch in (1, 2):
                         try:
                             page = await engine.list_enrollments(ws, cid, batch_number=batch, per_page=1)
@@ -250,7 +251,7 @@ def test_a_database_from_before_the_counters_gets_them_on_open() -> None:
                 sender = (await engine.create_sender(ws, {"email": "rep@s.io", "smtp": {
                     "host": "127.0.0.1", "port": 9, "security": "none"}}))["id"]
                 lid = (await engine.create_list(ws, {"name": "l"}))["id"]
-                ids = [(await engine.create_contact(ws, {"email": f"p{i}@corp.io"}))["id"] for i in range(3)]
+                ids = [(await engine.create_contact(ws, {"email": f"p{number}@corp.io"}))["id"] for number in range(3)]
                 await engine.add_list_contacts(ws, lid, {"contact_ids": ids[:2]})
                 await engine.store.append(f"contact-{ids[1]}", [ce.ContactUnsubscribed(
                     contact_id=ids[1], reason="link")], None, workspace_id=ws)
@@ -267,7 +268,7 @@ def test_a_database_from_before_the_counters_gets_them_on_open() -> None:
                 assert (await engine.list_contacts(ws, per_page=1))["pagination"]["total"] == 2
                 assert (await engine.list_contacts(ws, list_id=lid, per_page=1))["pagination"]["total"] == 1
                 async with engine.store.reading() as conn:
-                    rows = {(r.owner, r.name): r.total for r in (await conn.execute(select(lt.totals))).all()}
+                    rows = {(row.owner, row.name): row.total for row in (await conn.execute(select(lt.totals))).all()}
                 assert rows == before
 
     asyncio.run(scenario())
