@@ -18,6 +18,7 @@ from engine.delivery.outbound.smtp import SmtpSettings
 from engine.domain import campaign as campaign_domain
 from engine.errors import NotFound, ValidationFailed
 from engine.service.cursors import Cursors, Listing, after_key
+from events import schema
 from events.store import ConcurrencyError, EventStore
 from events.vault import Vault
 from projections import tables as t
@@ -106,12 +107,22 @@ class Reads:
 
     async def fold_campaign(self, conn: AsyncConnection | None, campaign_id: str
                             ) -> tuple[campaign_domain.CampaignState, int]:
-        """The campaign's state folded from its stream, and the stream's version (0 when empty)."""
-        events = await self.store.read_stream(f"campaign-{campaign_id}", conn=conn)
+        """The campaign's state folded from its stream, and the stream's version (0 when empty).
+
+        Enrollment's skip records (``enrollment.skipped``) are on the campaign's stream, so that an
+        enroll is ordered against the campaign's changes, but they change nothing of its state:
+        they stay in the database instead of being decoded, so a campaign that skipped 100,000
+        contacts (a list enrolled again) folds as fast as one that skipped none, and an enroll
+        does not grow slower with every enroll before it.
+        """
+        stream = f"campaign-{campaign_id}"
+        log = schema.events.c
+        events = await self.store.query(select(schema.events).where(
+            log.stream == stream, log.type != "enrollment.skipped").order_by(log.version), conn)
         state = campaign_domain.CampaignState()
-        for e in events:
-            state = campaign_domain.evolve(state, e.event)
-        return state, (events[-1].version if events else 0)
+        for stored in events:
+            state = campaign_domain.evolve(state, stored.event)
+        return state, await self.store.stream_version(stream, conn)
 
     async def campaign(self, ws: str, campaign_id: str, conn: AsyncConnection | None = None
                        ) -> tuple[campaign_domain.CampaignState, int]:
