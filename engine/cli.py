@@ -35,6 +35,7 @@ from engine.cli_audit import fail, make_console, run_command
 from engine.facade import CampaignEngine
 from engine.logging_setup import LogFormat, LoggingChoice, LogLevel, configure_logging
 from engine.service import contact_csv
+from events.gc_pause import freeze_long_lived
 
 app = typer.Typer(help="campaign-engine: event-sourced sending engine for multi-step email campaigns.",
                   no_args_is_help=True)
@@ -175,6 +176,7 @@ async def _serve(db: str | None, host: str, port: int, private_webhooks: bool, l
         # handler configure_logging put on the root, so its lines share the engine's format
         config = uvicorn.Config(create_app(engine), host=host, port=port, log_config=None,
                                 log_level=logging_choice.level_number)
+        freeze_long_lived()  # started: full collections need not walk the start-up's objects again
         stop = asyncio.Event()
         loop_task = asyncio.create_task(engine.run(stop))
         try:
@@ -221,6 +223,7 @@ async def _worker(db: str | None, *, lease_seconds: float, safety_seconds: float
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        freeze_long_lived()  # started: full collections need not walk the start-up's objects again
         console.print("worker running; SIGTERM or Ctrl-C to stop")
         await engine.run(stop, safety_seconds=safety_seconds, poll_seconds=poll_seconds)
         console.print("worker stopped")

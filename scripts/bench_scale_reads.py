@@ -62,6 +62,7 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine import CampaignEngine, ManualClock, create_app  # noqa: E402
+from events.gc_pause import freeze_long_lived  # noqa: E402
 from tests.conftest import PG_DSN, pg_database  # noqa: E402
 
 SECRET = "bench-secret-key-0123456789abcdef"
@@ -299,6 +300,7 @@ async def run(backend: str, n: int, reads: int) -> list[tuple[str, str, str]]:
             async with CampaignEngine(url, clock=clock, secret_key=SECRET) as engine:
                 ws = await engine.create_workspace("bench", monthly_limit=100_000_000)
                 app = create_app(engine, max_body_bytes=64 * 1024 * 1024, rate_limit_per_minute=10_000_000)
+                freeze_long_lived()  # as `serve` does once started
                 transport = httpx.ASGITransport(app=app)
                 async with httpx.AsyncClient(transport=transport, base_url="http://bench", timeout=None) as http:
                     api = Client(http, ws.api_key)
