@@ -109,13 +109,15 @@ _PG_TRIGGERS = [
     """CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON events
        FOR EACH STATEMENT EXECUTE FUNCTION events_append_only()""",
     # Once per INSERT statement, over all its rows (a transition table): every stream's new events
-    # must continue its head without a gap, and the heads move in one set-based upsert.
+    # must continue its head without a gap, and the heads move in one set-based upsert. Each head is
+    # read by its own index probe (LATERAL ... LIMIT 1): a plain join was planned as a sequential
+    # scan of streams while the table had no statistics yet (a bulk load's first minute).
     """CREATE OR REPLACE FUNCTION events_stream_heads() RETURNS trigger AS $$
        BEGIN
          IF EXISTS (
            SELECT 1 FROM (SELECT stream, min(version) AS lo, max(version) AS hi, count(*) AS n
                           FROM new_events GROUP BY stream) g
-           LEFT JOIN streams s ON s.stream = g.stream
+           LEFT JOIN LATERAL (SELECT version FROM streams WHERE stream = g.stream LIMIT 1) s ON true
            WHERE g.lo <> COALESCE(s.version, 0) + 1 OR g.hi - g.lo + 1 <> g.n
          ) THEN
            RAISE EXCEPTION 'stream version conflict: not the next version of the stream'

@@ -21,10 +21,15 @@ from events.vault import Vault
 
 INSERT = (f"INSERT INTO events ({COLUMNS}) SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], "
           "$4::text[], $5::int[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])")
-WRAPPED_KEYS = "SELECT subject_id, wrapped_key FROM vault_keys WHERE subject_id = ANY($1::text[])"
+# Each name looked up by its own index probe (a LATERAL subquery with LIMIT is not flattened into a
+# join): on a table not yet analyzed (a bulk load's first minute, before autovacuum), the planner
+# answered ``= ANY(array)`` with a sequential scan, which grew with the table on every append.
+WRAPPED_KEYS = ("SELECT k.subject_id, k.wrapped_key FROM unnest($1::text[]) AS u(subject_id) CROSS JOIN LATERAL "
+                "(SELECT subject_id, wrapped_key FROM vault_keys WHERE subject_id = u.subject_id LIMIT 1) AS k")
 INSERT_KEYS = ("INSERT INTO vault_keys (subject_id, workspace_id, wrapped_key) "
                "SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[])")
-HEADS_AND_TOP = ("SELECT stream, version, last_hash FROM streams WHERE stream = ANY($1::text[]) "
+HEADS_AND_TOP = ("SELECT s.stream, s.version, s.last_hash FROM unnest($1::text[]) AS u(stream) CROSS JOIN LATERAL "
+                 "(SELECT stream, version, last_hash FROM streams WHERE stream = u.stream LIMIT 1) AS s "
                  "UNION ALL SELECT NULL, COALESCE(MAX(position), 0), NULL FROM events")
 
 
