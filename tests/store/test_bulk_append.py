@@ -146,11 +146,11 @@ async def test_contact_updates_of_one_append_land_in_log_order_and_rebuild_alike
         assert await rows() == inline
 
 
-async def test_import_after_an_erasure_creates_and_updates_by_live_contacts(
-        sqlite_url: str, clock: ManualClock) -> None:
+async def test_import_after_an_erasure_creates_and_updates_by_live_contacts(db_url: str, clock: ManualClock) -> None:
     """The duplicate check drops erased rows itself (not in its SQL, which made SQLite scan the
-    workspace): an erased contact's address is created again, the live ones are updated."""
-    async with CampaignEngine(sqlite_url, clock=clock, secret_key=SECRET) as engine:
+    workspace): on both backends an erased contact's address is created again, the live ones are
+    updated."""
+    async with CampaignEngine(db_url, clock=clock, secret_key=SECRET) as engine:
         ws = (await engine.create_workspace("w")).id
         first = await engine.import_contacts(ws, [{"email": f"{n}@corp.io"} for n in "abc"])
         assert (first["created"], first["updated"]) == (3, 0)
