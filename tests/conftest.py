@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -43,6 +44,18 @@ async def pg_database() -> AsyncIterator[str]:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await admin.close()
+
+
+@asynccontextmanager
+async def throwaway_database(backend: str) -> AsyncIterator[str]:
+    """A throwaway database of ``backend``: a SQLite file in a temporary folder, or a fresh
+    PostgreSQL database; for tests that run one body on both backends outside a fixture."""
+    if backend == "postgres":
+        async with pg_database() as url:
+            yield url
+    else:
+        with tempfile.TemporaryDirectory() as folder:
+            yield f"sqlite+aiosqlite:///{folder}/p.db"
 
 
 @pytest.fixture

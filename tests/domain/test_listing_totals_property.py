@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -27,7 +25,7 @@ from engine.errors import EngineError
 from events.catalog import contact as ce
 from projections import listing_totals as lt
 from projections import tables as t
-from tests.conftest import pg_database
+from tests.conftest import throwaway_database
 
 KINDS = ["create", "create", "import", "import_to_list", "list", "add", "add", "remove", "erase", "unsubscribe",
          "raw_erase", "raw_add", "suppress", "unsuppress", "campaign", "launch", "pause", "cancel", "delete",
@@ -35,15 +33,6 @@ KINDS = ["create", "create", "import", "import_to_list", "list", "add", "add", "
 EMAILS = 6  # contact i of a workspace has the address person<i>@corp<i % 3>.io
 Op = tuple[str, int, int]  # (kind, workspace 0 or 1, a free parameter)
 
-
-@asynccontextmanager
-async def database(backend: str) -> AsyncIterator[str]:
-    if backend == "postgres":
-        async with pg_database() as url:
-            yield url
-    else:
-        with tempfile.TemporaryDirectory() as d:
-            yield f"sqlite+aiosqlite:///{d}/p.db"
 
 
 async def _scalar(engine: CampaignEngine, q: Any) -> int:
@@ -86,7 +75,7 @@ async def tables(engine: CampaignEngine) -> dict[str, list[tuple[Any, ...]]]:
 
 
 async def run(history: list[Op], backend: str = "sqlite") -> dict[tuple[str, str], int]:
-    async with database(backend) as url:
+    async with throwaway_database(backend) as url:
         clock = ManualClock(datetime(2026, 1, 5, 8, tzinfo=UTC))
         async with CampaignEngine(url, clock=clock, secret_key="k" * 32) as engine:
             workspaces = [(await engine.create_workspace(f"w{number}")).id for number in range(2)]

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -33,7 +32,7 @@ from projections import campaign_stats as cs
 from projections import tables as t
 from projections.engagement import opens
 from projections.sending import emails
-from tests.conftest import pg_database
+from tests.conftest import throwaway_database
 
 E = emails.c
 ENROLLMENTS = 6  # enrollment i is in campaign i % 2, of contact i // 2; each has emails of steps 1 and 2
@@ -262,21 +261,11 @@ def _stream(event: Event) -> str:
     return f"enrollment-{enrollment_id}" if enrollment_id else f"campaign-{getattr(event, 'campaign_id', '')}"
 
 
-@asynccontextmanager
-async def database(backend: str) -> AsyncIterator[str]:
-    """A throwaway database of ``backend``: a SQLite file or a fresh PostgreSQL database."""
-    if backend == "postgres":
-        async with pg_database() as url:
-            yield url
-    else:
-        with tempfile.TemporaryDirectory() as d:
-            yield f"sqlite+aiosqlite:///{d}/p.db"
-
 
 async def run(groups: list[list[Op]], backend: str = "sqlite") -> dict[str, dict[str, Any]]:
     """Append the history (each group one append), then check counters against the recount and a
     rebuild; returns the stats, for the guard below."""
-    async with database(backend) as url:
+    async with throwaway_database(backend) as url:
         clock = ManualClock(datetime(2026, 1, 5, 8, tzinfo=UTC))
         async with CampaignEngine(url, clock=clock, secret_key="k" * 32) as engine:
             ws = (await engine.create_workspace("w")).id
