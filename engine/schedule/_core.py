@@ -368,20 +368,48 @@ def _candidate(
     return best
 
 
-def _campaign_rotation(ctx: Context, usage: Usage, c: str) -> dict[tuple[str, str], int]:
-    """Round-robin order of campaign `c`'s senders, starting after the one that sent last."""
+def _rotation_after(ctx: Context, usage: Usage, c: str) -> int:
+    """Index in ``ctx.active_senders[c]`` of the sender that sent last (-1: none): rotation resumes
+    after it."""
     senders = ctx.active_senders[c]
     last = usage.last_sender(c)
     if last in senders:
-        after = senders.index(last)
-    else:  # the last sender left the campaign: resume after the latest of those still in it
-        latest: tuple[datetime, int] | None = None
-        for index, s in enumerate(senders):
-            send = usage.last_send(c, s)
-            if send is not None and (latest is None or (send.at, index) > latest):
-                latest = (send.at, index)
-        after = -1 if latest is None else latest[1]
+        return senders.index(last)
+    # the last sender left the campaign: resume after the latest of those still in it
+    latest: tuple[datetime, int] | None = None
+    for index, s in enumerate(senders):
+        send = usage.last_send(c, s)
+        if send is not None and (latest is None or (send.at, index) > latest):
+            latest = (send.at, index)
+    return -1 if latest is None else latest[1]
+
+
+def _campaign_rotation(ctx: Context, usage: Usage, c: str) -> dict[tuple[str, str], int]:
+    """Round-robin order of campaign `c`'s senders, starting after the one that sent last."""
+    senders = ctx.active_senders[c]
+    after = _rotation_after(ctx, usage, c)
     return {(c, s): (index - after - 1) % len(senders) for index, s in enumerate(senders)}
+
+
+def _first_in_rotation(ctx: Context, usage: Usage, c: str, alive: set[str], now: datetime) -> str | None:
+    """The first of `alive` (senders of campaign `c`) in rotation order whose limits are open at
+    `now`; those found full on the way are dropped from `alive` (limits only fill up within a call).
+
+    What the per-pair heap does with a block of entries of one key, one per sender, ordered by
+    rotation: it pops them in that order, drops each whose limits are full and sends with the first
+    that is open.
+    """
+    senders = ctx.active_senders[c]
+    count = len(senders)
+    after = _rotation_after(ctx, usage, c)
+    for step in range(1, count + 1):
+        s = senders[(after + step) % count]
+        if s not in alive:
+            continue
+        if _limits_release(ctx, usage, c, s, now) == now:
+            return s
+        alive.discard(s)
+    return None
 
 
 def _spaced(ctx: Context, c: str) -> bool:
@@ -455,7 +483,8 @@ def send_now(
     # same for all of them; it is found once per change of the queue, not once per pair.
     shared: dict[str, tuple[int, RankKey | None]] = {}
 
-    def push(c: str, s: str) -> None:
+    def weigh(c: str, s: str) -> RankKey | None:
+        """The pair's candidate at `now` (None: it cannot send now, nor later in this call)."""
         if (c, s) in slotted and not queue.has_pinned(c, s) and not _domain_limited(ctx, c):
             memo = shared.get(c)
             if memo is None or memo[0] != queue.changes:
@@ -465,28 +494,64 @@ def send_now(
             key = _candidate(ctx, queue, usage, c, s, now, (c, s) in slotted, open_zones)
         if key is not None:
             slotted.add((c, s))
+        return key
+
+    def push(c: str, s: str) -> None:
+        key = weigh(c, s)
+        if key is not None:
             rotation = rotations.get(c)
             if rotation is None:
                 rotation = rotations[c] = _campaign_rotation(ctx, usage, c)
             heapq.heappush(heap, (key, rotation[(c, s)], c, s, versions[c]))
 
+    # Campaigns weighed as one. When none of a campaign's weighed pairs has pinned items and it has
+    # no per-domain limits, every pair's candidate is the same item (its best unpinned due item), so
+    # an entry per pair forms a block of one key that no other campaign's entry can split (keys name
+    # their campaign): popped in rotation order, the full ones dropped, the first open one sends;
+    # after that send the whole block is stale and popped again at once, each pair pushed back with
+    # the campaign's next best item and its new place in the rotation (with 32 senders, 32 pushes a
+    # send). Here such a campaign has one entry, its key, and the set of its senders still in play:
+    # the block's work is a walk in rotation order (:func:`_first_in_rotation`) and one look for the
+    # next best item per send. Queues only lose items within a call, so such a campaign stays one;
+    # the others keep an entry per pair. The same sends either way: tests/schedule/
+    # test_send_now_equivalence.py plays both side by side.
+    pooled: dict[str, set[str]] = {}
+    weighed: dict[str, list[tuple[str, RankKey]]] = {}
     for c, s in ctx.pairs:
         if able is None or (c, s) in able:
-            push(c, s)
+            key = weigh(c, s)
+            if key is not None:
+                weighed.setdefault(c, []).append((s, key))
+    for c, found in weighed.items():
+        if not _domain_limited(ctx, c) and not any(queue.has_pinned(c, s) for s, _ in found):
+            pooled[c] = {s for s, _ in found}
+            heapq.heappush(heap, (found[0][1], -1, c, "", 0))
+            continue
+        rotation = rotations[c] = _campaign_rotation(ctx, usage, c)
+        for s, key in found:
+            heapq.heappush(heap, (key, rotation[(c, s)], c, s, versions[c]))
+
     used: set[tuple[str, str]] = set()
     sends: list[Assignment] = []
     while heap and (limit is None or len(sends) < limit):
         key, _, c, s, version = heapq.heappop(heap)
-        if (c, s) in used:
-            continue
-        if version != versions[c] or key[-1] not in queue.items:
-            push(c, s)  # the campaign moved on (an item went, the rotation turned): decide again
-            continue
-        if _limits_release(ctx, usage, c, s, now) != now:
-            continue  # a shared limit filled up during this call
-        if _domain_limited(ctx, c) and _domain_release(ctx, usage, c, s, queue.items[key[-1]].domain, now) != now:
-            push(c, s)  # this recipient's domain filled up during this call: another domain may go
-            continue
+        alive = pooled.get(c)
+        if alive is not None:
+            chosen = _first_in_rotation(ctx, usage, c, alive, now)
+            if chosen is None:
+                continue  # shared limits filled up during this call: the campaign is done
+            s = chosen
+        else:
+            if (c, s) in used:
+                continue
+            if version != versions[c] or key[-1] not in queue.items:
+                push(c, s)  # the campaign moved on (an item went, the rotation turned): decide again
+                continue
+            if _limits_release(ctx, usage, c, s, now) != now:
+                continue  # a shared limit filled up during this call
+            if _domain_limited(ctx, c) and _domain_release(ctx, usage, c, s, queue.items[key[-1]].domain, now) != now:
+                push(c, s)  # this recipient's domain filled up during this call: another domain may go
+                continue
         item = queue.remove(key[-1])
         campaign = ctx.campaigns[c]
         usage = (usage.record_in_place if owned else usage.record)(
@@ -498,8 +563,17 @@ def send_now(
             domain=item.domain,
         )
         sends.append(Assignment(item=item, sender_id=s, at=now))
-        versions[c] += 1
         slotted.discard((c, s))
+        if alive is not None:
+            # the pair that sent is weighed again (its slot anew) if it may send again at once
+            if not (_may_repeat(ctx, usage, c, s, now) and weigh(c, s) is not None):
+                alive.discard(s)
+            if alive:
+                following = _candidate(ctx, queue, usage, c, next(iter(alive)), now, True, open_zones)
+                if following is not None:
+                    heapq.heappush(heap, (following, -1, c, "", 0))
+            continue
+        versions[c] += 1
         rotations.pop(c, None)  # the rotation moved on
         if _may_repeat(ctx, usage, c, s, now):
             push(c, s)
