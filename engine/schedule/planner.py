@@ -135,11 +135,13 @@ class PlanRound:
         self.now = as_utc(now, "now")
         self._ctx = Context(campaigns, senders, monthly_limits)
         self._queue: ItemQueue = build_queue(self._ctx, items)
-        self.usage = usage
+        # the round's own copy of `usage` (the caller's is left as it was): each send is recorded in
+        # it in place, instead of in a new copy of every counter per send
+        self.usage = usage.owned()
 
     def take(self, limit: int | None = None) -> tuple[Assignment, ...]:
-        """The next sends at `now` (at most `limit`), best first; the usage records them."""
-        sends, self.usage = send_now(self.now, self._queue, self._ctx, self.usage, limit)
+        """The next sends at `now` (at most `limit`), best first; :attr:`usage` records them (in place)."""
+        sends, self.usage = send_now(self.now, self._queue, self._ctx, self.usage, limit, owned=True)
         return tuple(sends)
 
     def requeue(self, item: QueueItem) -> None:
