@@ -45,6 +45,21 @@ COLUMNS = "position, stream, version, type, type_version, data, metadata, record
 COLUMN_NAMES = [name.strip() for name in COLUMNS.split(",")]
 
 StreamHeads = dict[str, tuple[int, str]]
+
+
+def take_heads(rows: Iterable[Sequence[Any]], heads: StreamHeads) -> int | None:
+    """Fold the rows of a heads look-up into `heads`: ``(stream, version, last_hash)`` per existing
+    stream, and one row ``(NULL, last position, NULL)`` whose position is returned (None without it).
+
+    Both backends ask for the heads and the log's last position in one round trip, in this shape.
+    """
+    top: int | None = None
+    for stream, version, last_hash in rows:
+        if stream is None:
+            top = int(version)
+        else:
+            heads[stream] = (int(version), last_hash)
+    return top
 """stream -> (its version, the hash of its last event), for the streams that exist."""
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
-from events.backends.base import COLUMNS, SqlEventStore, StreamHeads
+from events.backends.base import COLUMNS, SqlEventStore, StreamHeads, take_heads
 from events.store import StoredEvent
 from events.vault import Vault
 
@@ -70,11 +70,5 @@ class PostgresEventStore(SqlEventStore):
 
     async def _heads_and_top(self, conn: AsyncConnection, names: Sequence[str]) -> tuple[StreamHeads, int]:
         heads: StreamHeads = {}
-        top = 0
         found: Any = await conn.exec_driver_sql(HEADS_AND_TOP, (list(names),))
-        for stream, version, last_hash in found:
-            if stream is None:
-                top = int(version)
-            else:
-                heads[stream] = (int(version), last_hash)
-        return heads, top
+        return heads, take_heads(found, heads) or 0

@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.util import await_only
 
-from events.backends.base import COLUMN_NAMES, COLUMNS, SqlEventStore, StreamHeads
+from events.backends.base import COLUMN_NAMES, COLUMNS, SqlEventStore, StreamHeads, take_heads
 from events.store import StoredEvent
 from events.vault import Vault
 
@@ -202,11 +202,8 @@ class SqliteEventStore(SqlEventStore):
                 found = await driver.execute_fetchall(sql, tuple(part))
             except sqlite3.Error as exc:
                 raise translated(sql, exc) from exc
-            for stream, version, last_hash in found:
-                if stream is None:
-                    top = int(version)
-                else:
-                    heads[stream] = (int(version), last_hash)
+            found_top = take_heads(found, heads)
+            top = top if found_top is None else found_top
         return heads, top
 
     async def read_all(
